@@ -1,0 +1,48 @@
+# make demo | make test | make bench | make lint — each creates .venv when missing.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.r3nb-installed
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test lint js bench clean check-supply-chain
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[test,dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The widget bundle is committed; rebuild it when js/ changes (needs node + npm).
+js: js/node_modules/.package-lock.json
+	cd js && npm run build
+js/node_modules/.package-lock.json: js/package.json
+	cd js && (npm ci --no-audit --no-fund || npm install --no-audit --no-fund)
+
+check-supply-chain: $(STAMP)
+	@$(BIN)/python tests/check_supply_chain.py
+
+test: $(STAMP) check-supply-chain
+	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check r3nb tests bench
+	$(BIN)/ruff format --check r3nb tests bench
+	$(BIN)/mypy
+
+demo: $(STAMP)
+	$(BIN)/jupyter lab notebooks/demo.ipynb --ServerApp.ip=127.0.0.1 \
+		--LabApp.news_url=None \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .ci/out js/node_modules

@@ -1,0 +1,161 @@
+// Wire shapes, mirrored from r3nb/protocol.py (the single source of truth).
+// Keep field names and meanings identical; change them there first.
+//
+// Text offsets count Unicode code points (Python `str` indices), never UTF-16 units:
+// use `codePointLength` / `codePointSlice` below, not `.length` / `.slice`.
+
+/** @typedef {"streaming" | "complete" | "error" | "cancelled"} Status */
+/** @typedef {"user" | "assistant" | "system"} Role */
+
+/**
+ * Context attached to a user message, e.g. a kernel variable named with `@name`.
+ * @typedef {object} Attachment
+ * @property {string} kind      "variable"
+ * @property {string} name
+ * @property {string} summary   the bounded text that was sent to the model
+ */
+
+/**
+ * @typedef {object} MessageDict
+ * @property {string} id
+ * @property {string} conversation_id
+ * @property {number} seq
+ * @property {Role} role
+ * @property {string} content
+ * @property {Status} status
+ * @property {string | null} model
+ * @property {string | null} author
+ * @property {string | null} source          "browser", "kernel" or "embedded"
+ * @property {string | null} streaming_for   kernel id of the panel/kernel that sent the prompt
+ * @property {string | null} error
+ * @property {number | null} prompt_tokens
+ * @property {number | null} completion_tokens
+ * @property {number | null} cost
+ * @property {Attachment[]} attachments
+ * @property {number} created_at             epoch seconds
+ * @property {number} updated_at
+ * @property {number} revision
+ */
+
+/**
+ * A message in a snapshot. When the client named it in `from=MID:N`, `offset` is N and
+ * `content` holds only the text after code point N.
+ * @typedef {MessageDict & { offset?: number }} SnapshotMessage
+ */
+
+/**
+ * @typedef {object} ConversationDict
+ * @property {string} id
+ * @property {string} title
+ * @property {string | null} author
+ * @property {number} created_at
+ * @property {number} updated_at
+ * @property {number} revision
+ * @property {number} message_count
+ */
+
+/**
+ * `GET conversations/{cid}?since=REV`: what changed after REV.
+ * @typedef {object} Snapshot
+ * @property {ConversationDict} conversation
+ * @property {SnapshotMessage[]} messages   ordered by seq
+ * @property {number} revision              pass back as `since` next time
+ * @property {boolean} streaming            any message of the conversation still streaming
+ */
+
+/**
+ * @typedef {object} ModelInfo
+ * @property {string} name
+ * @property {string} [model]
+ * @property {string} [description]
+ */
+
+/** @typedef {{ models: ModelInfo[], default: string | null }} ModelsReply */
+
+// --- SSE events (POST conversations/{cid}/messages, GET messages/{mid}/stream) ---
+
+/**
+ * @typedef {object} StartEvent
+ * @property {MessageDict | null} user_message   null on GET messages/{mid}/stream
+ * @property {MessageDict} assistant_message
+ */
+
+/**
+ * @typedef {object} DeltaEvent
+ * @property {string} message_id
+ * @property {number} offset   code point offset of `text` within the message content
+ * @property {string} text
+ */
+
+/**
+ * @typedef {object} DoneEvent
+ * @property {MessageDict} message   final status, error, usage
+ */
+
+/** @typedef {"start" | "delta" | "done" | "error"} SseEventName */
+
+// --- Comm relay between the widget and its kernel ---
+
+/**
+ * JS → Python. Mirrors an HTTP call on the API, relative to `api/`.
+ * @typedef {object} CommRequest
+ * @property {"request"} type
+ * @property {string} id
+ * @property {"GET" | "POST" | "DELETE"} method
+ * @property {string} path
+ * @property {unknown} body
+ */
+
+/**
+ * Python → JS: the reply to a request that is not a stream.
+ * @typedef {{ type: "response", id: string, status: number, body: any }} CommResponse
+ */
+
+/**
+ * Python → JS: one SSE event of a streaming request; `end` closes it.
+ * @typedef {{ type: "event", id: string, event: string, data: any }} CommEvent
+ */
+
+/** @typedef {{ type: "end", id: string }} CommEnd */
+
+/** @typedef {CommResponse | CommEvent | CommEnd} CommReply */
+
+export const FINAL_STATUSES = new Set(["complete", "error", "cancelled"]);
+
+/**
+ * Length in Unicode code points, matching Python's `len(str)`.
+ * @param {string} text
+ */
+export function codePointLength(text) {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    // A high surrogate followed by a low one is one code point.
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    n++;
+  }
+  return n;
+}
+
+/**
+ * `text` from code point `start` on (Python's `text[start:]`).
+ * @param {string} text
+ * @param {number} start
+ */
+export function codePointSlice(text, start) {
+  if (start <= 0) return text;
+  let seen = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (seen === start) return text.slice(i);
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    seen++;
+  }
+  return "";
+}

@@ -1,0 +1,427 @@
+// One open conversation in one view: its messages, the poll loop, live streams, Send/Stop.
+//
+// Who updates a message's text:
+// - a message this panel's kernel is streaming (its own Send, a %%chat cell, or either after
+//   a page reload) is followed live over SSE, from the code points already held;
+// - every other message comes from snapshot polls, which name the streaming messages held
+//   (`from=MID:N`) so the server sends only the new text.
+// A message is owned by exactly one of the two at a time (`entry.live`); snapshots skip live
+// ones. When a live stream stalls or fails, the poll takes over from that message's revision.
+
+import { MessageView } from "./message_view.js";
+import { FINAL_STATUSES, codePointLength, codePointSlice } from "./protocol.js";
+import { ApiError, NetworkError, StallError, call, isAbort } from "./transport.js";
+
+/** @typedef {import("./protocol.js").MessageDict} MessageDict */
+/** @typedef {import("./protocol.js").SnapshotMessage} SnapshotMessage */
+/** @typedef {import("./protocol.js").Snapshot} Snapshot */
+/** @typedef {import("./protocol.js").ConversationDict} ConversationDict */
+/** @typedef {import("./transport.js").Transport} Transport */
+
+/**
+ * What the panel gives a session.
+ * @typedef {object} SessionHost
+ * @property {Transport} transport
+ * @property {HTMLElement} list                the message list element
+ * @property {import("./sanitize.js").Sanitize} sanitize
+ * @property {() => string} kernelId
+ * @property {() => { snapshotMs: number, idleMs: number }} intervals
+ * @property {(key: string, text: string) => void} setStatus   "" clears that key
+ * @property {() => void} onBusyChange         Send/Stop state may have changed
+ * @property {() => void} onRender             a message's text was rendered
+ * @property {() => void} onPoll               a snapshot poll completed
+ * @property {(conversation: ConversationDict) => void} onConversation
+ * @property {() => void} onGone               the conversation was deleted
+ * @property {() => boolean} isShown           false while the view is detached
+ */
+
+/**
+ * @typedef {object} Entry
+ * @property {MessageDict} msg      content is the full text held so far
+ * @property {number} length        code points in msg.content
+ * @property {MessageView} view
+ * @property {boolean} live         a live stream owns this message
+ * @property {boolean} liveFailed   a live stream failed once: polls own it from now on
+ */
+
+/** A delta skipped text: the stream must restart from what we hold. */
+class GapError extends Error {}
+
+const MAX_BACKOFF_MS = 60_000;
+
+export class Session {
+  /**
+   * @param {string} cid
+   * @param {SessionHost} host
+   */
+  constructor(cid, host) {
+    this.cid = cid;
+    this.host = host;
+    this.controller = new AbortController();
+    /** @type {Map<string, Entry>} */
+    this.entries = new Map();
+    /** @type {number | null} null until the first snapshot: then the next poll asks for all */
+    this.revision = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.pollTimer = undefined;
+    this.polling = false;
+    /** A poll was asked for while one ran: run again right after it. */
+    this.pollAgain = false;
+    this.failures = 0;
+    this.sending = false;
+    this.stopRequested = false;
+  }
+
+  get disposed() {
+    return this.controller.signal.aborted;
+  }
+
+  /** Loads the conversation; resolves after the first snapshot attempt. */
+  async start() {
+    await this.poll();
+  }
+
+  dispose() {
+    this.controller.abort();
+    clearTimeout(this.pollTimer);
+    for (const entry of this.entries.values()) entry.view.dispose();
+    this.entries.clear();
+  }
+
+  /** Whether this panel's own stream runs (Send hidden, Stop shown). */
+  busy() {
+    if (this.sending) return true;
+    for (const entry of this.entries.values()) if (entry.live && entry.msg.status === "streaming") return true;
+    return false;
+  }
+
+  // --- polling -------------------------------------------------------------------------
+
+  /** @param {number} delayMs */
+  schedulePoll(delayMs) {
+    if (this.disposed) return;
+    clearTimeout(this.pollTimer);
+    this.pollTimer = setTimeout(() => void this.poll(), delayMs);
+  }
+
+  /** One snapshot poll, then the next one is scheduled (never two at once). */
+  async poll() {
+    if (this.disposed) return;
+    if (this.polling) {
+      this.pollAgain = true; // the running poll schedules the next one
+      return;
+    }
+    clearTimeout(this.pollTimer);
+    if (this.revision !== null && !this.host.isShown()) {
+      this.schedulePoll(this.host.intervals().idleMs); // a detached view (Notebook 7) stays quiet
+      return;
+    }
+    this.polling = true;
+    let delay;
+    try {
+      const snapshot = /** @type {Snapshot} */ (await call(this.host.transport, "GET", this.snapshotPath(), undefined, this.controller.signal));
+      this.failures = 0;
+      this.host.setStatus("poll", "");
+      this.applySnapshot(snapshot);
+      this.host.onPoll();
+      delay = this.nextInterval();
+    } catch (err) {
+      if (this.disposed || isAbort(err)) return;
+      delay = this.pollFailed(err);
+    } finally {
+      this.polling = false;
+    }
+    if (delay !== undefined) this.schedulePoll(this.pollAgain && this.failures === 0 ? 0 : delay);
+    this.pollAgain = false;
+  }
+
+  snapshotPath() {
+    let path = `conversations/${encodeURIComponent(this.cid)}`;
+    if (this.revision === null) return path;
+    path += `?since=${this.revision}`;
+    const held = [];
+    for (const [id, entry] of this.entries) if (entry.msg.status === "streaming") held.push(`${id}:${entry.length}`);
+    if (held.length) path += `&from=${held.join(",")}`;
+    return path;
+  }
+
+  nextInterval() {
+    const { snapshotMs, idleMs } = this.host.intervals();
+    for (const entry of this.entries.values()) if (entry.msg.status === "streaming" && !entry.live) return snapshotMs;
+    return idleMs;
+  }
+
+  /**
+   * @param {unknown} err
+   * @returns {number | undefined} the delay before the next attempt, none when gone
+   */
+  pollFailed(err) {
+    if (err instanceof ApiError && err.status === 404) {
+      this.host.onGone();
+      return undefined;
+    }
+    this.failures += 1;
+    const base = this.host.intervals().snapshotMs;
+    const delay = Math.min(MAX_BACKOFF_MS, base * 2 ** Math.min(this.failures, 6));
+    const why = err instanceof Error ? err.message : String(err);
+    const text = err instanceof ApiError ? why : `Cannot reach the server (${why}); retrying in ${Math.round(delay / 1000)} s`;
+    this.host.setStatus("poll", text);
+    return delay;
+  }
+
+  /** @param {Snapshot} snapshot */
+  applySnapshot(snapshot) {
+    this.host.onConversation(snapshot.conversation);
+    let resync = false;
+    for (const msg of snapshot.messages) {
+      const entry = this.entries.get(msg.id);
+      if (entry?.live) continue;
+      if (msg.offset == null) this.upsert(msg);
+      else if (entry && entry.length === msg.offset) this.upsert({ ...msg, content: entry.msg.content + msg.content }, msg.content);
+      else resync = true; // we no longer hold what the server appended to: reload everything
+    }
+    this.revision = resync ? null : Math.max(this.revision ?? 0, snapshot.revision);
+    for (const entry of this.entries.values()) this.maybeFollow(entry);
+    if (resync) this.schedulePoll(0);
+  }
+
+  // --- messages --------------------------------------------------------------------------
+
+  /**
+   * Adds or updates a message from a complete MessageDict.
+   * @param {MessageDict} msg     `content` is the full text
+   * @param {string} [appended]   the part of `content` that is new, when known
+   * @returns {Entry}
+   */
+  upsert(msg, appended) {
+    let entry = this.entries.get(msg.id);
+    if (!entry) {
+      const view = new MessageView(this.host.list.ownerDocument, { sanitize: this.host.sanitize, onRender: this.host.onRender });
+      entry = { msg: { ...msg, content: "" }, length: 0, view, live: false, liveFailed: false };
+      this.entries.set(msg.id, entry);
+      this.insertInOrder(entry);
+    }
+    const previous = entry.msg.content;
+    entry.msg = msg;
+    entry.length = appended !== undefined ? entry.length + codePointLength(appended) : codePointLength(msg.content);
+    entry.view.update(msg, this.host.kernelId());
+    if (FINAL_STATUSES.has(msg.status)) entry.view.content.finish(msg.content);
+    else if (appended !== undefined) entry.view.content.append(appended);
+    else if (msg.content.startsWith(previous)) entry.view.content.append(msg.content.slice(previous.length));
+    else entry.view.content.replace(msg.content);
+    return entry;
+  }
+
+  /** @param {Entry} entry */
+  insertInOrder(entry) {
+    const seq = entry.msg.seq;
+    let before = null;
+    for (const other of this.entries.values()) {
+      if (other !== entry && other.msg.seq > seq && (!before || other.msg.seq < before.msg.seq)) before = other;
+    }
+    this.host.list.insertBefore(entry.view.el, before ? before.view.el : null);
+  }
+
+  /**
+   * Metadata from a stream's `start`: the text stays ours (the deltas bring it).
+   * @param {MessageDict} msg
+   */
+  adoptMetadata(msg) {
+    const entry = this.entries.get(msg.id);
+    if (!entry) return this.upsert(msg);
+    entry.msg = { ...msg, content: entry.msg.content };
+    entry.view.update(entry.msg, this.host.kernelId());
+    return entry;
+  }
+
+  /**
+   * @param {Entry} entry
+   * @param {number} offset   code point offset of `text`
+   * @param {string} text
+   */
+  applyDelta(entry, offset, text) {
+    if (offset > entry.length) throw new GapError();
+    const fresh = offset === entry.length ? text : codePointSlice(text, entry.length - offset);
+    if (!fresh) return; // already held (a resync overlap)
+    entry.msg.content += fresh;
+    entry.length += codePointLength(fresh);
+    entry.view.content.append(fresh);
+  }
+
+  /**
+   * The handler for start/delta/done/error events of a stream that owns `getEntry()`.
+   * @param {() => Entry | null} getEntry
+   * @param {(entry: Entry) => void} onStart
+   * @returns {(event: string, data: any) => void}
+   */
+  streamHandler(getEntry, onStart) {
+    return (event, data) => {
+      if (event === "start") {
+        if (data.user_message) this.upsert(data.user_message);
+        const entry = this.adoptMetadata(data.assistant_message);
+        entry.live = true;
+        onStart(entry);
+      } else if (event === "delta") {
+        const entry = getEntry();
+        if (entry && data.message_id === entry.msg.id) this.applyDelta(entry, data.offset, data.text);
+      } else if (event === "done") {
+        const entry = getEntry();
+        if (entry && data.message.id === entry.msg.id) this.upsert(data.message);
+      } else if (event === "error") {
+        this.host.setStatus("stream", data && typeof data.error === "string" ? data.error : "The stream failed");
+      }
+      this.host.onBusyChange();
+    };
+  }
+
+  // --- live streams ----------------------------------------------------------------------
+
+  /**
+   * Follows a message our kernel streams (a %%chat cell, or our own Send after a reload).
+   * @param {Entry} entry
+   */
+  maybeFollow(entry) {
+    const { msg } = entry;
+    const kernelId = this.host.kernelId();
+    if (this.sending || entry.live || entry.liveFailed || msg.status !== "streaming") return;
+    if (!kernelId || msg.streaming_for !== kernelId || msg.role !== "assistant") return;
+    void this.follow(entry);
+  }
+
+  /**
+   * Streams `entry` from the code points held until it is final, resyncing on gaps.
+   * @param {Entry} entry
+   */
+  async follow(entry) {
+    entry.live = true;
+    this.host.onBusyChange();
+    const handler = this.streamHandler(() => entry, () => {});
+    for (let attempt = 0; !this.disposed && entry.msg.status === "streaming"; attempt++) {
+      try {
+        if (attempt >= 3) throw new Error("the stream kept ending early");
+        const path = `messages/${encodeURIComponent(entry.msg.id)}/stream?offset=${entry.length}`;
+        await this.host.transport.stream("GET", path, undefined, handler, this.controller.signal);
+      } catch (err) {
+        if (this.disposed || isAbort(err)) return;
+        if (err instanceof GapError) continue;
+        this.fallBackToPolling(entry, err);
+        return;
+      }
+    }
+    entry.live = false;
+    this.host.onBusyChange();
+  }
+
+  /**
+   * @param {Entry} entry
+   * @param {unknown} err
+   */
+  fallBackToPolling(entry, err) {
+    entry.live = false;
+    entry.liveFailed = true;
+    // Snapshots skipped this message while the stream owned it: ask again from its revision.
+    if (this.revision !== null) this.revision = Math.min(this.revision, entry.msg.revision);
+    if (!(err instanceof StallError)) {
+      this.host.setStatus("stream", `Live stream lost (${err instanceof Error ? err.message : String(err)}); following by polling`);
+    }
+    this.host.onBusyChange();
+    this.schedulePoll(0);
+  }
+
+  // --- Send / Stop / Retry -------------------------------------------------------------
+
+  /**
+   * Sends a prompt and follows the reply live.
+   * @param {string} content
+   * @param {string} model   "" for the server's default
+   * @returns {Promise<boolean>} whether the server accepted it (false → give the text back)
+   */
+  async send(content, model) {
+    if (this.sending) return false;
+    this.sending = true;
+    this.stopRequested = false;
+    this.host.setStatus("send", "");
+    this.host.setStatus("stream", "");
+    this.host.onBusyChange();
+    /** @type {Entry | null} */
+    let reply = null;
+    const handler = this.streamHandler(() => reply, (entry) => {
+      reply = entry;
+      if (this.stopRequested) void this.cancel(entry);
+    });
+    /** @type {Record<string, string>} */
+    const body = { content };
+    if (model) body.model = model;
+    const kernelId = this.host.kernelId();
+    if (kernelId) body.kernel_id = kernelId;
+    try {
+      const path = `conversations/${encodeURIComponent(this.cid)}/messages`;
+      await this.host.transport.stream("POST", path, body, handler, this.controller.signal);
+    } catch (err) {
+      if (this.disposed || isAbort(err)) return reply !== null;
+      if (!reply) {
+        this.host.setStatus("send", sendErrorText(err));
+      } else if (!(err instanceof GapError)) {
+        this.fallBackToPolling(reply, err);
+      }
+    } finally {
+      this.sending = false;
+    }
+    const started = /** @type {Entry | null} */ (reply);
+    if (started && started.msg.status === "streaming" && !started.liveFailed) await this.follow(started);
+    if (started) started.live = false;
+    this.host.onBusyChange();
+    this.schedulePoll(0);
+    return started !== null;
+  }
+
+  /** Stop: cancels every stream this panel follows live (usually one). */
+  stop() {
+    let found = false;
+    for (const entry of this.entries.values()) {
+      if (entry.live && entry.msg.status === "streaming") {
+        found = true;
+        void this.cancel(entry);
+      }
+    }
+    if (!found && this.sending) this.stopRequested = true; // cancel as soon as `start` names it
+  }
+
+  /** @param {Entry} entry */
+  async cancel(entry) {
+    try {
+      const reply = await call(this.host.transport, "POST", `messages/${encodeURIComponent(entry.msg.id)}/cancel`, {}, this.controller.signal);
+      if (reply && reply.message && FINAL_STATUSES.has(reply.message.status)) this.upsert(reply.message);
+    } catch (err) {
+      if (this.disposed || isAbort(err)) return;
+      this.host.setStatus("send", `Stop failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    this.host.onBusyChange();
+  }
+
+  /**
+   * The text of the user message before an (errored) assistant message, to send again.
+   * @param {string} messageId
+   * @returns {string | null}
+   */
+  retryContent(messageId) {
+    const target = this.entries.get(messageId);
+    if (!target) return null;
+    let best = null;
+    for (const entry of this.entries.values()) {
+      const { msg } = entry;
+      if (msg.role === "user" && msg.seq < target.msg.seq && (!best || msg.seq > best.seq)) best = msg;
+    }
+    return best ? best.content : null;
+  }
+}
+
+/** @param {unknown} err */
+function sendErrorText(err) {
+  if (err instanceof ApiError && err.status === 429) {
+    return err.retryAfter != null ? `Rate limited, retry in ${err.retryAfter}s` : `Rate limited: ${err.message}`;
+  }
+  if (err instanceof ApiError) return err.message;
+  if (err instanceof NetworkError || err instanceof StallError) return `Cannot reach the server (${err.message})`;
+  return err instanceof Error ? err.message : String(err);
+}

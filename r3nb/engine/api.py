@@ -1,0 +1,238 @@
+"""The HTTP contract as one transport-free route table.
+
+The tornado handler (server mode) and the comm relay (embedded mode) both parse their
+input into a ``Call`` and hand it to ``dispatch``; validation and replies therefore
+cannot differ between the two. Each route function validates its input and calls the
+engine; errors are ``R3nbError`` subclasses that the transport turns into JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadRequest, NotFound, R3nbError
+from ..protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS
+from .core import Caller, Engine
+from .streams import Event
+
+
+class MethodNotAllowed(R3nbError):
+    status = 405
+
+
+@dataclass
+class Call:
+    method: str
+    path: str  # relative to the API root, without query
+    query: dict[str, str]
+    body: Any
+    caller: Caller
+    params: dict[str, str] = field(default_factory=dict)  # filled by ``dispatch``
+
+
+@dataclass
+class JsonReply:
+    body: Any
+    status: int = 200
+
+
+@dataclass
+class StreamReply:
+    """An event stream: ``start``, ``delta``…, ``done`` (and ``heartbeat`` when quiet)."""
+
+    events: AsyncIterator[Event]
+
+
+Reply = JsonReply | StreamReply
+RouteFn = Callable[[Engine, Call], Awaitable[Reply]]
+
+# --- input validation ----------------------------------------------------------------
+
+_MAX_SHORT = 200
+
+
+def _object_body(call: Call) -> dict[str, Any]:
+    if call.body is None:
+        return {}
+    if not isinstance(call.body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return call.body
+
+
+def _optional_str(body: dict[str, Any], key: str, max_len: int = _MAX_SHORT) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{key}' must be a string")
+    if len(value) > max_len:
+        raise BadRequest(f"'{key}' must be at most {max_len} characters")
+    return value
+
+
+def _attachments(body: dict[str, Any]) -> list[dict[str, str]]:
+    value = body.get("attachments")
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 20:
+        raise BadRequest("'attachments' must be a list of at most 20 objects")
+    out = []
+    for item in value:
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(k), str) for k in ("kind", "name", "summary")
+        ):
+            raise BadRequest("each attachment needs string fields 'kind', 'name', 'summary'")
+        out.append({k: item[k] for k in ("kind", "name", "summary")})
+    return out
+
+
+def _int_arg(call: Call, key: str, default: int) -> int:
+    raw = call.query.get(key)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\d{1,18}", raw):
+        raise BadRequest(f"'{key}' must be a non-negative integer")
+    return int(raw)
+
+
+def _offsets(call: Call) -> dict[str, int]:
+    """``from=MID:N,MID2:M`` → {MID: N, MID2: M}."""
+    raw = call.query.get("from") or ""
+    offsets: dict[str, int] = {}
+    for item in filter(None, raw.split(",")):
+        mid, _, n = item.partition(":")
+        if not ID_PATTERN.match(mid) or not re.fullmatch(r"\d{1,18}", n):
+            raise BadRequest("'from' must look like MESSAGE_ID:OFFSET[,MESSAGE_ID:OFFSET...]")
+        offsets[mid] = int(n)
+    return offsets
+
+
+def _id(call: Call, key: str, what: str) -> str:
+    value = call.params[key]
+    if not ID_PATTERN.match(value):
+        raise NotFound(f"no {what} {value[:40]!r}")
+    return value
+
+
+# --- routes --------------------------------------------------------------------------
+
+
+async def get_health(engine: Engine, call: Call) -> Reply:
+    return JsonReply(await engine.health())
+
+
+async def get_models(engine: Engine, call: Call) -> Reply:
+    return JsonReply(engine.models.public())
+
+
+async def list_conversations(engine: Engine, call: Call) -> Reply:
+    return JsonReply({"conversations": await engine.store.list_conversations()})
+
+
+async def create_conversation(engine: Engine, call: Call) -> Reply:
+    title = _optional_str(_object_body(call), "title")
+    conversation = await engine.create_conversation(call.caller, title and title.strip())
+    return JsonReply({"conversation": conversation}, status=201)
+
+
+async def get_snapshot(engine: Engine, call: Call) -> Reply:
+    cid = _id(call, "cid", "conversation")
+    snapshot = await engine.snapshot(cid, _int_arg(call, "since", 0), _offsets(call))
+    return JsonReply(snapshot)
+
+
+async def delete_conversation(engine: Engine, call: Call) -> Reply:
+    await engine.delete_conversation(_id(call, "cid", "conversation"))
+    return JsonReply({"deleted": call.params["cid"]})
+
+
+async def post_message(engine: Engine, call: Call) -> Reply:
+    cid = _id(call, "cid", "conversation")
+    body = _object_body(call)
+    content = body.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise BadRequest("'content' must be a non-empty string")
+    user, assistant, _stream = await engine.send(
+        call.caller,
+        cid,
+        content,
+        model_name=_optional_str(body, "model"),
+        kernel_id=_optional_str(body, "kernel_id"),
+        attachments=_attachments(body),
+    )
+
+    async def events() -> AsyncIterator[Event]:
+        yield "start", {"user_message": user, "assistant_message": assistant}
+        async for event in engine.hub.follow(assistant["id"], 0, SSE_HEARTBEAT_SECONDS):
+            yield event
+
+    return StreamReply(events())
+
+
+async def stream_message(engine: Engine, call: Call) -> Reply:
+    mid = _id(call, "mid", "message")
+    offset = _int_arg(call, "offset", 0)
+    live = engine.hub.live.get(mid)
+    message = live.message if live else await engine.store.get_message(mid)
+    if message is None:
+        raise NotFound(f"no message {mid}")
+
+    async def events() -> AsyncIterator[Event]:
+        yield "start", {"user_message": None, "assistant_message": message}
+        async for event in engine.hub.follow(mid, offset, SSE_HEARTBEAT_SECONDS):
+            yield event
+
+    return StreamReply(events())
+
+
+async def cancel_message(engine: Engine, call: Call) -> Reply:
+    message = await engine.cancel(_id(call, "mid", "message"), call.caller)
+    return JsonReply({"message": message})
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str  # "conversations/{cid}/messages"
+    fn: RouteFn
+
+    @property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.pattern) + "/?$")
+
+
+# The whole API at a glance: one line per route.
+ROUTES: list[Route] = [
+    Route("GET", "health", get_health),
+    Route("GET", "models", get_models),
+    Route("GET", "conversations", list_conversations),
+    Route("POST", "conversations", create_conversation),
+    Route("GET", "conversations/{cid}", get_snapshot),
+    Route("DELETE", "conversations/{cid}", delete_conversation),
+    Route("POST", "conversations/{cid}/messages", post_message),
+    Route("GET", "messages/{mid}/stream", stream_message),
+    Route("POST", "messages/{mid}/cancel", cancel_message),
+]
+_COMPILED = [(route, route.regex) for route in ROUTES]
+
+
+async def dispatch(engine: Engine, call: Call) -> Reply:
+    """Find the route for ``call`` and run it. Raises ``R3nbError`` (404/405/4xx)."""
+    allowed = []
+    for route, regex in _COMPILED:
+        match = regex.match(call.path)
+        if match is None:
+            continue
+        if route.method != call.method:
+            allowed.append(route.method)
+            continue
+        call.params = match.groupdict()
+        return await route.fn(engine, call)
+    if allowed:
+        raise MethodNotAllowed(
+            f"{call.method} is not allowed on {call.path!r}; use {', '.join(allowed)}"
+        )
+    raise NotFound(f"no r3nb API route {call.path[:80]!r}")

@@ -1,0 +1,221 @@
+"""The engine: store, stream hub, models, limits and sweeper wired together.
+
+Transport-free. The Jupyter server extension is one transport over it; embedded mode
+(no server extension reachable) runs the same ``Engine`` inside the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import __version__
+from ..errors import NotFound, StoreUnavailable
+from ..protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
+from . import limits, provider
+from .models import ModelRegistry
+from .store import DEFAULT_TITLE, NewMessage, Store
+from .streams import LiveStream, ReplySource, StreamHub
+from .sweeper import Sweeper
+
+log = logging.getLogger("r3nb")
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: str
+    snapshot_interval: float = 2.0
+    stale_after: float = 300.0
+    cleanup_interval: float = 60.0
+    rate_limit_per_minute: float = 20
+    max_prompt_chars: int = 100_000
+    max_concurrent_streams: int = 4
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as the transport authenticated them (never from a request body)."""
+
+    name: str
+    source: str  # "user" (browser or API client), "kernel" (kernel secret), "embedded"
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelRegistry,
+        reply_source: ReplySource | None = None,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.store = Store(settings.db_path)
+        self.hub = StreamHub(
+            self.store,
+            reply_source or provider.stream_reply,
+            snapshot_interval=settings.snapshot_interval,
+            first_token_timeout=settings.first_token_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
+        self.sweeper = Sweeper(
+            self.store,
+            self.hub,
+            stale_after=settings.stale_after,
+            interval=settings.cleanup_interval,
+        )
+        self.rate_limiter = limits.RateLimiter(settings.rate_limit_per_minute)
+        self.counters = self.hub.counters  # one place for every counter health reports
+        self.started_at = time.time()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the store. On failure the engine still runs and says why (health, 503s)."""
+        try:
+            self.store.open()
+        except StoreUnavailable as e:
+            log.error("%s", e.message)
+
+    def recover_now(self) -> None:
+        """Settle rows an earlier process left ``streaming``. Blocks: call at start-up,
+        before the first request, so no client ever sees a zombie stream."""
+        if self.store.error is None:
+            self.sweeper.recover_blocking()
+
+    async def start(self) -> None:
+        """Recover, then start the sweeper (for callers already inside a loop)."""
+        if self.store.error is None:
+            await self.sweeper.recover()
+        self.sweeper.start()
+
+    async def stop(self) -> None:
+        """In reverse order of start: sweeper, in-flight streams (flushed, finalised), DB."""
+        self.sweeper.stop()
+        await self.hub.shutdown()
+        self.store.close()
+
+    # --- operations ------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        stats: dict[str, int] = {}
+        if self.store.error is None:
+            try:
+                stats = await self.store.stats()
+            except StoreUnavailable:
+                pass
+        return {
+            "version": __version__,
+            "ok": self.store.error is None,
+            "db_path": self.store.path,
+            "store_error": self.store.error,
+            "provider_loaded": provider.is_loaded(),
+            "active_streams": len(self.hub.live),
+            "snapshot_interval": self.settings.snapshot_interval,
+            "revision": self.store.revision,
+            "uptime": round(time.time() - self.started_at, 1),
+            "counters": {
+                key: self.counters.get(key, 0)
+                for key in (
+                    "streams_started", "streams_complete", "streams_error",
+                    "streams_cancelled", "streams_timed_out", "flushes", "flush_batches",
+                    "rate_limited",
+                )
+            }  # fmt: skip
+            | {"db_writes": self.store.writes, "swept": self.sweeper.swept},
+            "store": stats,
+        }
+
+    async def create_conversation(self, caller: Caller, title: str | None) -> ConversationDict:
+        return await self.store.create_conversation(title or DEFAULT_TITLE, caller.name)
+
+    async def snapshot(self, cid: str, since: int, offsets: dict[str, int]) -> Snapshot:
+        found = await self.store.snapshot(cid, since)
+        if found is None:
+            raise NotFound(f"no conversation {cid}")
+        conversation, messages, revision, streaming = found
+        out: list[SnapshotMessage] = []
+        for message in messages:
+            held = offsets.get(message["id"])
+            if held is not None and 0 < held <= len(message["content"]):
+                trimmed: SnapshotMessage = {**message, "content": message["content"][held:]}  # type: ignore[typeddict-item]
+                trimmed["offset"] = held
+                out.append(trimmed)
+            else:
+                out.append(message)  # type: ignore[arg-type]
+        return {
+            "conversation": conversation,
+            "messages": out,
+            "revision": revision,
+            "streaming": streaming,
+        }
+
+    async def send(
+        self,
+        caller: Caller,
+        cid: str,
+        content: str,
+        *,
+        model_name: str | None = None,
+        kernel_id: str | None = None,
+        attachments: list[dict[str, str]] | None = None,
+    ) -> tuple[MessageDict, MessageDict, LiveStream]:
+        """Store the prompt and a ``streaming`` placeholder, then start the reply."""
+        size = len(content) + sum(len(a.get("summary", "")) for a in attachments or [])
+        limits.check_prompt_size(size, self.settings.max_prompt_chars)
+        model = self.models.resolve(model_name)
+        if await self.store.get_conversation(cid) is None:
+            raise NotFound(f"no conversation {cid}")
+        try:
+            self.rate_limiter.check(caller.name)
+            limits.check_concurrent(
+                self.hub.active_for(caller.name), self.settings.max_concurrent_streams
+            )
+        except Exception:
+            self.counters["rate_limited"] += 1
+            raise
+        user, assistant = await self.store.add_messages(
+            cid,
+            [
+                NewMessage("user", content, "complete", author=caller.name,
+                           source=caller.source, attachments=tuple(attachments or ())),
+                NewMessage("assistant", "", "streaming", model=model.name, author=caller.name,
+                           source=caller.source, streaming_for=kernel_id),
+            ],  # fmt: skip
+            title_hint=_title_from(content),
+        )
+        context = await self.store.context_for(cid, assistant["seq"])
+        stream = self.hub.start(assistant, model, [_for_model(*turn) for turn in context])
+        return user, assistant, stream
+
+    async def cancel(self, mid: str, caller: Caller) -> MessageDict:
+        final = await self.hub.cancel(mid, by=caller.name)
+        if final is not None:
+            return final
+        message = await self.store.get_message(mid)
+        if message is None:
+            raise NotFound(f"no message {mid}")
+        return message  # already ended: cancelling is idempotent
+
+    async def delete_conversation(self, cid: str) -> None:
+        for stream in list(self.hub.live.values()):
+            if stream.conversation_id == cid:
+                await self.hub.cancel(stream.message_id)
+        if not await self.store.delete_conversation(cid):
+            raise NotFound(f"no conversation {cid}")
+
+
+def _title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line[:60] + ("…" if len(line) > 60 else "") if line else DEFAULT_TITLE
+
+
+def _for_model(role: str, content: str, attachments: list[dict[str, str]]) -> dict[str, Any]:
+    """The text a model sees for one turn: the prompt plus its attached context."""
+    if attachments:
+        context = "\n\n".join(a.get("summary", "") for a in attachments)
+        content = f"{content}\n\n---\nContext from the notebook:\n\n{context}"
+    return {"role": role, "content": content}

@@ -1,0 +1,226 @@
+"""The provider adapter: the only module that imports litellm.
+
+Everything else sees plain values: text deltas, a ``Usage``, and ``ProviderError`` with
+a reason a person can act on. ``import litellm`` takes seconds, so the server starts it
+in a background thread at load (``preload``) and the first stream awaits it (``load``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from ..errors import ProviderError
+from .demo import demo_reply, word_chunks
+from .models import DEMO_PROVIDER, ModelConfig
+
+_lock = threading.Lock()
+_loaded: Future[ModuleType] | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: float | None
+
+
+def preload() -> Future[ModuleType]:
+    """Start importing litellm in a daemon thread (idempotent); never blocks."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = Future()
+            threading.Thread(
+                target=_import_into, args=(_loaded,), name="r3nb-litellm-import", daemon=True
+            ).start()
+        return _loaded
+
+
+def is_loaded() -> bool:
+    return _loaded is not None and _loaded.done() and _loaded.exception() is None
+
+
+async def load() -> ModuleType:
+    return await asyncio.wrap_future(preload())
+
+
+def _import_into(future: Future[ModuleType]) -> None:
+    try:
+        # litellm fetches its cost map from the internet at import unless told not to.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        # Per-chunk logging costs ~0.25 ms of CPU per token; we keep our own counters.
+        litellm.disable_streaming_logging = True
+        litellm.telemetry = False
+        _register_demo(litellm)
+        future.set_result(litellm)
+    except BaseException as e:  # surfaced to every caller of load()
+        future.set_exception(e)
+
+
+def _register_demo(litellm: ModuleType) -> None:
+    from litellm import CustomLLM
+
+    class DemoLLM(CustomLLM):  # type: ignore[misc]
+        """Streams ``demo_reply`` word by word with a small, configurable delay."""
+
+        async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            messages = kwargs.get("messages") or (args[1] if len(args) > 1 else [])
+            delay = float(os.environ.get("R3NB_DEMO_DELAY", "0.02"))
+            text = demo_reply(messages)
+            pieces = list(word_chunks(text))
+            start = time.monotonic()
+            for i, piece in enumerate(pieces):
+                # Paced on a schedule (no drift), like the benchmarks' provider.
+                wait = start + i * delay - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                yield {"text": piece, "is_finished": False, "finish_reason": "", "usage": None}
+            prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
+            yield {
+                "text": "",
+                "is_finished": True,
+                "finish_reason": "stop",
+                "usage": {
+                    "prompt_tokens": prompt_words,
+                    "completion_tokens": len(pieces),
+                    "total_tokens": prompt_words + len(pieces),
+                },
+            }
+
+    handler = DemoLLM()
+    entries = [e for e in litellm.custom_provider_map if e.get("provider") != DEMO_PROVIDER]
+    entries.append({"provider": DEMO_PROVIDER, "custom_handler": handler})
+    litellm.custom_provider_map = entries
+    # litellm reads the map into its routing tables on this call.
+    litellm.utils.custom_llm_setup()
+
+
+async def stream_reply(
+    model: ModelConfig, messages: list[dict[str, Any]]
+) -> AsyncIterator[str | Usage]:
+    """Yield text deltas as the provider sends them, then one ``Usage``.
+
+    Faults become ``ProviderError`` with a short reason; text already yielded stays
+    with the caller (a failed stream keeps its partial text).
+    """
+    missing = model.missing_key_reason()
+    if missing:
+        raise ProviderError(missing)
+    litellm = await load()
+    params = model.call_params()
+    usage: Any = None
+    try:
+        response = await litellm.acompletion(
+            messages=messages,
+            stream=True,
+            # A retry after tokens were shown would duplicate text; r3nb's Retry button
+            # is the retry.
+            max_retries=0,
+            stream_options={"include_usage": True},
+            **params,
+        )
+        async for chunk in response:
+            if getattr(chunk, "usage", None):
+                usage = chunk.usage
+            choices = chunk.choices
+            if choices:
+                text = choices[0].delta.content
+                if text:
+                    yield text
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        raise ProviderError(describe_failure(e, model)) from e
+    yield _usage(litellm, model, usage)
+
+
+def _usage(litellm: ModuleType, model: ModelConfig, usage: Any) -> Usage:
+    if usage is None:
+        return Usage(None, None, None)
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    cost: float | None = None
+    if model.cost_per_token is not None:
+        cost = (prompt or 0) * model.cost_per_token[0] + (completion or 0) * model.cost_per_token[1]
+    else:
+        try:
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=model.litellm_model,
+                prompt_tokens=prompt or 0,
+                completion_tokens=completion or 0,
+            )
+            cost = float(prompt_cost + completion_cost)
+        except Exception:
+            cost = None  # the model is not in litellm's price list: unknown, not zero
+    return Usage(prompt, completion, cost)
+
+
+_REASONS = {
+    "AuthenticationError": "the provider rejected the API key (401); check the key "
+    "configured for model {name!r}",
+    "PermissionDeniedError": "the provider refused access (403) for model {name!r}",
+    "RateLimitError": "the provider is rate limiting requests (429); wait a moment and retry",
+    "NotFoundError": "the provider does not know model {model!r} (404)",
+    "ContextWindowExceededError": "the conversation is too long for model {name!r}; "
+    "start a new conversation",
+    "ContentPolicyViolationError": "the provider refused the prompt (content policy)",
+    "Timeout": "the provider did not answer in time; retry, or check that it is up",
+    "InternalServerError": "the provider failed ({status}); retry later",
+    "ServiceUnavailableError": "the provider is unavailable ({status}); retry later",
+    "BadGatewayError": "the provider failed (502); retry later",
+    "MidStreamFallbackError": "the provider's stream broke off mid-reply: {detail}",
+    "APIConnectionError": "cannot reach the provider{where}: {detail}",
+    "BadRequestError": "the provider refused the request (400): {detail}",
+}
+
+
+def describe_failure(error: BaseException, model: ModelConfig) -> str:
+    """A one-line, actionable reason; never the provider's multi-kilobyte message,
+    never a key."""
+    name = type(error).__name__
+    detail = _first_line(str(getattr(error, "message", "") or error))
+    for cls in type(error).__mro__:
+        template = _REASONS.get(cls.__name__)
+        if template:
+            api_base = model.params.get("api_base")
+            reason = template.format(
+                name=model.name,
+                model=model.litellm_model,
+                status=getattr(error, "status_code", "5xx"),
+                detail=detail,
+                where=f" at {api_base}" if api_base else "",
+            )
+            break
+    else:
+        reason = f"{name}: {detail}"
+    return _redact(reason, model)
+
+
+def _first_line(text: str) -> str:
+    """litellm prefixes its messages with one or more class names
+    ("litellm.APIConnectionError: APIConnectionError: OpenAIException - …"); a person
+    needs only what follows."""
+    line = text.strip().splitlines()[0] if text.strip() else "no detail"
+    prefix = re.compile(r"^(litellm\.)?\w*(Error|Exception|Timeout)\s*[:\-]\s*")
+    while (shorter := prefix.sub("", line, count=1)) != line:
+        line = shorter
+    return line[:240] + ("…" if len(line) > 240 else "")
+
+
+def _redact(text: str, model: ModelConfig) -> str:
+    key = model.call_params().get("api_key")
+    if isinstance(key, str) and len(key) >= 6:
+        text = text.replace(key, "[redacted]")
+    return re.sub(r"\b(sk-[A-Za-z0-9_\-]{6,})", "sk-[redacted]", text)

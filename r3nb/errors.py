@@ -1,0 +1,70 @@
+"""The error hierarchy: each error knows the HTTP status it becomes.
+
+Handlers never catch these one by one; the base handler's ``write_error`` turns any
+``R3nbError`` into ``{"error": message}`` with its status, and the comm relay does the
+same for embedded mode.
+"""
+
+from __future__ import annotations
+
+
+class R3nbError(Exception):
+    """Base of every error a client may see. ``message`` is for a person to act on."""
+
+    status = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(R3nbError):
+    status = 400
+
+
+class Unauthorized(R3nbError):
+    status = 401
+
+
+class Forbidden(R3nbError):
+    status = 403
+
+
+class NotFound(R3nbError):
+    status = 404
+
+
+class Conflict(R3nbError):
+    status = 409
+
+
+class PayloadTooLarge(R3nbError):
+    status = 413
+
+
+class RateLimited(R3nbError):
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
+
+
+class StoreUnavailable(R3nbError):
+    """The DuckDB file cannot be used (locked by another process, unwritable, corrupt)."""
+
+    status = 503
+
+
+class ProviderError(Exception):
+    """A provider failed. ``reason`` is short and actionable; it is stored on the message.
+
+    Not an ``R3nbError``: a provider failure never becomes an HTTP error of our API, it
+    ends the assistant message with status ``error``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,143 @@
+"""Wire shapes shared by the server, the kernel clients and (mirrored in JSDoc) the widget.
+
+Everything that crosses a process boundary is declared here once, so the Python ends
+cannot drift apart. Timestamps are float seconds since the epoch (UTC); text offsets
+count Unicode code points (Python ``str`` indices), not UTF-16 units or bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal, TypedDict
+
+#: Every message status. User messages are born ``complete``; an assistant message
+#: starts ``streaming`` and ends in exactly one of the three others.
+Status = Literal["streaming", "complete", "error", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"complete", "error", "cancelled"})
+Role = Literal["user", "assistant", "system"]
+
+#: Ids are random hex. Validating their shape up front turns junk into a clean 404
+#: before any SQL runs.
+ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+
+
+class Attachment(TypedDict):
+    """Context attached to a user message, e.g. a kernel variable named with ``@name``."""
+
+    kind: str  # "variable"
+    name: str
+    summary: str  # the bounded text that was sent to the model
+
+
+class MessageDict(TypedDict):
+    id: str
+    conversation_id: str
+    seq: int
+    role: Role
+    content: str
+    status: Status
+    model: str | None
+    author: str | None
+    source: str | None  # "browser", "kernel" or "embedded": who made the call
+    streaming_for: str | None  # kernel id of the panel/kernel that sent the prompt
+    error: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: float | None
+    attachments: list[Attachment]
+    created_at: float
+    updated_at: float
+    revision: int
+
+
+class SnapshotMessage(MessageDict, total=False):
+    #: Present when the client named this message in ``from=MID:N``: ``content``
+    #: then holds only the text after code point N.
+    offset: int
+
+
+class ConversationDict(TypedDict):
+    id: str
+    title: str
+    author: str | None
+    created_at: float
+    updated_at: float
+    revision: int
+    message_count: int
+
+
+class Snapshot(TypedDict):
+    """``GET conversations/{cid}?since=REV``: what changed after REV."""
+
+    conversation: ConversationDict
+    messages: list[SnapshotMessage]
+    revision: int  # pass back as ``since`` next time
+    streaming: bool  # any message of the conversation still streaming
+
+
+# --- SSE events (POST conversations/{cid}/messages, GET messages/{mid}/stream) ---
+
+
+class StartEvent(TypedDict):
+    user_message: MessageDict | None  # None on GET messages/{mid}/stream
+    assistant_message: MessageDict
+
+
+class DeltaEvent(TypedDict):
+    message_id: str
+    offset: int  # code point offset of ``text`` within the message content
+    text: str
+
+
+class DoneEvent(TypedDict):
+    message: MessageDict  # final status, error, usage
+
+
+SseEventName = Literal["start", "delta", "done", "error"]
+
+
+def sse_frame(event: str, data: Any) -> bytes:
+    """One server-sent event. ``json.dumps`` escapes newlines, so ``data`` is one line."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+#: Sent when a stream has been quiet this long, so clients can tell "slow" from "dead"
+#: (through JupyterHub's proxy a dead server leaves the connection open and silent).
+SSE_HEARTBEAT_SECONDS = 10.0
+SSE_HEARTBEAT = b": ping\n\n"
+
+# --- Comm relay between the widget and its kernel (embedded mode, or no direct route) ---
+
+
+class CommRequest(TypedDict):
+    """JS → Python. Mirrors an HTTP call on the API, relative to ``api/``."""
+
+    type: Literal["request"]
+    id: str
+    method: Literal["GET", "POST", "DELETE"]
+    path: str  # e.g. "conversations/abc/messages?x=1"
+    body: Any
+
+
+class CommResponse(TypedDict):
+    """Python → JS: the reply to a request that is not a stream."""
+
+    type: Literal["response"]
+    id: str
+    status: int
+    body: Any
+
+
+class CommEvent(TypedDict):
+    """Python → JS: one SSE event of a streaming request; ``end`` closes it."""
+
+    type: Literal["event"]
+    id: str
+    event: str
+    data: Any
+
+
+class CommEnd(TypedDict):
+    type: Literal["end"]
+    id: str

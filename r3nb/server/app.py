@@ -1,0 +1,157 @@
+"""R3nbApp: the Jupyter server extension that owns r3nb's engine.
+
+Config traits here, wiring in ``initialize_settings``, routes in ``initialize_handlers``,
+cleanup in ``stop_extension`` (in reverse order of start). Nothing here relies on the
+clean-shutdown hook to keep data: a JupyterHub stops servers with SIGINT and no hook
+runs, so every acknowledged write is already committed and start-up recovery settles
+whatever was streaming.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
+from tornado.ioloop import IOLoop
+from traitlets import Dict, Float, Int, Unicode, default
+
+from ..engine import provider
+from ..engine.core import Engine, Settings
+from ..engine.models import ModelRegistry
+from ..engine.store import default_db_path
+from .handlers import ROUTES
+
+#: Environment variables kernels inherit: how a kernel finds and authenticates to us.
+ENV_URL = "R3NB_URL"
+ENV_SECRET = "R3NB_SECRET"
+
+
+class R3nbApp(ExtensionApp):
+    name = "r3nb"
+    load_other_extensions = True
+
+    db_path = Unicode(
+        help="DuckDB file holding conversations and messages. Default: "
+        "<jupyter data dir>/r3nb/r3nb.duckdb. ':memory:' keeps nothing (tests)."
+    ).tag(config=True)
+    snapshot_interval = Float(
+        2.0,
+        help="Seconds between flushes of a streaming reply's partial text to the DB; "
+        "also how often other kernels' panels poll while something streams.",
+    ).tag(config=True)
+    stale_after = Float(
+        300.0,
+        help="A 'streaming' row untouched for this many seconds, owned by no live task, "
+        "is marked 'error' by the sweeper.",
+    ).tag(config=True)
+    cleanup_interval = Float(60.0, help="Seconds between sweeps for stale streams.").tag(
+        config=True
+    )
+    models = Dict(
+        help='Named models: {"name": {"model": "openai/gpt-4o-mini", "api_key_env": '
+        '"OPENAI_API_KEY", "api_base": ..., ...}} (litellm kwargs plus api_key_env and '
+        "description). The built-in offline model 'demo' is always available."
+    ).tag(config=True)
+    default_model = Unicode(
+        "", help="Model used when a request names none. Default: the first configured "
+        "model, else 'demo'."
+    ).tag(config=True)
+    rate_limit_per_minute = Float(
+        20, help="Messages a person may send per minute (token bucket); 0 disables."
+    ).tag(config=True)
+    max_prompt_chars = Int(
+        100_000, help="Largest prompt (with attached notebook context), in characters."
+    ).tag(config=True)
+    max_concurrent_streams = Int(
+        4, help="Replies one person may have streaming at once; 0 disables."
+    ).tag(config=True)
+    first_token_timeout = Float(
+        120.0, help="Seconds to wait for a provider's first token before failing."
+    ).tag(config=True)
+    idle_timeout = Float(
+        120.0, help="Seconds a provider may go silent mid-reply before it fails."
+    ).tag(config=True)
+
+    @default("db_path")
+    def _default_db_path(self) -> str:
+        return str(default_db_path())
+
+    engine: Engine
+    secret: str
+
+    def initialize_settings(self) -> None:
+        provider.preload()  # seconds of import, off the start-up path
+        registry = ModelRegistry(self.models, self.default_model or None)
+        self.engine = Engine(
+            Settings(
+                db_path=os.path.expanduser(self.db_path),
+                snapshot_interval=self.snapshot_interval,
+                stale_after=self.stale_after,
+                cleanup_interval=self.cleanup_interval,
+                rate_limit_per_minute=self.rate_limit_per_minute,
+                max_prompt_chars=self.max_prompt_chars,
+                max_concurrent_streams=self.max_concurrent_streams,
+                first_token_timeout=self.first_token_timeout,
+                idle_timeout=self.idle_timeout,
+            ),
+            registry,
+        )
+        self.engine.open()
+        self.engine.recover_now()
+        self.engine.sweeper.start()
+        # Kernels this server starts from now on inherit the secret; the URL follows
+        # once the port is final.
+        self.secret = secrets.token_urlsafe(32)
+        os.environ[ENV_SECRET] = self.secret
+        self.settings.update(
+            r3nb_engine=self.engine,
+            r3nb_secret=self.secret,
+            r3nb_owner=os.environ.get("JUPYTERHUB_USER") or _os_user(),
+        )
+        IOLoop.current().add_callback(self._publish_url)
+        self.log.info(
+            "r3nb %s: store %s, models %s (default %s)",
+            _version(),
+            self.engine.store.path,
+            ", ".join(registry.names()),
+            registry.default,
+        )
+
+    def _publish_url(self) -> None:
+        url = url_path_join(self.serverapp.connection_url, "r3nb/api/")
+        os.environ[ENV_URL] = url
+        self.log.debug("r3nb: kernels reach the API at %s", url)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(ROUTES)
+
+    async def stop_extension(self) -> None:
+        await self.engine.stop()
+        for key in (ENV_URL, ENV_SECRET):
+            os.environ.pop(key, None)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "owner"
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def browser_api_base(base_url: str) -> str:
+    """The API root as the browser sees it (same origin as the page)."""
+    return url_path_join(base_url, "r3nb/api/")
+
+
+def settings_of(app: Any) -> dict[str, Any]:
+    return dict(app.settings)

@@ -1,0 +1,191 @@
+"""HTTP transport of r3nb's API (the route table itself lives in ``engine/api.py``).
+
+One thin handler: authenticate (jupyter_server's own auth, or the kernel secret),
+turn the request into a ``Call``, ``dispatch`` it, write JSON or server-sent events.
+Errors are translated in one place (``write_error``) to ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.identity import IdentityProvider, User
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..engine.api import Call, JsonReply, dispatch
+from ..engine.core import Caller, Engine
+from ..engine.streams import Event
+from ..errors import BadRequest, PayloadTooLarge, R3nbError
+from ..protocol import SSE_HEARTBEAT, sse_frame
+
+#: Header a kernel sends with the secret it inherited from the server (R3NB_SECRET).
+SECRET_HEADER = "X-R3nb-Secret"
+#: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
+_BODY_SLACK = 64 * 1024
+
+
+class _AllowKernel:
+    """Authorizer for kernel-secret calls: the secret is the owner's own credential
+    (only processes the owner's server started inherit it), so every action is allowed."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return True
+
+
+class R3nbHandler(APIHandler):
+    auth_resource = "r3nb"
+    _kernel_call = False
+
+    @property
+    def engine(self) -> Engine:
+        return cast(Engine, self.settings["r3nb_engine"])
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        secret = self.request.headers.get(SECRET_HEADER)
+        if secret is None:
+            await super().prepare()
+            return
+        expected = self.settings.get("r3nb_secret", "")
+        if not expected or not hmac.compare_digest(secret.encode(), expected.encode()):
+            self._kernel_call = False
+            self.current_user = self._jupyter_current_user = None
+            raise web.HTTPError(403, "wrong r3nb kernel secret")
+        owner = self.settings["r3nb_owner"]
+        self._kernel_call = True
+        self.current_user = self._jupyter_current_user = User(username=owner, name=owner)
+
+    def check_xsrf_cookie(self) -> None:
+        # A valid kernel secret is a credential no browser page holds: no XSRF risk.
+        if self._kernel_call:
+            return None
+        return super().check_xsrf_cookie()
+
+    @property
+    def authorizer(self) -> Any:
+        return _AllowKernel() if self._kernel_call else super().authorizer
+
+    def caller(self) -> Caller:
+        owner = cast(str, self.settings["r3nb_owner"])
+        if self._kernel_call:
+            return Caller(owner, "kernel")
+        user = self.current_user
+        # jupyter_server's default identity provider knows no people, only the token
+        # holder (it invents "Anonymous …" names per browser): that is the owner.
+        if type(self.identity_provider) is IdentityProvider or user is None:
+            return Caller(owner, "user")
+        return Caller(str(getattr(user, "username", owner)), "user")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error is ``{"error": "..."}``: never HTML, never a traceback."""
+        error: BaseException | None = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, R3nbError):
+            message = error.message
+        elif isinstance(error, web.HTTPError):
+            message = error.log_message or error.reason or self._reason
+            if error.args and "%" in message:
+                message = message % error.args
+        elif status_code >= 500:
+            message = "internal error in r3nb; the server log has the details"
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message}))
+
+    def send_r3nb_error(self, error: R3nbError) -> None:
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+
+class ApiHandler(R3nbHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        await self._serve(path)
+
+    @web.authenticated
+    @authorized
+    async def post(self, path: str) -> None:
+        await self._serve(path)
+
+    @web.authenticated
+    @authorized
+    async def delete(self, path: str) -> None:
+        await self._serve(path)
+
+    async def _serve(self, path: str) -> None:
+        try:
+            call = Call(
+                method=self.request.method or "GET",
+                path=path,
+                query=self._query(),
+                body=self._body(),
+                caller=self.caller(),
+            )
+            reply = await dispatch(self.engine, call)
+        except R3nbError as e:
+            self.send_r3nb_error(e)
+            return
+        if isinstance(reply, JsonReply):
+            self.set_status(reply.status)
+            self.finish(json.dumps(reply.body, ensure_ascii=False))
+        else:
+            await self._send_events(reply.events)
+
+    def _query(self) -> dict[str, str]:
+        try:
+            return {
+                key: self.decode_argument(values[-1], name=key)
+                for key, values in self.request.query_arguments.items()
+            }
+        except web.HTTPError as e:
+            raise BadRequest("the query string is not valid UTF-8") from e
+
+    def _body(self) -> Any:
+        raw = self.request.body
+        if self.request.method != "POST" or not raw:
+            return None
+        if len(raw) > self.engine.settings.max_prompt_chars * 4 + _BODY_SLACK:
+            raise PayloadTooLarge(f"the request body has {len(raw):,} bytes; far over the limit")
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise BadRequest("the request body is not valid UTF-8") from e
+        except ValueError as e:
+            raise BadRequest(f"the request body is not valid JSON: {e}") from e
+
+    async def _send_events(self, events: AsyncIterator[Event]) -> None:
+        """Write server-sent events until ``done``. A client that goes away only ends
+        this response: the stream itself goes on and is persisted."""
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache, no-transform")
+        self.set_header("X-Accel-Buffering", "no")  # proxies must not buffer the stream
+        try:
+            async for name, data in events:
+                self.write(SSE_HEARTBEAT if name == "heartbeat" else sse_frame(name, data))
+                # Awaiting the flush is the back-pressure: a reader that stops reading
+                # stalls only this loop, never the stream or the server's memory.
+                await self.flush()
+        except StreamClosedError:
+            return
+        except R3nbError as e:
+            if not self._headers_written:
+                self.send_r3nb_error(e)
+                return
+            self.write(sse_frame("error", {"error": e.message}))
+        finally:
+            await cast(Any, events).aclose()
+        if not self._finished:
+            self.finish()
+
+
+# Every route of the API goes through ApiHandler; engine/api.py has the route table.
+ROUTES: list[tuple[str, type[web.RequestHandler]]] = [
+    (r"/r3nb/api/(.*)", ApiHandler),
+]

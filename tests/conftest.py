@@ -1,0 +1,79 @@
+"""Real parts: a real Jupyter server (pytest-jupyter), a real DuckDB file, and a local
+OpenAI-compatible SSE provider that litellm reaches through its ordinary path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from traitlets.config import Config
+
+from r3nb.engine import provider as provider_module
+from tests.client import Api
+from tests.provider import FakeProvider
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Start litellm's multi-second import now, in the background, instead of in the first test.
+provider_module.preload()
+#: A key that must never show up in a response, a log or the DB.
+PROVIDER_KEY = "sk-test-r3nb-provider-key-0123456789"
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeProvider]:
+    with FakeProvider() as p:
+        yield p
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "r3nb.duckdb"
+
+
+@pytest.fixture
+def r3nb_config() -> dict[str, Any]:
+    """Per-test overrides of R3nbApp traits (override this fixture in a test module)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(
+    provider: FakeProvider, db_path: Path, r3nb_config: dict[str, Any]
+) -> Config:
+    r3nb: dict[str, Any] = {
+        "db_path": str(db_path),
+        "snapshot_interval": 0.3,
+        "models": {
+            "fake": {"model": "openai/fake", "api_base": provider.url, "api_key": PROVIDER_KEY},
+        },
+        "default_model": "fake",
+        "rate_limit_per_minute": 1000,
+        "max_concurrent_streams": 100,
+    }
+    r3nb.update(r3nb_config)
+    return Config({"ServerApp": {"jpserver_extensions": {"r3nb": True}}, "R3nbApp": r3nb})
+
+
+@pytest.fixture
+def api(
+    jp_fetch: Any,
+    jp_http_port: int,
+    jp_base_url: str,
+    jp_auth_header: dict[str, str],
+    jp_asyncio_loop: Any,
+) -> Iterator[Api]:
+    """An HTTP client for r3nb's API on the real server socket (SSE included)."""
+    base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}r3nb/api/"
+    client = Api(base, headers=dict(jp_auth_header))
+    yield client
+    jp_asyncio_loop.run_until_complete(client.aclose())
+
+
+@pytest.fixture
+def engine(jp_serverapp: Any) -> Any:
+    return jp_serverapp.web_app.settings["r3nb_engine"]
