@@ -52,9 +52,7 @@ class Api:
     ) -> AsyncIterator[tuple[str, Any]]:
         """Yield (event, data) of a server-sent event stream; raises ApiError on 4xx."""
         content = json.dumps(body) if body is not None else None
-        async with self.client.stream(
-            method, path, content=content, params=params or None
-        ) as r:
+        async with self.client.stream(method, path, content=content, params=params or None) as r:
             if r.status_code >= 300:
                 payload = await r.aread()
                 raise ApiError(r.status_code, json.loads(payload or b"null"), r.headers)

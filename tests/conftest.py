@@ -42,9 +42,7 @@ def r3nb_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def jp_server_config(
-    provider: FakeProvider, db_path: Path, r3nb_config: dict[str, Any]
-) -> Config:
+def jp_server_config(provider: FakeProvider, db_path: Path, r3nb_config: dict[str, Any]) -> Config:
     r3nb: dict[str, Any] = {
         "db_path": str(db_path),
         "snapshot_interval": 0.3,

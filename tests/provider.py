@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -156,9 +157,7 @@ def message_text(content: Any) -> str:
     return ""
 
 
-_DIRECTIVE = re.compile(
-    r"(?<!\S)!(tokens|delay|first_delay|fault|after|gate|slow|echo)(?:=(\S*))?"
-)
+_DIRECTIVE = re.compile(r"(?<!\S)!(tokens|delay|first_delay|fault|after|gate|slow|echo)(?:=(\S*))?")
 
 
 def parse_directives(text: str, base: Scenario) -> Scenario:
@@ -194,11 +193,7 @@ def last_user_text(messages: list[Any]) -> str:
 
 def prompt_tokens(messages: list[Any]) -> int:
     """A rough prompt token count (whitespace words) for the usage chunk."""
-    return sum(
-        len(message_text(m.get("content")).split())
-        for m in messages
-        if isinstance(m, dict)
-    )
+    return sum(len(message_text(m.get("content")).split()) for m in messages if isinstance(m, dict))
 
 
 # --------------------------------------------------------------------------- wire
@@ -227,13 +222,9 @@ class _Wire:
         )[:-1]  # fmt: skip
         self.head = head
         self.first_prefix = (
-            "data: "
-            + head
-            + ',"choices":[{"index":0,"delta":{"role":"assistant","content":'
+            "data: " + head + ',"choices":[{"index":0,"delta":{"role":"assistant","content":'
         ).encode()
-        self.prefix = (
-            "data: " + head + ',"choices":[{"index":0,"delta":{"content":'
-        ).encode()
+        self.prefix = ("data: " + head + ',"choices":[{"index":0,"delta":{"content":').encode()
         self.suffix = b'},"finish_reason":null}]}\n\n'
 
     def chunks(self, pieces: list[str], start: int, end: int) -> bytes:
@@ -249,9 +240,7 @@ class _Wire:
     def ending(self, prompt: int, completion: int, include_usage: bool) -> bytes:
         """The finish chunk, the usage chunk (if asked) and ``[DONE]``."""
         out = (
-            "data: "
-            + self.head
-            + ',"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+            "data: " + self.head + ',"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
         )
         if include_usage:
             usage = (
@@ -302,9 +291,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
         """Outcome of a stream that ended early: stopped by stop(), or client gone."""
         return "stopped" if self._stopped else "disconnected"
 
-    async def _wait(
-        self, deadline: float | None = None, *, gated: bool = False
-    ) -> bool:
+    async def _wait(self, deadline: float | None = None, *, gated: bool = False) -> bool:
         """Wait until ``deadline`` (loop time; ``None`` = forever) or, if ``gated``, until
         release(). Returns False if the client disconnected or the provider is stopping."""
         if self._closed:
@@ -360,9 +347,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
                 },
             )
             return
-        messages = (
-            body.get("messages") if isinstance(body.get("messages"), list) else []
-        )
+        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
         assert isinstance(messages, list)
         scenario = parse_directives(last_user_text(messages), provider.scenario)
         fault = str(scenario.fault) if scenario.fault is not None else None
@@ -646,9 +631,7 @@ class FakeProvider:
         if self._thread is not None:
             raise RuntimeError("FakeProvider already started")
         self._ready.clear()
-        self._thread = threading.Thread(
-            target=self._run, name="fake-provider", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="fake-provider", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._startup_error is not None:
@@ -662,10 +645,8 @@ class FakeProvider:
         if thread is None:
             return
         if loop is not None and stopping is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # loop already closed
                 loop.call_soon_threadsafe(stopping.set)
-            except RuntimeError:  # loop already closed
-                pass
         thread.join(timeout=10)
         self._thread = None
 
@@ -679,7 +660,7 @@ class FakeProvider:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except Exception as exc:  # noqa: BLE001 - re-raised by start() (e.g. port in use)
+        except Exception as exc:
             self._startup_error = exc
         finally:
             self._ready.set()
@@ -786,9 +767,7 @@ class FakeProvider:
         """Block (threading) until ``predicate()`` holds; it is evaluated under the lock."""
         with self._lock:
             if not self._lock.wait_for(predicate, timeout):
-                raise TimeoutError(
-                    f"fake provider: timed out after {timeout}s waiting for {what}"
-                )
+                raise TimeoutError(f"fake provider: timed out after {timeout}s waiting for {what}")
 
     async def await_for(
         self,
@@ -821,8 +800,7 @@ class FakeProvider:
 
     def _sent_at_least(self, request_index: int, chunks: int) -> Callable[[], bool]:
         return lambda: (
-            len(self.sent_chunks) > request_index
-            and self.sent_chunks[request_index] >= chunks
+            len(self.sent_chunks) > request_index and self.sent_chunks[request_index] >= chunks
         )
 
     def wait_sent(self, request_index: int, chunks: int, timeout: float = 10) -> None:
@@ -833,9 +811,7 @@ class FakeProvider:
             f"request {request_index} to send {chunks} chunks",
         )
 
-    async def await_sent(
-        self, request_index: int, chunks: int, timeout: float = 10
-    ) -> None:
+    async def await_sent(self, request_index: int, chunks: int, timeout: float = 10) -> None:
         """Async variant of :meth:`wait_sent`."""
         await self.await_for(
             self._sent_at_least(request_index, chunks),
@@ -847,10 +823,7 @@ class FakeProvider:
         """Await until request ``request_index`` has left its loop; return its outcome."""
 
         def ended() -> bool:
-            return (
-                len(self.outcomes) > request_index
-                and self.outcomes[request_index] is not None
-            )
+            return len(self.outcomes) > request_index and self.outcomes[request_index] is not None
 
         await self.await_for(ended, timeout, f"request {request_index} to end")
         outcome = self.outcomes[request_index]
@@ -860,10 +833,7 @@ class FakeProvider:
     def wait_outcome(self, request_index: int, timeout: float = 10) -> str:
         """Blocking variant of :meth:`await_outcome`."""
         self.wait_for(
-            lambda: (
-                len(self.outcomes) > request_index
-                and self.outcomes[request_index] is not None
-            ),
+            lambda: len(self.outcomes) > request_index and self.outcomes[request_index] is not None,
             timeout,
             f"request {request_index} to end",
         )
@@ -882,9 +852,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run in the foreground, print the URL, exit cleanly on SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(
-        description="Fake OpenAI-compatible streaming provider"
-    )
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible streaming provider")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tokens", type=int, default=Scenario.tokens)

@@ -130,7 +130,8 @@ def test_stream_matches_reply_and_reports_usage() -> None:
         with FakeProvider() as p:
             text, usage = await _collect(p, "hello there friend !tokens=30")
             assert text == p.replies[0] == p.sent[0] == generated_text(30)
-            assert "\n" in text and "é" in text
+            assert "\n" in text
+            assert "é" in text
             assert usage is not None
             assert usage.completion_tokens == 30
             assert usage.prompt_tokens == 4
@@ -160,9 +161,7 @@ def test_content_parts_and_exact_text() -> None:
 def test_pacing_follows_schedule() -> None:
     async def main() -> None:
         with FakeProvider(Scenario(tokens=20, delay=0.05)) as p:
-            await _collect(
-                p, "warm up !delay=0 !tokens=1"
-            )  # litellm's first call is slow
+            await _collect(p, "warm up !delay=0 !tokens=1")  # litellm's first call is slow
             t = time.perf_counter()
             text, _ = await _collect(p, "paced")
             elapsed = time.perf_counter() - t
@@ -330,7 +329,8 @@ def test_cli_runs_and_exits_on_sigterm() -> None:
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        assert url.startswith("http://127.0.0.1:")
+        assert url.endswith("/v1")
         with httpx.stream(
             "POST",
             url + "/chat/completions",
@@ -341,7 +341,8 @@ def test_cli_runs_and_exits_on_sigterm() -> None:
             },
         ) as r:
             body = r.read().decode()
-        assert body.count('"content"') == 3 and body.endswith("data: [DONE]\n\n")
+        assert body.count('"content"') == 3
+        assert body.endswith("data: [DONE]\n\n")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -353,15 +354,11 @@ def test_cli_runs_and_exits_on_sigterm() -> None:
 def test_raw_throughput_report() -> None:
     """Measured, not asserted: the provider must not be a benchmark's bottleneck."""
 
-    async def one(
-        client: httpx.AsyncClient, url: str, tokens: int, delay: float
-    ) -> int:
+    async def one(client: httpx.AsyncClient, url: str, tokens: int, delay: float) -> int:
         body = {
             "model": "m",
             "stream": True,
-            "messages": [
-                {"role": "user", "content": f"!tokens={tokens} !delay={delay}"}
-            ],
+            "messages": [{"role": "user", "content": f"!tokens={tokens} !delay={delay}"}],
         }
         parts: list[bytes] = []
         async with client.stream("POST", url + "/chat/completions", json=body) as r:
@@ -373,23 +370,17 @@ def test_raw_throughput_report() -> None:
 
     async def main() -> None:
         with FakeProvider() as p:
-            async with httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=100)
-            ) as client:
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as client:
                 await one(client, p.url, 10, 0)
                 t = time.perf_counter()
                 n = await one(client, p.url, 20_000, 0)
                 single = n / (time.perf_counter() - t)
                 assert n == 20_000
                 t = time.perf_counter()
-                counts = await asyncio.gather(
-                    *(one(client, p.url, 2_000, 0) for _ in range(50))
-                )
+                counts = await asyncio.gather(*(one(client, p.url, 2_000, 0) for _ in range(50)))
                 many = sum(counts) / (time.perf_counter() - t)
                 t = time.perf_counter()
-                counts = await asyncio.gather(
-                    *(one(client, p.url, 100, 0.01) for _ in range(50))
-                )
+                counts = await asyncio.gather(*(one(client, p.url, 100, 0.01) for _ in range(50)))
                 paced_s = time.perf_counter() - t
         print(
             f"\nfake provider: one stream {single:,.0f} chunks/s; "

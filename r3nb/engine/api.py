@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadRequest, NotFound, R3nbError
-from ..protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS
+from r3nb.errors import BadRequest, NotFound, R3nbError
+from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS
+
 from .core import Caller, Engine
 from .streams import Event
 

@@ -6,14 +6,16 @@ Transport-free. The Jupyter server extension is one transport over it; embedded 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__
-from ..errors import NotFound, StoreUnavailable
-from ..protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
+from r3nb import __version__
+from r3nb.errors import NotFound, StoreUnavailable
+from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
+
 from . import limits, provider
 from .models import ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store
@@ -60,6 +62,7 @@ class Engine:
             snapshot_interval=settings.snapshot_interval,
             first_token_timeout=settings.first_token_timeout,
             idle_timeout=settings.idle_timeout,
+            prepare=provider.load if reply_source is None else None,
         )
         self.sweeper = Sweeper(
             self.store,
@@ -103,10 +106,8 @@ class Engine:
     async def health(self) -> dict[str, Any]:
         stats: dict[str, int] = {}
         if self.store.error is None:
-            try:
+            with contextlib.suppress(StoreUnavailable):
                 stats = await self.store.stats()
-            except StoreUnavailable:
-                pass
         return {
             "version": __version__,
             "ok": self.store.error is None,
@@ -120,11 +121,16 @@ class Engine:
             "counters": {
                 key: self.counters.get(key, 0)
                 for key in (
-                    "streams_started", "streams_complete", "streams_error",
-                    "streams_cancelled", "streams_timed_out", "flushes", "flush_batches",
+                    "streams_started",
+                    "streams_complete",
+                    "streams_error",
+                    "streams_cancelled",
+                    "streams_timed_out",
+                    "flushes",
+                    "flush_batches",
                     "rate_limited",
                 )
-            }  # fmt: skip
+            }
             | {"db_writes": self.store.writes, "swept": self.sweeper.swept},
             "store": stats,
         }
@@ -180,11 +186,24 @@ class Engine:
         user, assistant = await self.store.add_messages(
             cid,
             [
-                NewMessage("user", content, "complete", author=caller.name,
-                           source=caller.source, attachments=tuple(attachments or ())),
-                NewMessage("assistant", "", "streaming", model=model.name, author=caller.name,
-                           source=caller.source, streaming_for=kernel_id),
-            ],  # fmt: skip
+                NewMessage(
+                    "user",
+                    content,
+                    "complete",
+                    author=caller.name,
+                    source=caller.source,
+                    attachments=tuple(attachments or ()),
+                ),
+                NewMessage(
+                    "assistant",
+                    "",
+                    "streaming",
+                    model=model.name,
+                    author=caller.name,
+                    source=caller.source,
+                    streaming_for=kernel_id,
+                ),
+            ],
             title_hint=_title_from(content),
         )
         context = await self.store.context_for(cid, assistant["seq"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..errors import PayloadTooLarge, RateLimited
+from r3nb.errors import PayloadTooLarge, RateLimited
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadRequest
+from r3nb.errors import BadRequest
 
 #: litellm model string of the built-in offline model (a CustomLLM in provider.py).
 DEMO_PROVIDER = "r3nb-demo"
@@ -51,8 +51,10 @@ class ModelConfig:
         return params
 
     def missing_key_reason(self) -> str | None:
-        if self.api_key_env and "api_key" not in self.params and not os.environ.get(
+        if (
             self.api_key_env
+            and "api_key" not in self.params
+            and not os.environ.get(self.api_key_env)
         ):
             return (
                 f"model {self.name!r} needs an API key: set the environment variable "
@@ -121,9 +123,7 @@ class ModelRegistry:
             return self._models[self.default]
         model = self._models.get(name)
         if model is None:
-            raise BadRequest(
-                f"unknown model {name!r}; known models: {', '.join(self.names())}"
-            )
+            raise BadRequest(f"unknown model {name!r}; known models: {', '.join(self.names())}")
         return model
 
     def public(self) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
-from ..errors import ProviderError
+from r3nb.errors import ProviderError
+
 from .demo import demo_reply, word_chunks
 from .models import DEMO_PROVIDER, ModelConfig
 
@@ -54,6 +55,9 @@ async def load() -> ModuleType:
 
 
 def _import_into(future: Future[ModuleType]) -> None:
+    # Running futures cannot be cancelled: an awaiting stream that gets cancelled must
+    # not cancel the one import every later stream waits for.
+    future.set_running_or_notify_cancel()
     try:
         # litellm fetches its cost map from the internet at import unless told not to.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -69,13 +73,17 @@ def _import_into(future: Future[ModuleType]) -> None:
         future.set_exception(e)
 
 
-def _register_demo(litellm: ModuleType) -> None:
-    from litellm import CustomLLM
+def _register_demo(module: ModuleType) -> None:
+    from litellm.llms.custom_llm import CustomLLM
 
-    class DemoLLM(CustomLLM):  # type: ignore[misc]
+    litellm = cast(Any, module)
+
+    class DemoLLM(CustomLLM):
         """Streams ``demo_reply`` word by word with a small, configurable delay."""
 
-        async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async def astreaming(  # type: ignore[override]
+            self, *args: Any, **kwargs: Any
+        ) -> AsyncIterator[Any]:
             messages = kwargs.get("messages") or (args[1] if len(args) > 1 else [])
             delay = float(os.environ.get("R3NB_DEMO_DELAY", "0.02"))
             text = demo_reply(messages)

@@ -13,6 +13,7 @@ by construction, and lookups by id are fast column scans.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -27,8 +28,8 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from ..errors import StoreUnavailable
-from ..protocol import ConversationDict, MessageDict
+from r3nb.errors import StoreUnavailable
+from r3nb.protocol import ConversationDict, MessageDict
 
 log = logging.getLogger("r3nb.store")
 T = TypeVar("T")
@@ -218,9 +219,7 @@ class Store:
             try:
                 for statement in statements:
                     con.execute(statement)
-                con.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?)", [name, time.time()]
-                )
+                con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [name, time.time()])
                 con.commit()
             except duckdb.Error:
                 con.rollback()
@@ -238,10 +237,8 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint and close, then stop the thread. Safe to call twice."""
-        try:
+        with contextlib.suppress(RuntimeError):  # executor already shut down
             self._executor.submit(self._close_connection).result(timeout=30)
-        except RuntimeError:
-            pass  # executor already shut down
         self._executor.shutdown(wait=True)
 
     def _close_connection(self) -> None:
@@ -267,10 +264,8 @@ class Store:
         except (duckdb.FatalException, duckdb.InternalException) as e:
             log.error("DuckDB internal error on %s: %s; reopening", self.path, _short(e))
             self._close_connection()
-            try:
+            with contextlib.suppress(StoreUnavailable):
                 self._open_sync()
-            except StoreUnavailable:
-                pass
             raise StoreUnavailable(f"database error on {self.path}: {_short(e)}") from e
 
     @property
@@ -402,7 +397,8 @@ class Store:
 
     def _get_message(self, mid: str) -> MessageDict | None:
         row = self.con.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", [mid]
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",
+            [mid],
         ).fetchone()
         return _message(row) if row else None
 
@@ -492,9 +488,16 @@ class Store:
             " completion_tokens = ?, cost = ?, updated_at = ?, revision = ?"
             f" WHERE id = ? AND status = 'streaming' RETURNING {_MESSAGE_COLUMNS}",
             [
-                final.content, final.status, final.error, final.prompt_tokens,
-                final.completion_tokens, final.cost, time.time(), self._next_revision(), mid,
-            ],  # fmt: skip
+                final.content,
+                final.status,
+                final.error,
+                final.prompt_tokens,
+                final.completion_tokens,
+                final.cost,
+                time.time(),
+                self._next_revision(),
+                mid,
+            ],
         ).fetchone()
         self._count_write([mid])
         return _message(row) if row else self._get_message(mid)

@@ -16,10 +16,11 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
-from ..errors import NotFound, ProviderError
-from ..protocol import MessageDict
+from r3nb.errors import NotFound, ProviderError
+from r3nb.protocol import MessageDict, Status
+
 from .models import ModelConfig
 from .provider import Usage
 from .store import Final, Store
@@ -53,6 +54,7 @@ class LiveStream:
         self.task: asyncio.Task[None] | None = None
         self.started = time.monotonic()
         self.last_activity = self.started
+        self.requested = False  # deadlines run from the provider call, not from our set-up
         self.flushed_length = 0
         # Per-stream phase: streams started together still flush at different moments.
         self.next_flush_at = self.started + snapshot_interval * (0.5 + random.random() / 2)
@@ -100,6 +102,7 @@ class StreamHub:
         idle_timeout: float = 120.0,
         max_duration: float = 3600.0,
         on_final: Callable[[MessageDict], Awaitable[None] | None] | None = None,
+        prepare: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.store = store
         self.reply_source = reply_source
@@ -108,6 +111,7 @@ class StreamHub:
         self.idle_timeout = idle_timeout
         self.max_duration = max_duration
         self.on_final = on_final
+        self.prepare = prepare  # e.g. finishing litellm's import: not the provider's time
         self.live: dict[str, LiveStream] = {}
         self.counters: Counter[str] = Counter()
         self._ticker: asyncio.Task[None] | None = None
@@ -132,6 +136,10 @@ class StreamHub:
         usage = Usage(None, None, None)
         status, error = "complete", None
         try:
+            if self.prepare is not None:
+                await self.prepare()
+            stream.requested = True
+            stream.started = stream.last_activity = time.monotonic()
             async for item in self.reply_source(stream.model, context):
                 if isinstance(item, Usage):
                     usage = item
@@ -176,8 +184,9 @@ class StreamHub:
                 stream.message_id,
                 write.exception(),
             )
-            message = {**stream.message, "content": final.content, "status": final.status,
-                       "error": final.error}  # fmt: skip
+            status = cast(Status, final.status)
+            message = {**stream.message, "content": final.content, "status": status}
+            message["error"] = final.error
         stream.final = message
         self.counters[f"streams_{final.status}"] += 1
         del self.live[stream.message_id]
@@ -220,13 +229,16 @@ class StreamHub:
 
     def _enforce_deadlines(self, now: float) -> None:
         for stream in list(self.live.values()):
-            if stream.end_reason or stream.task is None or stream.task.done():
+            if (
+                not stream.requested
+                or stream.end_reason
+                or stream.task is None
+                or stream.task.done()
+            ):
                 continue
             quiet = now - stream.last_activity
             if stream.length == 0 and quiet > self.first_token_timeout:
-                reason = (
-                    f"timed out: the provider sent nothing for {self.first_token_timeout:g} s"
-                )
+                reason = f"timed out: the provider sent nothing for {self.first_token_timeout:g} s"
             elif stream.length and quiet > self.idle_timeout:
                 reason = f"timed out: the provider went silent for {self.idle_timeout:g} s"
             elif now - stream.started > self.max_duration:
@@ -267,9 +279,7 @@ class StreamHub:
 
     # --- following -------------------------------------------------------------------
 
-    async def follow(
-        self, mid: str, offset: int, heartbeat: float
-    ) -> AsyncIterator[Event]:
+    async def follow(self, mid: str, offset: int, heartbeat: float) -> AsyncIterator[Event]:
         """``delta`` events from code point ``offset`` until ``done``; ``heartbeat`` when
         nothing happened for ``heartbeat`` seconds. Works on ended messages too."""
         offset = max(0, offset)

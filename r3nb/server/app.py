@@ -19,15 +19,16 @@ from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop
 from traitlets import Dict, Float, Int, Unicode, default
 
-from ..engine import provider
-from ..engine.core import Engine, Settings
-from ..engine.models import ModelRegistry
-from ..engine.store import default_db_path
+from r3nb.engine import provider
+from r3nb.engine.core import Engine, Settings
+from r3nb.engine.models import ModelRegistry
+from r3nb.engine.store import default_db_path
+
 from .handlers import ROUTES
 
 #: Environment variables kernels inherit: how a kernel finds and authenticates to us.
 ENV_URL = "R3NB_URL"
-ENV_SECRET = "R3NB_SECRET"
+ENV_SECRET = "R3NB_SECRET"  # noqa: S105 (a name, not a secret)
 
 
 class R3nbApp(ExtensionApp):
@@ -57,8 +58,9 @@ class R3nbApp(ExtensionApp):
         "description). The built-in offline model 'demo' is always available."
     ).tag(config=True)
     default_model = Unicode(
-        "", help="Model used when a request names none. Default: the first configured "
-        "model, else 'demo'."
+        "",
+        help="Model used when a request names none. Default: the first configured "
+        "model, else 'demo'.",
     ).tag(config=True)
     rate_limit_per_minute = Float(
         20, help="Messages a person may send per minute (token bucket); 0 disables."
@@ -122,6 +124,7 @@ class R3nbApp(ExtensionApp):
         )
 
     def _publish_url(self) -> None:
+        assert self.serverapp is not None
         url = url_path_join(self.serverapp.connection_url, "r3nb/api/")
         os.environ[ENV_URL] = url
         self.log.debug("r3nb: kernels reach the API at %s", url)
@@ -143,7 +146,7 @@ def _os_user() -> str:
 
 
 def _version() -> str:
-    from .. import __version__
+    from r3nb import __version__
 
     return __version__
 

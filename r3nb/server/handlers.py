@@ -18,14 +18,14 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..engine.api import Call, JsonReply, dispatch
-from ..engine.core import Caller, Engine
-from ..engine.streams import Event
-from ..errors import BadRequest, PayloadTooLarge, R3nbError
-from ..protocol import SSE_HEARTBEAT, sse_frame
+from r3nb.engine.api import Call, JsonReply, dispatch
+from r3nb.engine.core import Caller, Engine
+from r3nb.engine.streams import Event
+from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
+from r3nb.protocol import SSE_HEARTBEAT, sse_frame
 
 #: Header a kernel sends with the secret it inherited from the server (R3NB_SECRET).
-SECRET_HEADER = "X-R3nb-Secret"
+SECRET_HEADER = "X-R3nb-Secret"  # noqa: S105 (a name, not a secret)
 #: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
 _BODY_SLACK = 64 * 1024
 
@@ -86,6 +86,8 @@ class R3nbHandler(APIHandler):
         error: BaseException | None = kwargs.get("exc_info", (None, None))[1]
         if isinstance(error, R3nbError):
             message = error.message
+            for name, value in error.headers.items():  # send_error cleared them
+                self.set_header(name, value)
         elif isinstance(error, web.HTTPError):
             message = error.log_message or error.reason or self._reason
             if error.args and "%" in message:
@@ -98,8 +100,6 @@ class R3nbHandler(APIHandler):
         self.finish(json.dumps({"error": message}))
 
     def send_r3nb_error(self, error: R3nbError) -> None:
-        for name, value in error.headers.items():
-            self.set_header(name, value)
         self.send_error(error.status, exc_info=(type(error), error, None))
 
 

@@ -1,0 +1,101 @@
+"""Real ``jupyter server`` subprocesses for tests that kill or restart a server.
+
+Each server gets its own config/runtime/data dirs, a free port on 127.0.0.1 and a
+token, and is always stopped by pid (SIGKILL as a last resort), even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JupyterServer:
+    def __init__(self, workdir: Path, r3nb: dict[str, Any], *, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.r3nb = r3nb
+        self.port = port or free_port()
+        self.token = "r3nb-test-token-" + os.urandom(6).hex()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"server-{self.port}-{time.monotonic_ns()}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def api(self) -> str:
+        return self.url + "r3nb/api/"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def start(self, timeout: float = 60) -> JupyterServer:
+        for sub in ("config", "runtime", "data", "root"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(self.workdir / "config"),
+            "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
+            "JUPYTER_DATA_DIR": str(self.workdir / "data"),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        }
+        args = [
+            sys.executable, "-m", "jupyter_server",
+            f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0", "--ServerApp.allow_root=True",
+            "--ServerApp.open_browser=False", f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.workdir / 'root'}",
+        ]  # fmt: skip
+        for key, value in self.r3nb.items():
+            args.append(
+                f"--R3nbApp.{key}={json.dumps(value) if not isinstance(value, str) else value}"
+            )
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                r = httpx.get(self.api + "health", headers=self.headers, timeout=2)
+                if r.status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)  # polling a port that is not up yet: nothing to await
+        self.stop()
+        raise TimeoutError(f"jupyter server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook, no flush; what a crash looks like."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
