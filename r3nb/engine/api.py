@@ -16,6 +16,7 @@ from typing import Any
 from r3nb.errors import BadRequest, NotFound, R3nbError
 from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS
 
+from . import usage
 from .core import Caller, Engine
 from .streams import Event
 
@@ -189,6 +190,10 @@ async def stream_message(engine: Engine, call: Call) -> Reply:
     return StreamReply(events())
 
 
+async def get_usage(engine: Engine, call: Call) -> Reply:
+    return JsonReply(await usage.usage_report(engine.store, call.caller.name, call.caller.is_admin))
+
+
 async def cancel_message(engine: Engine, call: Call) -> Reply:
     message = await engine.cancel(_id(call, "mid", "message"), call.caller)
     return JsonReply({"message": message})
@@ -209,6 +214,7 @@ class Route:
 ROUTES: list[Route] = [
     Route("GET", "health", get_health),
     Route("GET", "models", get_models),
+    Route("GET", "usage", get_usage),
     Route("GET", "conversations", list_conversations),
     Route("POST", "conversations", create_conversation),
     Route("GET", "conversations/{cid}", get_snapshot),

@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from r3nb import __version__
 from r3nb.errors import NotFound, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
 
-from . import limits, provider
+from . import limits, provider, usage
 from .models import ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store
 from .streams import LiveStream, ReplySource, StreamHub
@@ -36,6 +36,7 @@ class Settings:
     max_concurrent_streams: int = 4
     first_token_timeout: float = 120.0
     idle_timeout: float = 120.0
+    budgets: dict[str, float] = field(default_factory=dict)  # per person, per UTC day
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Caller:
 
     name: str
     source: str  # "user" (browser or API client), "kernel" (kernel secret), "embedded"
+    is_admin: bool = False  # may see everyone's usage
 
 
 class Engine:
@@ -180,6 +182,7 @@ class Engine:
             limits.check_concurrent(
                 self.hub.active_for(caller.name), self.settings.max_concurrent_streams
             )
+            await usage.check_budgets(self.store, caller.name, self.settings.budgets)
         except Exception:
             self.counters["rate_limited"] += 1
             raise

@@ -541,6 +541,24 @@ class Store:
         self._count_write(ids)
         return ids
 
+    async def usage(self, since: float, author: str | None = None) -> dict[str, dict[str, Any]]:
+        """Tokens, cost and replies per author for replies created after ``since``."""
+        return await self._run(self._usage, since, author)
+
+    def _usage(self, since: float, author: str | None) -> dict[str, dict[str, Any]]:
+        rows = self.con.execute(
+            "SELECT coalesce(author, ''),"
+            " sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)),"
+            " sum(coalesce(cost, 0)), count(*) FROM messages"
+            " WHERE role = 'assistant' AND created_at >= ? AND (? IS NULL OR author = ?)"
+            " GROUP BY 1",
+            [since, author, author],
+        ).fetchall()
+        return {
+            r[0]: {"tokens": int(r[1] or 0), "cost": float(r[2] or 0.0), "messages": int(r[3])}
+            for r in rows
+        }
+
     async def stats(self) -> dict[str, int]:
         return await self._run(self._stats)
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
-from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop
-from traitlets import Dict, Float, Int, Unicode, default
+from traitlets import Dict, Float, Int, List, Unicode, default
 
 from r3nb.engine import provider
 from r3nb.engine.core import Engine, Settings
 from r3nb.engine.models import ModelRegistry
 from r3nb.engine.store import default_db_path
+from r3nb.engine.usage import validate_budgets
 
 from .handlers import ROUTES
 
@@ -78,6 +78,15 @@ class R3nbApp(ExtensionApp):
         120.0, help="Seconds a provider may go silent mid-reply before it fails."
     ).tag(config=True)
 
+    budgets = Dict(
+        help='Optional daily budgets per person: {"tokens_per_day": N, "cost_per_day": USD}. '
+        "When one runs out, that person gets 429 until midnight UTC. None by default."
+    ).tag(config=True)
+    admin_users = List(
+        Unicode(),
+        help="People who see everyone's usage (GET usage). Default: the server's owner.",
+    ).tag(config=True)
+
     @default("db_path")
     def _default_db_path(self) -> str:
         return str(default_db_path())
@@ -99,6 +108,7 @@ class R3nbApp(ExtensionApp):
                 max_concurrent_streams=self.max_concurrent_streams,
                 first_token_timeout=self.first_token_timeout,
                 idle_timeout=self.idle_timeout,
+                budgets=validate_budgets(self.budgets),
             ),
             registry,
         )
@@ -109,10 +119,12 @@ class R3nbApp(ExtensionApp):
         # once the port is final.
         self.secret = secrets.token_urlsafe(32)
         os.environ[ENV_SECRET] = self.secret
+        owner = os.environ.get("JUPYTERHUB_USER") or _os_user()
         self.settings.update(
             r3nb_engine=self.engine,
             r3nb_secret=self.secret,
-            r3nb_owner=os.environ.get("JUPYTERHUB_USER") or _os_user(),
+            r3nb_owner=owner,
+            r3nb_admins=frozenset(self.admin_users or [owner]),
         )
         IOLoop.current().add_callback(self._publish_url)
         self.log.info(
@@ -149,12 +161,3 @@ def _version() -> str:
     from r3nb import __version__
 
     return __version__
-
-
-def browser_api_base(base_url: str) -> str:
-    """The API root as the browser sees it (same origin as the page)."""
-    return url_path_join(base_url, "r3nb/api/")
-
-
-def settings_of(app: Any) -> dict[str, Any]:
-    return dict(app.settings)

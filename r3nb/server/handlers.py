@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from jupyter_server.auth.decorator import authorized
-from jupyter_server.auth.identity import IdentityProvider, User
+from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -36,6 +36,11 @@ class _AllowKernel:
 
     def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
         return True
+
+
+def _personless(identity_provider: object) -> bool:
+    """jupyter_server's own providers (token, password) know the token holder only."""
+    return type(identity_provider).__module__.startswith("jupyter_server.auth")
 
 
 class R3nbHandler(APIHandler):
@@ -72,14 +77,14 @@ class R3nbHandler(APIHandler):
 
     def caller(self) -> Caller:
         owner = cast(str, self.settings["r3nb_owner"])
-        if self._kernel_call:
-            return Caller(owner, "kernel")
-        user = self.current_user
-        # jupyter_server's default identity provider knows no people, only the token
-        # holder (it invents "Anonymous …" names per browser): that is the owner.
-        if type(self.identity_provider) is IdentityProvider or user is None:
-            return Caller(owner, "user")
-        return Caller(str(getattr(user, "username", owner)), "user")
+        admins = cast(frozenset[str], self.settings["r3nb_admins"])
+        name = owner
+        if not self._kernel_call and not _personless(self.identity_provider):
+            # A real identity (JupyterHub, or any custom provider). jupyter_server's
+            # default provider knows no people, only the token holder (it invents
+            # "Anonymous …" names per browser): that person is the owner.
+            name = str(getattr(self.current_user, "username", None) or owner)
+        return Caller(name, "kernel" if self._kernel_call else "user", name in admins)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error is ``{"error": "..."}``: never HTML, never a traceback."""
