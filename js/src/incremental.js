@@ -149,6 +149,12 @@ export class MarkdownView {
       const open = FENCE.exec(line);
       if (open) this.fence = open[1];
     }
+    // The first character of the unfinished line is enough to confirm a boundary: waiting
+    // for its newline would keep a whole extra paragraph in the re-rendered tail.
+    if (this.candidate !== -1 && this.fence === null && this.scanPos < text.length && !/^[ \t]/.test(text[this.scanPos])) {
+      boundary = this.candidate;
+      this.candidate = -1;
+    }
     if (boundary > this.stableEnd) {
       this.blocks.append(this.render(text.slice(this.stableEnd, boundary)));
       this.stableEnd = boundary;

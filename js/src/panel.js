@@ -236,7 +236,7 @@ export class ChatPanel {
       this.model.set("conversation_id", cid);
       this.model.save_changes();
     }
-    if ((this.session?.cid ?? "") === cid) return;
+    if ((this.session?.cid ?? "") === cid) return this.session?.start(); // e.g. our own model.set echoing back
     this.session?.dispose();
     this.session = null;
     this.ui.list.replaceChildren();

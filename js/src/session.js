@@ -70,15 +70,18 @@ export class Session {
     this.failures = 0;
     this.sending = false;
     this.stopRequested = false;
+    /** @type {Promise<void> | undefined} */
+    this.started = undefined;
   }
 
   get disposed() {
     return this.controller.signal.aborted;
   }
 
-  /** Loads the conversation; resolves after the first snapshot attempt. */
-  async start() {
-    await this.poll();
+  /** Loads the conversation; resolves after the first snapshot attempt (once per session). */
+  start() {
+    this.started ??= this.poll();
+    return this.started;
   }
 
   dispose() {

@@ -6,6 +6,7 @@ Transport-free. The Jupyter server extension is one transport over it; embedded 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -117,6 +118,7 @@ class Engine:
             "store_error": self.store.error,
             "provider_loaded": provider.is_loaded(),
             "active_streams": len(self.hub.live),
+            "tasks": len(asyncio.all_tasks()),  # a leak shows here first
             "snapshot_interval": self.settings.snapshot_interval,
             "revision": self.store.revision,
             "uptime": round(time.time() - self.started_at, 1),

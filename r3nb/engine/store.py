@@ -200,6 +200,15 @@ class Store:
             self._close_connection()
             self._fail(f"cannot open {self.path}: {_short(e)}")
 
+    async def try_reopen(self) -> bool:
+        """Open again after a failure; False (and ``error`` kept) while it still fails."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._open_sync)
+        except StoreUnavailable:
+            return False
+        return True
+
     def _fail(self, reason: str) -> None:
         self.error = f"r3nb's DuckDB store is unavailable: {reason}"
         raise StoreUnavailable(self.error)

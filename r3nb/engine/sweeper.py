@@ -56,9 +56,19 @@ class Sweeper:
             log.warning("r3nb: marked %d stale streaming message(s) as error", len(ids))
         return ids
 
+    async def tick(self) -> list[str]:
+        """One timer tick: reopen a store that failed (the file's lock holder may have
+        gone), then sweep."""
+        if self.store.error is not None:
+            if not await self.store.try_reopen():
+                return []
+            log.warning("r3nb: store %s is usable again", self.store.path)
+            await self.recover()
+        return await self.sweep()
+
     def _on_timer(self) -> None:
         if self._running is None or self._running.done():  # never overlap two sweeps
-            self._running = asyncio.ensure_future(self.sweep())
+            self._running = asyncio.ensure_future(self.tick())
             self._running.add_done_callback(_log_failure)
 
     def start(self) -> None:

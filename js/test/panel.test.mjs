@@ -1,0 +1,86 @@
+// The whole panel in jsdom, reaching a fake server through the comm relay (api_base empty):
+// start-up picks the newest conversation, Send streams a reply, cleanup removes listeners.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { JSDOM } from "jsdom";
+
+const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true, url: "https://lab.example/lab" });
+globalThis.document = dom.window.document;
+globalThis.window = dom.window;
+globalThis.AbortController = dom.window.AbortController; // jsdom accepts only its own signals
+const { default: widget } = await import("../src/widget.js");
+
+const KERNEL = "kernel-1";
+const conversation = { id: "c1", title: "First", author: "alice", created_at: 1, updated_at: 2, revision: 3, message_count: 0 };
+
+/** An anywidget model whose kernel side is a tiny fake of the r3nb relay. */
+function fakeModel() {
+  const traits = { api_base: "", mode: "server", conversation_id: "", kernel_id: KERNEL, snapshot_interval: 1000, idle_interval: 1000, default_model: "demo" };
+  const listeners = new Map();
+  const requests = [];
+  const emit = (name, ...args) => (listeners.get(name) || []).slice().forEach((cb) => cb(...args));
+  const reply = (msg) => setTimeout(() => emit("msg:custom", msg), 0);
+  const message = (over) => ({ id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "browser", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, ...over });
+  return {
+    traits, listeners, requests,
+    get: (name) => traits[name],
+    set: (name, value) => { traits[name] = value; emit(`change:${name}`); },
+    save_changes() {},
+    on(name, cb) { listeners.set(name, [...(listeners.get(name) || []), cb]); },
+    off(name, cb) { listeners.set(name, (listeners.get(name) || []).filter((x) => x !== cb)); },
+    send(msg) {
+      requests.push(`${msg.method} ${msg.path}`);
+      const { id, path } = msg;
+      if (path === "models") reply({ type: "response", id, status: 200, body: { models: [{ name: "demo" }, { name: "gpt" }], default: "demo" } });
+      else if (path === "conversations") reply({ type: "response", id, status: 200, body: { conversations: [conversation] } });
+      else if (path.startsWith("conversations/c1/messages")) {
+        const user = message({ id: "u1", seq: 1, role: "user", content: msg.body.content, status: "complete", streaming_for: null, attachments: [{ kind: "variable", name: "df", summary: "3 rows" }] });
+        reply({ type: "event", id, event: "start", data: { user_message: user, assistant_message: message({}) } });
+        reply({ type: "event", id, event: "delta", data: { message_id: "a1", offset: 0, text: "**Hi** " } });
+        reply({ type: "event", id, event: "delta", data: { message_id: "a1", offset: 3, text: "i there" } });
+        reply({ type: "event", id, event: "done", data: { message: message({ content: "**Hi** there", status: "complete", completion_tokens: 2, prompt_tokens: 1 }) } });
+        reply({ type: "end", id });
+      } else if (path.startsWith("conversations/c1")) reply({ type: "response", id, status: 200, body: { conversation, messages: [], revision: 3, streaming: false } });
+      else reply({ type: "response", id, status: 404, body: { error: "not found" } });
+    },
+  };
+}
+
+const until = async (cond, what) => {
+  for (let i = 0; i < 200; i++) {
+    if (cond()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+};
+
+test("the panel starts over the relay, sends, streams and cleans up", async () => {
+  const model = fakeModel();
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = widget.render({ model, el });
+  await until(() => el.dataset.r3nbReady === "1", "ready");
+  assert.equal(el.dataset.transport, "relay");
+  assert.equal(model.traits.conversation_id, "c1", "the newest conversation was picked and shared");
+  assert.equal(el.querySelector(".r3nb-conversations").value, "c1");
+  assert.equal(el.querySelector(".r3nb-models").value, "demo");
+  assert.equal(el.dataset.polls, "1");
+
+  const input = el.querySelector(".r3nb-input");
+  input.value = "hello @df";
+  input.dispatchEvent(new window.KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+  await until(() => el.querySelector('[data-message-id="a1"]')?.dataset.status === "complete", "the reply");
+  const reply = el.querySelector('[data-message-id="a1"]');
+  assert.equal(reply.querySelector(".r3nb-content strong").textContent, "Hi");
+  assert.equal(reply.querySelector(".r3nb-content").textContent.trim(), "Hi there");
+  assert.equal(el.querySelector('[data-message-id="u1"] .r3nb-chip').textContent, "@df");
+  assert.equal(input.value, "");
+  await until(() => !el.querySelector(".r3nb-send").hidden, "Send back");
+  assert.equal(el.querySelector(".r3nb-stop").hidden, true);
+  assert.ok(model.requests.includes("POST conversations/c1/messages"));
+
+  cleanup();
+  for (const [name, cbs] of model.listeners) assert.equal(cbs.length, 0, `${name} listener left behind`);
+  assert.equal(el.querySelector(".r3nb-panel"), null);
+});

@@ -1,0 +1,145 @@
+// The session's sync rules against a scripted transport: deltas appended by code point
+// offset, gaps resynced from what is held, observers polling with `from`, the panel's own
+// kernel followed live, and a stalled stream handed over to polling.
+
+import assert from "node:assert/strict";
+import { afterEach, test } from "node:test";
+import { JSDOM } from "jsdom";
+
+import { createSanitizer } from "../src/sanitize.js";
+import { Session } from "../src/session.js";
+import { StallError } from "../src/transport.js";
+
+const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true });
+const win = /** @type {any} */ (dom.window);
+const sanitize = createSanitizer(win);
+
+const KERNEL = "k-mine";
+
+function message(over) {
+  return {
+    id: "m1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming",
+    model: "demo", author: "alice", source: "browser", streaming_for: KERNEL, error: null,
+    prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1,
+    revision: 5, ...over,
+  };
+}
+const USER = message({ id: "u1", seq: 1, role: "user", content: "hi", status: "complete", streaming_for: null });
+const CONVERSATION = { id: "c1", title: "t", author: "alice", created_at: 1, updated_at: 1, revision: 1, message_count: 0 };
+
+/** A transport whose replies are queued per path prefix; records every call. */
+function fakeTransport() {
+  const calls = [];
+  const replies = [];
+  const streams = [];
+  return {
+    calls, replies, streams, kind: "direct", close() {},
+    async request(method, path, body) {
+      calls.push(`${method} ${path}`);
+      const next = replies.shift();
+      if (!next) throw new Error(`no reply queued for ${method} ${path}`);
+      return { status: 200, body: next, retryAfter: null };
+    },
+    async stream(method, path, body, onEvent) {
+      calls.push(`${method} ${path}`);
+      const script = streams.shift();
+      if (!script) throw new Error(`no stream queued for ${method} ${path}`);
+      for (const step of script) {
+        if (step instanceof Error) throw step;
+        onEvent(step[0], step[1]);
+      }
+    },
+  };
+}
+
+const sessions = [];
+afterEach(() => {
+  for (const session of sessions.splice(0)) session.dispose(); // no timer may outlive a test
+});
+
+function makeSession(transport) {
+  const list = win.document.createElement("div");
+  const statuses = {};
+  const session = new Session("c1", {
+    transport, list, sanitize,
+    kernelId: () => KERNEL,
+    intervals: () => ({ snapshotMs: 1e7, idleMs: 1e7 }), // polls only when the test calls them
+    setStatus: (key, text) => { statuses[key] = text; },
+    onBusyChange() {}, onRender() {}, onPoll() {}, onConversation() {}, onGone() {},
+    isShown: () => true,
+  });
+  sessions.push(session);
+  return { session, list, statuses };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+test("send appends deltas by code point, skips overlap and resyncs a gap", async () => {
+  const t = fakeTransport();
+  const { session, list } = makeSession(t);
+  t.streams.push([
+    ["start", { user_message: USER, assistant_message: message({}) }],
+    ["delta", { message_id: "m1", offset: 0, text: "😀ab" }],
+    ["delta", { message_id: "m1", offset: 1, text: "abc" }], // overlaps "ab": only "c" is new
+    ["delta", { message_id: "m1", offset: 9, text: "zz" }], // a gap: resync from 4
+  ]);
+  t.streams.push([
+    ["start", { user_message: null, assistant_message: message({}) }],
+    ["delta", { message_id: "m1", offset: 4, text: "d" }],
+    ["done", { message: message({ content: "😀abcd", status: "complete", prompt_tokens: 3, completion_tokens: 5, cost: 0.0012 }) }],
+  ]);
+  t.replies.push({ conversation: CONVERSATION, messages: [], revision: 9, streaming: false });
+  const accepted = await session.send("hi", "demo");
+  assert.equal(accepted, true);
+  assert.equal(t.calls[0], "POST conversations/c1/messages");
+  assert.equal(t.calls[1], "GET messages/m1/stream?offset=4");
+  const entry = session.entries.get("m1");
+  assert.equal(entry.msg.content, "😀abcd");
+  assert.equal(entry.length, 5);
+  const el = list.querySelector('[data-message-id="m1"]');
+  assert.equal(el.dataset.status, "complete");
+  assert.equal(el.querySelector(".r3nb-content").textContent.trim(), "😀abcd");
+  assert.equal(el.querySelector(".r3nb-usage").textContent, "3 → 5 tokens · $0.0012");
+  assert.equal(session.busy(), false);
+  session.dispose();
+});
+
+test("an observer polls with since and from, and appends only the new text", async () => {
+  const t = fakeTransport();
+  const { session, list } = makeSession(t);
+  const other = message({ streaming_for: "k-other", content: "Hel" });
+  t.replies.push({ conversation: CONVERSATION, messages: [USER, other], revision: 7, streaming: true });
+  await session.start();
+  assert.equal(t.calls[0], "GET conversations/c1");
+  assert.ok(list.querySelector(".r3nb-responding"), "another kernel's stream shows 'AI is responding…'");
+  t.replies.push({ conversation: CONVERSATION, messages: [{ ...other, content: "lo", offset: 3, revision: 8 }], revision: 8, streaming: true });
+  await session.poll();
+  assert.equal(t.calls[1], "GET conversations/c1?since=7&from=m1:3");
+  assert.equal(session.entries.get("m1").msg.content, "Hello");
+  t.replies.push({ conversation: CONVERSATION, messages: [{ ...other, content: "", offset: 5, status: "error", error: "provider timeout", revision: 9 }], revision: 9, streaming: false });
+  await session.poll();
+  const el = list.querySelector('[data-message-id="m1"]');
+  assert.equal(el.dataset.status, "error");
+  assert.match(el.querySelector(".r3nb-error").textContent, /provider timeout/);
+  assert.ok(el.querySelector("button.r3nb-retry"));
+  assert.equal(session.retryContent("m1"), "hi");
+  session.dispose();
+});
+
+test("the panel's own kernel is followed live from the text held; a stall hands over to polling", async () => {
+  const t = fakeTransport();
+  const { session } = makeSession(t);
+  t.replies.push({ conversation: CONVERSATION, messages: [USER, message({ content: "ab", revision: 6 })], revision: 10, streaming: true });
+  t.streams.push([["delta", { message_id: "m1", offset: 2, text: "c" }], new StallError()]);
+  t.replies.push({ conversation: CONVERSATION, messages: [message({ content: "de", offset: 3, revision: 11 })], revision: 11, streaming: true });
+  await session.start();
+  const entry = session.entries.get("m1");
+  await settle(); // the stall, then the immediate poll it schedules
+  await settle();
+  assert.equal(t.calls[1], "GET messages/m1/stream?offset=2");
+  assert.equal(entry.live, false, "the stalled stream gave the message back to polling");
+  // From the message's own revision: snapshots skipped it while the stream owned it.
+  assert.equal(t.calls[2], "GET conversations/c1?since=6&from=m1:3");
+  assert.equal(entry.msg.content, "abcde");
+  session.dispose();
+});
