@@ -1,0 +1,127 @@
+"""ChatPanel: the anywidget whose JavaScript is the chat UI.
+
+The kernel's jobs here are small: tell the page where the API is (``api_base``, same
+origin as the page), which kernel this is (``kernel_id``: its panel follows its own
+streams live) and the cadences; and relay API calls over the comm when the page cannot
+reach the server directly (embedded mode, or no route). The relay works on background
+threads so the comm handler returns at once, and paces deltas like ``%%chat`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anywidget
+import traitlets
+
+from .client import (
+    ENV_URL,
+    BaseClient,
+    R3nbClientError,
+    StreamStalled,
+    get_client,
+    kernel_id,
+    set_current_conversation,
+    split_path,
+)
+from .live import Follower
+
+_STATIC = Path(__file__).resolve().parent.parent / "static"
+#: Relayed deltas are merged to at most this many comm messages a second per stream.
+RELAY_RATE = 30.0
+
+
+def is_stream(method: str, path: str) -> bool:
+    """The two API calls that answer with server-sent events."""
+    parts = path.strip("/").split("/")
+    return (
+        method == "POST" and len(parts) == 3 and parts[::2] == ["conversations", "messages"]
+    ) or (method == "GET" and len(parts) == 3 and parts[::2] == ["messages", "stream"])
+
+
+class ChatPanel(anywidget.AnyWidget):
+    _esm = _STATIC / "widget.js"
+    _css = _STATIC / "widget.css"
+
+    api_base = traitlets.Unicode("").tag(sync=True)
+    mode = traitlets.Unicode("server").tag(sync=True)
+    conversation_id = traitlets.Unicode("").tag(sync=True)
+    kernel_id = traitlets.Unicode("").tag(sync=True)
+    snapshot_interval = traitlets.Float(2.0).tag(sync=True)
+    idle_interval = traitlets.Float(10.0).tag(sync=True)
+    default_model = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(
+        self, conversation_id: str | None = None, client: BaseClient | None = None, **kwargs: Any
+    ) -> None:
+        self._client = client or get_client()
+        health = self._client.health()
+        settings: dict[str, Any] = {
+            "mode": self._client.mode,
+            "api_base": browser_api_base() if self._client.mode == "server" else "",
+            "kernel_id": kernel_id() or "",
+            "snapshot_interval": float(health.get("snapshot_interval", 2.0)),
+            "default_model": str(self._client.models().get("default") or ""),
+            "conversation_id": conversation_id or "",
+        }
+        super().__init__(**(settings | kwargs))
+        self.on_msg(self._on_custom)
+
+    @traitlets.observe("conversation_id")
+    def _conversation_changed(self, change: dict[str, Any]) -> None:
+        # The page switched conversation: %%chat now talks into the one on screen.
+        if change["new"]:
+            set_current_conversation(change["new"])
+
+    # --- the comm relay --------------------------------------------------------------
+
+    def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict) or content.get("type") != "request":
+            return
+        threading.Thread(
+            target=self._relay, args=(content,), name="r3nb-relay", daemon=True
+        ).start()
+
+    def _relay(self, request: dict[str, Any]) -> None:
+        rid = str(request.get("id", ""))
+        method = str(request.get("method", "GET")).upper()
+        path, query = split_path(str(request.get("path", "")))
+        body = request.get("body")
+        try:
+            if is_stream(method, path):
+                self._relay_stream(rid, method, path, body, query)
+            else:
+                status, data = self._client.call(method, path, body, query)
+                self._respond(rid, status, data)
+        except R3nbClientError as e:
+            error: dict[str, Any] = {"error": e.message}
+            if e.retry_after is not None:
+                error["retry_after"] = e.retry_after
+            self._respond(rid, e.status or 502, error)
+        except StreamStalled:
+            self._respond(rid, 504, {"error": "the r3nb server stopped answering"})
+        except Exception as e:  # the page must get an answer, whatever went wrong here
+            self._respond(rid, 500, {"error": f"relay failed: {type(e).__name__}: {e}"})
+
+    def _relay_stream(
+        self, rid: str, method: str, path: str, body: Any, query: dict[str, str]
+    ) -> None:
+        follower = Follower(lambda: self._client.events(method, path, body, query)).start()
+        for batch in follower.batches(1.0 / RELAY_RATE):
+            for name, data in batch:
+                self.send({"type": "event", "id": rid, "event": name, "data": data})
+        self.send({"type": "end", "id": rid})
+
+    def _respond(self, rid: str, status: int, body: Any) -> None:
+        self.send({"type": "response", "id": rid, "status": status, "body": body})
+
+
+def browser_api_base() -> str:
+    """The API root as the page sees it: the path of ``R3NB_URL`` (same origin as the
+    page, e.g. ``/user/alice/r3nb/api/``), so the page's own cookies and XSRF apply."""
+    path = urlsplit(os.environ.get(ENV_URL, "")).path
+    return path if path.endswith("/") else path + "/"

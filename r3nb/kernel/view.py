@@ -1,0 +1,125 @@
+"""One reply shown in a cell's output: live while it streams, Markdown when it is done.
+
+The output is a single display (``display_id``) updated in place at a paced rate, so a
+reply of any speed costs a few dozen IOPub messages a second. Interrupting the cell asks
+the server to cancel; the partial text stays, with status ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from .client import BaseClient, R3nbClientError
+from .live import Event, Follower
+
+
+class ReplyView:
+    def __init__(self, model: str | None = None) -> None:
+        from IPython.display import display
+
+        self.model = model
+        self.text = ""
+        self.message: dict[str, Any] | None = None  # the assistant message (start, done)
+        self.final: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.updates = 0
+        self._shown: tuple[str, str | None] | None = None  # (text, model) last rendered live
+        self._cancel_wanted = False
+        self._cancel_sent = False
+        self.done = threading.Event()  # set once the final render went out
+        self.handle = display(self._bundle("*…waiting for the model*", "…"), raw=True,
+                              display_id=True)  # fmt: skip
+
+    # --- following -------------------------------------------------------------------
+
+    def follow(self, follower: Follower, client: BaseClient, interval: float) -> None:
+        """Render until the reply ends. A first interrupt cancels it server-side; a
+        second one stops following (the reply still ends server-side)."""
+        while True:
+            try:
+                for batch in follower.batches(interval):
+                    self._apply(batch)
+                    self._cancel_if_wanted(client)
+                    if self.final is None:
+                        self._render_live()
+                break
+            except KeyboardInterrupt:
+                if self._cancel_wanted:
+                    follower.stop()
+                    self.error = "stopped following; the reply ends on the server"
+                    break
+                self._cancel_wanted = True
+                self._cancel_if_wanted(client)
+            except R3nbClientError as e:
+                self.error = e.message
+                break
+        self._render_final()
+        self.done.set()
+
+    def _apply(self, batch: list[Event]) -> None:
+        for name, data in batch:
+            if name == "start":
+                self.message = data["assistant_message"]
+            elif name == "delta":
+                self.text = self.text[: data["offset"]] + data["text"]
+            elif name == "done":
+                self.final = data["message"]
+                self.text = self.final["content"]
+
+    def _cancel_if_wanted(self, client: BaseClient) -> None:
+        if not self._cancel_wanted or self._cancel_sent or self.message is None:
+            return
+        self._cancel_sent = True
+        try:
+            final = client.cancel(self.message["id"])
+        except R3nbClientError as e:
+            print(f"r3nb: could not cancel: {e.message}", file=sys.stderr)
+            return
+        if final.get("status") != "streaming":
+            self.final = final
+            self.text = final["content"]
+
+    # --- rendering -------------------------------------------------------------------
+
+    def _render_live(self) -> None:
+        model = (self.message or {}).get("model") or self.model or ""
+        if self._shown == (self.text, model):
+            return  # a heartbeat or an empty batch: nothing new to show
+        self._shown = (self.text, model)
+        footer = f"*{model} · streaming…*" if model else "*streaming…*"
+        self._update(self._bundle(f"{self.text}\n\n{footer}", self.text))
+
+    def _render_final(self) -> None:
+        if self.final is None:
+            reason = self.error or "the reply did not finish"
+            body = f"{self.text}\n\n" if self.text else ""
+            self._update(
+                self._bundle(f"{body}**r3nb:** {reason}", f"{self.text}\n\nr3nb: {reason}")
+            )
+            return
+        text = self.final["content"]
+        self._update(
+            self._bundle(f"{text}\n\n*{footer(self.final)}*", f"{text}\n\n{footer(self.final)}")
+        )
+
+    def _bundle(self, markdown: str, plain: str) -> dict[str, str]:
+        return {"text/markdown": markdown, "text/plain": plain}
+
+    def _update(self, bundle: dict[str, str]) -> None:
+        self.updates += 1
+        self.handle.update(bundle, raw=True)
+
+
+def footer(message: dict[str, Any]) -> str:
+    """``model · status · tokens · cost``: what a person checks after a reply."""
+    parts = [str(message.get("model") or "?")]
+    status = message.get("status") or "?"
+    parts.append(f"{status}: {message['error']}" if message.get("error") else status)
+    prompt, completion = message.get("prompt_tokens"), message.get("completion_tokens")
+    if prompt is not None or completion is not None:
+        parts.append(f"{prompt or 0} → {completion or 0} tokens")
+    cost = message.get("cost")
+    parts.append(f"${cost:.4f}" if isinstance(cost, int | float) else "cost unknown")
+    return " · ".join(parts)
