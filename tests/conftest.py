@@ -47,7 +47,15 @@ def jp_server_config(provider: FakeProvider, db_path: Path, r3nb_config: dict[st
         "db_path": str(db_path),
         "snapshot_interval": 0.3,
         "models": {
-            "fake": {"model": "openai/fake", "api_base": provider.url, "api_key": PROVIDER_KEY},
+            # litellm's ordinary path to the local provider (most tests) ...
+            "fake": {
+                "model": "openai/fake",
+                "api_base": provider.url,
+                "api_key": PROVIDER_KEY,
+                "stream_path": "litellm",
+            },
+            # ... and r3nb's lean OpenAI-compatible reader, the default for openai/ models.
+            "lean": {"model": "openai/fake", "api_base": provider.url, "api_key": PROVIDER_KEY},
         },
         "default_model": "fake",
         "rate_limit_per_minute": 1000,
@@ -70,6 +78,12 @@ def api(
     client = Api(base, headers=dict(jp_auth_header))
     yield client
     jp_asyncio_loop.run_until_complete(client.aclose())
+
+
+@pytest.fixture(params=["fake", "lean"])
+def model(request: pytest.FixtureRequest) -> str:
+    """Both stream paths, for tests whose promise must hold on either."""
+    return str(request.param)
 
 
 @pytest.fixture

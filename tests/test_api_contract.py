@@ -93,7 +93,7 @@ async def test_browser_post_without_xsrf_is_refused(api: Api, jp_serverapp: Any)
             "conversations/CID/messages",
             b'{"content": "hi", "model": "nope"}',
             400,
-            "known models: demo, fake",
+            "known models: demo, fake, lean",
         ),
         (
             "POST",
@@ -167,7 +167,7 @@ async def test_models_and_health_keep_secrets_out(api: Api) -> None:
 
     models = await api.ok("GET", "models")
     assert models["default"] == "fake"
-    assert {m["name"] for m in models["models"]} == {"demo", "fake"}
+    assert {m["name"] for m in models["models"]} == {"demo", "fake", "lean"}
     health = await api.ok("GET", "health")
     assert health["ok"] is True
     assert health["store_error"] is None

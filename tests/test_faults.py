@@ -36,10 +36,15 @@ def r3nb_config() -> dict[str, Any]:
     ],
 )
 async def test_provider_faults_end_in_error_with_partial_text(
-    api: Api, provider: FakeProvider, directives: str, reason_part: str, partial_chunks: int
+    api: Api,
+    provider: FakeProvider,
+    model: str,
+    directives: str,
+    reason_part: str,
+    partial_chunks: int,
 ) -> None:
     cid = await api.conversation()
-    result = await api.send(cid, f"{directives} !tokens=20")
+    result = await api.send(cid, f"{directives} !tokens=20", model=model)
     message = result["done"]["message"]
     assert message["status"] == "error"
     assert reason_part in message["error"], message["error"]

@@ -9,9 +9,11 @@ from tests.client import Api
 from tests.provider import FakeProvider
 
 
-async def test_full_stream_matches_provider_and_store(api: Api, provider: FakeProvider) -> None:
+async def test_full_stream_matches_provider_and_store(
+    api: Api, provider: FakeProvider, model: str
+) -> None:
     cid = await api.conversation()
-    result = await api.send(cid, "hello !tokens=50")
+    result = await api.send(cid, "hello !tokens=50", model=model)
     joined = "".join(d["text"] for d in result["deltas"])
     assert joined == provider.replies[0]
     offsets = [d["offset"] for d in result["deltas"]]
@@ -29,7 +31,7 @@ async def test_full_stream_matches_provider_and_store(api: Api, provider: FakePr
     stored = {m["role"]: m for m in snapshot["messages"]}
     assert stored["assistant"]["content"] == provider.replies[0]
     assert stored["assistant"]["status"] == "complete"
-    assert stored["assistant"]["model"] == "fake"
+    assert stored["assistant"]["model"] == model
     assert stored["user"]["status"] == "complete"
     assert snapshot["streaming"] is False
 
@@ -141,9 +143,9 @@ async def test_stream_goes_on_when_the_sender_disconnects(api: Api, provider: Fa
     assert _assistant(snap)["content"] == provider.replies[0]
 
 
-async def test_cancel_keeps_partial_text(api: Api, provider: FakeProvider) -> None:
+async def test_cancel_keeps_partial_text(api: Api, provider: FakeProvider, model: str) -> None:
     cid = await api.conversation()
-    sender = asyncio.ensure_future(api.send(cid, "!tokens=50 !gate=5"))
+    sender = asyncio.ensure_future(api.send(cid, "!tokens=50 !gate=5", model=model))
     await provider.await_sent(0, 5)
     snap = await _snapshot_until(api, cid, lambda s: len(s["messages"]) == 2)
     mid = _assistant(snap)["id"]
@@ -183,10 +185,15 @@ async def test_follow_a_stream_from_an_offset_replays_then_goes_live(
     assert events[-1][1]["message"]["status"] == "complete"
 
 
-async def test_twenty_concurrent_streams_are_byte_exact(api: Api, provider: FakeProvider) -> None:
+async def test_twenty_concurrent_streams_are_byte_exact(
+    api: Api, provider: FakeProvider, model: str
+) -> None:
     cids = [await api.conversation(f"c{i}") for i in range(20)]
     results = await asyncio.gather(
-        *(api.send(cid, f"stream {i} !tokens={40 + i} !delay=0.005") for i, cid in enumerate(cids))
+        *(
+            api.send(cid, f"stream {i} !tokens={40 + i} !delay=0.005", model=model)
+            for i, cid in enumerate(cids)
+        )
     )
     for i, result in enumerate(results):
         expected = "".join(d["text"] for d in result["deltas"])

@@ -17,7 +17,7 @@ from r3nb import __version__
 from r3nb.errors import NotFound, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
 
-from . import limits, provider, usage
+from . import limits, openai_stream, provider, usage
 from .models import ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store
 from .streams import LiveStream, ReplySource, StreamHub
@@ -65,7 +65,6 @@ class Engine:
             snapshot_interval=settings.snapshot_interval,
             first_token_timeout=settings.first_token_timeout,
             idle_timeout=settings.idle_timeout,
-            prepare=provider.load if reply_source is None else None,
         )
         self.sweeper = Sweeper(
             self.store,
@@ -102,6 +101,7 @@ class Engine:
         """In reverse order of start: sweeper, in-flight streams (flushed, finalised), DB."""
         self.sweeper.stop()
         await self.hub.shutdown()
+        await openai_stream.aclose()
         self.store.close()
 
     # --- operations ------------------------------------------------------------------

@@ -9,7 +9,7 @@ side, and ``import litellm`` costs seconds. Keys are resolved at call time from
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from r3nb.errors import BadRequest
@@ -19,7 +19,10 @@ DEMO_PROVIDER = "r3nb-demo"
 DEMO_MODEL = f"{DEMO_PROVIDER}/demo"
 
 #: Keys of a model entry that are ours, not litellm's.
-_OWN_KEYS = {"api_key_env", "description", "input_cost_per_token", "output_cost_per_token"}
+_OWN_KEYS = {
+    "api_key_env", "description", "input_cost_per_token", "output_cost_per_token", "stream_path",
+}  # fmt: skip
+STREAM_PATHS = ("auto", "lean", "litellm")
 #: Never echoed to a client, whatever the entry says.
 _SECRET_KEYS = {"api_key", "api_key_env", "headers", "extra_headers", "aws_secret_access_key"}
 
@@ -31,7 +34,15 @@ class ModelConfig:
     description: str = ""
     api_key_env: str | None = None
     cost_per_token: tuple[float, float] | None = None  # (input, output) overrides
-    extra: dict[str, Any] = field(default_factory=dict)
+    stream_path: str = "auto"
+
+    @property
+    def lean(self) -> bool:
+        """Stream with r3nb's lean OpenAI-compatible reader instead of litellm's wrapper
+        (see openai_stream.py for the measured reasons). ``auto``: for ``openai/…``."""
+        if self.stream_path == "auto":
+            return self.litellm_model.startswith("openai/")
+        return self.stream_path == "lean"
 
     @property
     def litellm_model(self) -> str:
@@ -83,7 +94,13 @@ def _parse(name: str, entry: Any) -> ModelConfig:
             float(entry.get("input_cost_per_token", 0.0)),
             float(entry.get("output_cost_per_token", 0.0)),
         )
+    stream_path = str(entry.get("stream_path", "auto"))
+    if stream_path not in STREAM_PATHS:
+        raise ValueError(
+            f"c.R3nbApp.models[{name!r}]['stream_path'] must be one of {', '.join(STREAM_PATHS)}"
+        )
     return ModelConfig(
+        stream_path=stream_path,
         name=name,
         params=params,
         description=str(entry.get("description", "")),

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from r3nb.errors import ProviderError
 
+from . import openai_stream
 from .demo import demo_reply, word_chunks
 from .models import DEMO_PROVIDER, ModelConfig
 
@@ -115,10 +116,18 @@ def _register_demo(module: ModuleType) -> None:
     litellm.utils.custom_llm_setup()
 
 
+class Requested:
+    """Yielded once, right before the provider is called: deadlines start here, not
+    while litellm is still being imported."""
+
+
+REQUESTED = Requested()
+
+
 async def stream_reply(
     model: ModelConfig, messages: list[dict[str, Any]]
-) -> AsyncIterator[str | Usage]:
-    """Yield text deltas as the provider sends them, then one ``Usage``.
+) -> AsyncIterator[str | Usage | Requested]:
+    """Yield ``REQUESTED``, then text deltas as the provider sends them, then one ``Usage``.
 
     Faults become ``ProviderError`` with a short reason; text already yielded stays
     with the caller (a failed stream keeps its partial text).
@@ -126,9 +135,23 @@ async def stream_reply(
     missing = model.missing_key_reason()
     if missing:
         raise ProviderError(missing)
-    litellm = await load()
     params = model.call_params()
-    usage: Any = None
+    raw: Any = None
+    if model.lean:
+        yield REQUESTED
+        try:
+            async for item in openai_stream.stream_chat(params, messages):
+                if isinstance(item, str):
+                    yield item
+                else:
+                    raw = item
+        except ProviderError as e:
+            raise ProviderError(_redact(e.reason, model)) from e
+        yield await _usage(model, raw.get("prompt_tokens") if raw else None,
+                           raw.get("completion_tokens") if raw else None)  # fmt: skip
+        return
+    litellm = await load()
+    yield REQUESTED
     try:
         response = await litellm.acompletion(
             messages=messages,
@@ -141,7 +164,7 @@ async def stream_reply(
         )
         async for chunk in response:
             if getattr(chunk, "usage", None):
-                usage = chunk.usage
+                raw = chunk.usage
             choices = chunk.choices
             if choices:
                 text = choices[0].delta.content
@@ -151,18 +174,18 @@ async def stream_reply(
         raise
     except Exception as e:
         raise ProviderError(describe_failure(e, model)) from e
-    yield _usage(litellm, model, usage)
+    yield await _usage(model, getattr(raw, "prompt_tokens", None),
+                       getattr(raw, "completion_tokens", None))  # fmt: skip
 
 
-def _usage(litellm: ModuleType, model: ModelConfig, usage: Any) -> Usage:
-    if usage is None:
+async def _usage(model: ModelConfig, prompt: int | None, completion: int | None) -> Usage:
+    if prompt is None and completion is None:
         return Usage(None, None, None)
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
     cost: float | None = None
     if model.cost_per_token is not None:
         cost = (prompt or 0) * model.cost_per_token[0] + (completion or 0) * model.cost_per_token[1]
     else:
+        litellm = await load()  # long done: preloaded at start-up
         try:
             prompt_cost, completion_cost = litellm.cost_per_token(
                 model=model.litellm_model,

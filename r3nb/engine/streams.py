@@ -22,14 +22,16 @@ from r3nb.errors import NotFound, ProviderError
 from r3nb.protocol import MessageDict, Status
 
 from .models import ModelConfig
-from .provider import Usage
+from .provider import Requested, Usage
 from .store import Final, Store
 
 log = logging.getLogger("r3nb.streams")
 
 #: The provider call: (model, messages) → text deltas then one Usage. Injectable so the
 #: hub can be driven by any source; the server always passes ``provider.stream_reply``.
-ReplySource = Callable[[ModelConfig, list[dict[str, Any]]], AsyncIterator["str | Usage"]]
+ReplySource = Callable[
+    [ModelConfig, list[dict[str, Any]]], AsyncIterator["str | Usage | Requested"]
+]
 
 Event = tuple[str, Any]  # ("delta" | "done" | "heartbeat", payload)
 
@@ -102,7 +104,6 @@ class StreamHub:
         idle_timeout: float = 120.0,
         max_duration: float = 3600.0,
         on_final: Callable[[MessageDict], Awaitable[None] | None] | None = None,
-        prepare: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.store = store
         self.reply_source = reply_source
@@ -111,7 +112,6 @@ class StreamHub:
         self.idle_timeout = idle_timeout
         self.max_duration = max_duration
         self.on_final = on_final
-        self.prepare = prepare  # e.g. finishing litellm's import: not the provider's time
         self.live: dict[str, LiveStream] = {}
         self.counters: Counter[str] = Counter()
         self._ticker: asyncio.Task[None] | None = None
@@ -136,15 +136,14 @@ class StreamHub:
         usage = Usage(None, None, None)
         status, error = "complete", None
         try:
-            if self.prepare is not None:
-                await self.prepare()
-            stream.requested = True
-            stream.started = stream.last_activity = time.monotonic()
             async for item in self.reply_source(stream.model, context):
-                if isinstance(item, Usage):
-                    usage = item
-                else:
+                if isinstance(item, str):
                     stream.append(item)
+                elif isinstance(item, Usage):
+                    usage = item
+                else:  # Requested: the provider call starts now, and so do deadlines
+                    stream.requested = True
+                    stream.started = stream.last_activity = time.monotonic()
         except asyncio.CancelledError:
             status = "error" if stream.end_reason else "cancelled"
             error = stream.end_reason or (
