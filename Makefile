@@ -7,7 +7,12 @@ STAMP := $(VENV)/.r3nb-installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint js bench clean check-supply-chain
+.PHONY: demo test lint js bench soak clean check-supply-chain system-deps
+
+# Real parts the suite drives: JupyterHub's proxy from npm (not the PyPI port, which
+# buffers whole responses and breaks streaming) and Debian's Chromium for Playwright.
+HUB_PROXY := tests/.hub-node/node_modules/.bin/configurable-http-proxy
+CHROMIUM := /usr/bin/chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,7 +33,21 @@ js/node_modules/.package-lock.json: js/package.json
 check-supply-chain: $(STAMP)
 	@$(BIN)/python tests/check_supply_chain.py
 
-test: $(STAMP) check-supply-chain
+$(HUB_PROXY):
+	npm install --prefix tests/.hub-node --no-audit --no-fund configurable-http-proxy@5.3.0
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium fonts-dejavu-core >/dev/null; \
+	else \
+		echo "browser tests need Debian's chromium: sudo apt-get install chromium fonts-dejavu-core"; \
+		exit 1; \
+	fi
+
+system-deps: $(HUB_PROXY) $(CHROMIUM)
+
+test: $(STAMP) check-supply-chain system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -45,4 +64,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .ci/out js/node_modules
+	rm -rf $(VENV) .ci/out js/node_modules tests/.hub-node

@@ -192,5 +192,5 @@ class ApiHandler(R3nbHandler):
 
 # Every route of the API goes through ApiHandler; engine/api.py has the route table.
 ROUTES: list[tuple[str, type[web.RequestHandler]]] = [
-    (r"/r3nb/api/(.*)", ApiHandler),
+    (r"/r3nb/api/?(.*)", ApiHandler),
 ]
