@@ -63,5 +63,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# A steady mix of streams, observers, cancels, faults and sweeps; SOAK_ARGS="--minutes 5".
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .ci/out js/node_modules tests/.hub-node

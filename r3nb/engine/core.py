@@ -18,6 +18,7 @@ from r3nb.errors import NotFound, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
 
 from . import limits, openai_stream, provider, usage
+from .metrics import LoopLag
 from .models import ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store
 from .streams import LiveStream, ReplySource, StreamHub
@@ -73,6 +74,7 @@ class Engine:
             interval=settings.cleanup_interval,
         )
         self.rate_limiter = limits.RateLimiter(settings.rate_limit_per_minute)
+        self.loop_lag = LoopLag()
         self.counters = self.hub.counters  # one place for every counter health reports
         self.started_at = time.time()
 
@@ -91,14 +93,20 @@ class Engine:
         if self.store.error is None:
             self.sweeper.recover_blocking()
 
+    def start_timers(self) -> None:
+        """The sweeper and the loop-lag probe: PeriodicCallbacks on the current loop."""
+        self.sweeper.start()
+        self.loop_lag.start()
+
     async def start(self) -> None:
-        """Recover, then start the sweeper (for callers already inside a loop)."""
+        """Recover, then start the timers (for callers already inside a loop)."""
         if self.store.error is None:
             await self.sweeper.recover()
-        self.sweeper.start()
+        self.start_timers()
 
     async def stop(self) -> None:
-        """In reverse order of start: sweeper, in-flight streams (flushed, finalised), DB."""
+        """In reverse order of start: timers, in-flight streams (flushed, finalised), DB."""
+        self.loop_lag.stop()
         self.sweeper.stop()
         await self.hub.shutdown()
         await openai_stream.aclose()
@@ -118,6 +126,7 @@ class Engine:
             "store_error": self.store.error,
             "provider_loaded": provider.is_loaded(),
             "active_streams": len(self.hub.live),
+            "loop_lag": self.loop_lag.report(),
             "tasks": len(asyncio.all_tasks()),  # a leak shows here first
             "snapshot_interval": self.settings.snapshot_interval,
             "revision": self.store.revision,

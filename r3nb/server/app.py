@@ -114,7 +114,7 @@ class R3nbApp(ExtensionApp):
         )
         self.engine.open()
         self.engine.recover_now()
-        self.engine.sweeper.start()
+        self.engine.start_timers()
         # Kernels this server starts from now on inherit the secret; the URL follows
         # once the port is final.
         self.secret = secrets.token_urlsafe(32)
