@@ -140,11 +140,11 @@ class Soak:
                 "rss_mb": round(rss_kb(self.server.proc.pid) / 1024, 1),
                 "db_mb": round(
                     (db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)) / 2**20, 2
-                ),  # fmt: skip
+                ),
                 "stored_text_mb": round(self.text_chars / 2**20, 2),
                 "loop_lag_p99_ms": health["loop_lag"]["p99_ms"],
                 "status_p99_ms": round(p99(self.status_ms), 1),
-                **{k: v for k, v in self.counts.items()},
+                **self.counts,
                 "internal_errors": self.server.log().count("DuckDB internal error"),
                 "active_streams": health["active_streams"],
             }
@@ -180,7 +180,7 @@ def main() -> int:
                         "input_cost_per_token": 1e-6,
                         "output_cost_per_token": 2e-6,
                     }
-                },  # fmt: skip
+                },
                 "default_model": "fake",
             },
         ).start()
@@ -214,7 +214,7 @@ def main() -> int:
         "internal_errors": last["internal_errors"],
         "loop_lag_p99_ms_worst": max(r["loop_lag_p99_ms"] for r in rows),
         "status_p99_ms_median": statistics.median(r["status_p99_ms"] for r in rows),
-    }  # fmt: skip
+    }
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2))
     return 1 if summary["internal_errors"] or last["bad"] else 0
