@@ -7,7 +7,7 @@ STAMP := $(VENV)/.r3nb-installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint js bench soak clean check-supply-chain system-deps
+.PHONY: demo test lint js js-test bench soak clean check-supply-chain system-deps
 
 # Real parts the suite drives: JupyterHub's proxy from npm (not the PyPI port, which
 # buffers whole responses and breaks streaming) and Debian's Chromium for Playwright.
@@ -27,8 +27,13 @@ install: $(STAMP)
 # The widget bundle is committed; rebuild it when js/ changes (needs node + npm).
 js: js/node_modules/.package-lock.json
 	cd js && npm run build
-js/node_modules/.package-lock.json: js/package.json
-	cd js && (npm ci --no-audit --no-fund || npm install --no-audit --no-fund)
+js/node_modules/.package-lock.json: js/package.json js/package-lock.json
+	cd js && npm ci --no-audit --no-fund
+
+# The widget's own tests (sanitizer corpus, SSE parser, incremental renderer, session),
+# its type check, and proof that the committed bundle is what the sources build to.
+js-test: js/node_modules/.package-lock.json
+	cd js && npm run check && npm test && npm run verify
 
 check-supply-chain: $(STAMP)
 	@$(BIN)/python tests/check_supply_chain.py
@@ -47,7 +52,7 @@ $(CHROMIUM):
 
 system-deps: $(HUB_PROXY) $(CHROMIUM)
 
-test: $(STAMP) check-supply-chain system-deps
+test: $(STAMP) check-supply-chain system-deps js-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
