@@ -53,6 +53,7 @@ $(CHROMIUM):
 system-deps: $(HUB_PROXY) $(CHROMIUM)
 
 test: $(STAMP) check-supply-chain system-deps js-test
+	@mkdir -p .ci/out
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
