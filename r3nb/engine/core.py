@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r3nb import __version__
-from r3nb.errors import NotFound, StoreUnavailable
+from r3nb.errors import NotFound, RateLimited, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
 
 from . import limits, openai_stream, provider, usage
@@ -186,41 +186,30 @@ class Engine:
         size = len(content) + sum(len(a.get("summary", "")) for a in attachments or [])
         limits.check_prompt_size(size, self.settings.max_prompt_chars)
         model = self.models.resolve(model_name)
-        if await self.store.get_conversation(cid) is None:
-            raise NotFound(f"no conversation {cid}")
         try:
             self.rate_limiter.check(caller.name)
             limits.check_concurrent(
                 self.hub.active_for(caller.name), self.settings.max_concurrent_streams
             )
             await usage.check_budgets(self.store, caller.name, self.settings.budgets)
-        except Exception:
+        except RateLimited:
             self.counters["rate_limited"] += 1
             raise
-        user, assistant = await self.store.add_messages(
+        begun = await self.store.begin_exchange(
             cid,
-            [
-                NewMessage(
-                    "user",
-                    content,
-                    "complete",
-                    author=caller.name,
-                    source=caller.source,
-                    attachments=tuple(attachments or ()),
-                ),
-                NewMessage(
-                    "assistant",
-                    "",
-                    "streaming",
-                    model=model.name,
-                    author=caller.name,
-                    source=caller.source,
-                    streaming_for=kernel_id,
-                ),
-            ],
+            NewMessage(
+                "user", content, "complete", author=caller.name, source=caller.source,
+                attachments=tuple(attachments or ()),
+            ),
+            NewMessage(
+                "assistant", "", "streaming", model=model.name, author=caller.name,
+                source=caller.source, streaming_for=kernel_id,
+            ),
             title_hint=_title_from(content),
-        )
-        context = await self.store.context_for(cid, assistant["seq"])
+        )  # fmt: skip
+        if begun is None:
+            raise NotFound(f"no conversation {cid}")
+        user, assistant, context = begun
         stream = self.hub.start(assistant, model, [_for_model(*turn) for turn in context])
         return user, assistant, stream
 

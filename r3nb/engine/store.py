@@ -401,6 +401,23 @@ class Store:
         self._count_write(m["id"] for m in created)
         return created
 
+    async def begin_exchange(
+        self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
+    ) -> tuple[MessageDict, MessageDict, list[tuple[str, str, list[dict[str, str]]]]] | None:
+        """Store a prompt and its ``streaming`` reply, and read the context the model
+        needs, in ONE trip to the DB thread: this is on every reply's time to first token.
+        None if the conversation does not exist."""
+        return await self._run(self._begin_exchange, cid, prompt, reply, title_hint)
+
+    def _begin_exchange(
+        self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
+    ) -> tuple[MessageDict, MessageDict, list[tuple[str, str, list[dict[str, str]]]]] | None:
+        exists = self.con.execute("SELECT 1 FROM conversations WHERE id = ?", [cid]).fetchone()
+        if exists is None:
+            return None
+        user, assistant = self._add_messages(cid, [prompt, reply], title_hint)
+        return user, assistant, self._context_for(cid, assistant["seq"])
+
     async def get_message(self, mid: str) -> MessageDict | None:
         return await self._run(self._get_message, mid)
 
