@@ -7,7 +7,7 @@ STAMP := $(VENV)/.r3nb-installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint js js-test bench soak clean check-supply-chain system-deps
+.PHONY: demo test lint js js-test bench soak screenshots clean check-supply-chain system-deps
 
 # Real parts the suite drives: JupyterHub's proxy from npm (not the PyPI port, which
 # buffers whole responses and breaks streaming) and Debian's Chromium for Playwright.
@@ -68,6 +68,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Refresh the README's screenshots (real JupyterLab, headless Chromium, light and dark).
+screenshots: $(STAMP) system-deps
+	R3NB_SCREENSHOTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py -k screenshots
 
 # A steady mix of streams, observers, cancels, faults and sweeps; SOAK_ARGS="--minutes 5".
 soak: $(STAMP)

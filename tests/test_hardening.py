@@ -213,7 +213,11 @@ def test_a_client_that_never_reads_does_not_grow_server_memory(
     assert server.proc is not None
     with _client(server) as client:
         cid = client.post("conversations", json={}).json()["conversation"]["id"]
-        _send(client, cid, "!tokens=2000")  # warm up: litellm imported, caches filled
+        _send(client, cid, "!tokens=2000")  # warm up: caches filled, buffers sized
+        deadline = time.monotonic() + 60
+        while not client.get("health").json()["provider_loaded"]:  # litellm's import adds
+            assert time.monotonic() < deadline  # ~150 MB in the background: not ours
+            time.sleep(0.1)
     before = _rss_kb(server.proc.pid)
     body = json.dumps({"content": "!tokens=100000"}).encode()
     sock = socket.create_connection(("127.0.0.1", server.port))
@@ -288,9 +292,9 @@ def _kernel_secret(server: JupyterServer) -> bytes:
                     cmdline = (pid / "cmdline").read_bytes()
                     if kid.encode() in cmdline:
                         env = (pid / "environ").read_bytes().split(b"\0")
-                        return next(e for e in env if e.startswith(b"R3NB_SECRET=")).split(
-                            b"=", 1
-                        )[1]
+                        return next(e for e in env if e.startswith(b"R3NB_SECRET=")).split(b"=", 1)[
+                            1
+                        ]
                 except (OSError, StopIteration):
                     continue
             raise AssertionError("kernel process not found")

@@ -23,8 +23,11 @@ def test_wheel_ships_the_widget_bundle_and_enables_the_extension(tmp_path: Path)
     assert "r3nb/static/widget.js" in names
     assert "r3nb/static/widget.css" in names
     config = [n for n in names if n.endswith("jupyter_server_config.d/r3nb.json")]
-    assert config and config[0].startswith("r3nb-") and ".data/data/etc/jupyter/" in config[0]
+    assert config
+    assert config[0].startswith("r3nb-")
+    assert ".data/data/etc/jupyter/" in config[0]
     bundle = zipfile.ZipFile(wheel).read("r3nb/static/widget.js")
     assert bundle == (REPO / "r3nb" / "static" / "widget.js").read_bytes()
-    assert b"export" in bundle and len(bundle) > 50_000  # the real ESM bundle, not a stub
+    assert b"export" in bundle
+    assert len(bundle) > 50_000
     assert not any(n.startswith(("tests/", "js/", "bench/")) for n in names)
