@@ -61,8 +61,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check r3nb tests bench
 	$(BIN)/mypy
 
+# Root (containers, CI machines) needs JupyterLab's explicit consent.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--ServerApp.allow_root=True)
+
 demo: $(STAMP)
-	$(BIN)/jupyter lab notebooks/demo.ipynb --ServerApp.ip=127.0.0.1 \
+	$(BIN)/jupyter lab notebooks/demo.ipynb --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT) \
 		--LabApp.news_url=None \
 		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 

@@ -79,7 +79,7 @@ def demo_reply(messages: list[dict[str, object]]) -> str:
     parts.extend(picked[:2] or [text for _, text in _TOPICS[:1]])
     question = prompt.strip().splitlines()[0][:200] if prompt.strip() else ""
     if question:
-        parts.append(f"You asked: *{_escape(question)}* ({len(prompt.split())} words).")
+        parts.append(f"You asked: *{_escape(question)}*")
     parts.append("Configure a real provider to get real answers (ask me about *config*).")
     return "\n\n".join(parts)
 
