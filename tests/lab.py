@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import nbformat
 
-from tests.servers import free_port
+from tests.servers import JupyterServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -67,29 +67,14 @@ def panel_notebook(path: Path, conversation_id: str) -> Path:
     return write_notebook(path, ["%load_ext r3nb", f"%r3nb --conversation {conversation_id}"])
 
 
-class JupyterLab:
-    """One ``jupyter lab`` process for a test module."""
+class JupyterLab(JupyterServer):
+    """One ``jupyter lab`` process for a test module: the same process handling as a
+    plain server (ports, token, API URLs, log), with JupyterLab's own start and stop."""
 
     def __init__(self, workdir: Path, r3nb: dict[str, Any]) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, r3nb)
         self.root = workdir / "root"
-        self.r3nb = r3nb
-        self.port = free_port()
-        self.token = "r3nb-lab-" + os.urandom(8).hex()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "jupyterlab.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def api(self) -> str:
-        return self.url + "r3nb/api/"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"}
 
     def lab_url(self, notebook: str, workspace: str) -> str:
         """A notebook in its own JupyterLab workspace, so two pages never restore each
@@ -186,9 +171,6 @@ class JupyterLab:
             os.killpg(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     # --- the r3nb HTTP API, with the token ----------------------------------------------
 
