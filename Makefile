@@ -70,7 +70,7 @@ demo: $(STAMP)
 		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Refresh the README's screenshots (real JupyterLab, headless Chromium, light and dark).
 screenshots: $(STAMP) system-deps

@@ -1,0 +1,435 @@
+"""Shared plumbing of the benchmarks: processes (provider, Jupyter server), clients, stats.
+
+Everything runs on 127.0.0.1. The provider (``tests/provider.py``) and the Jupyter server
+run as their own processes, so the client's CPU never shares a GIL with what is measured.
+Processes are always stopped by their pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def pct(xs: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100)."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+def rnd(x: Any, n: int = 2) -> Any:
+    if isinstance(x, float):
+        return round(x, n)
+    if isinstance(x, dict):
+        return {k: rnd(v, n) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rnd(v, n) for v in x]
+    return x
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+class Provider:
+    """``python -m tests.provider`` in its own process (its own core when one is free)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"provider-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> Provider:
+        self.proc = subprocess.Popen(
+            [PY, "-m", "tests.provider", "--port", str(self.port), "--tokens", "20"],
+            cwd=ROOT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/models", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"provider did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def model_entries(provider_url: str) -> dict[str, Any]:
+    """Two model entries on the same provider: the lean reader and litellm's path."""
+    base = {"model": "openai/fake", "api_base": provider_url, "api_key": "none"}
+    return {"lean": dict(base), "litellm": {**base, "stream_path": "litellm"}}
+
+
+class Server:
+    """A real ``jupyter server`` subprocess with r3nb (and optionally the loop-lag probe)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        r3nb: dict[str, Any],
+        *,
+        probe: bool = True,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.r3nb = r3nb
+        self.port = free_port()
+        self.token = "bench-" + os.urandom(8).hex()
+        self.probe = probe
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def api(self) -> str:
+        return self.url + "r3nb/api/"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 90) -> Server:
+        for sub in ("config", "runtime", "data", "root"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(self.workdir / "config"),
+            "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
+            "JUPYTER_DATA_DIR": str(self.workdir / "data"),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
+        args = [
+            PY,
+            "-m",
+            "jupyter_server",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.allow_root=True",
+            "--ServerApp.open_browser=False",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.workdir / 'root'}",
+        ]
+        if self.probe:  # jupyter_server merges every config.d file's extensions
+            conf = self.workdir / "config" / "jupyter_server_config.d"
+            conf.mkdir(parents=True, exist_ok=True)
+            (conf / "bench-looplag.json").write_text(
+                json.dumps({"ServerApp": {"jpserver_extensions": {"bench.looplag": True}}})
+            )
+        for key, value in self.r3nb.items():
+            args.append(
+                f"--R3nbApp.{key}={json.dumps(value) if not isinstance(value, str) else value}"
+            )
+        args += self.extra_args
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=self.workdir,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                r = httpx.get(self.api + "health", headers=self.headers, timeout=2)
+                if r.status_code == 200 and r.json().get("provider_loaded"):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"jupyter server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def health(self) -> dict[str, Any]:
+        return dict(httpx.get(self.api + "health", headers=self.headers, timeout=10).json())
+
+    def looplag(self, reset: bool = False) -> dict[str, Any] | None:
+        if not self.probe:
+            return None
+        r = httpx.get(
+            self.url + "bench/looplag",
+            params={"reset": "1" if reset else "0"},
+            headers=self.headers,
+            timeout=10,
+        )
+        return dict(r.json()) if r.status_code == 200 else None
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def client(base: str, headers: dict[str, str] | None = None, n: int = 100) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base,
+        headers=headers or {},
+        timeout=httpx.Timeout(120.0, connect=30.0, pool=120.0),
+        limits=httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10),
+    )
+
+
+@dataclass
+class StreamResult:
+    """One reply as a client saw it."""
+
+    t_post: float
+    t_first: float | None = None  # first non-empty delta
+    t_done: float | None = None
+    text: str = ""
+    events: int = 0
+    bytes: int = 0
+    status: str | None = None
+    message_id: str | None = None
+    timeline: list[tuple[float, int]] = field(default_factory=list)  # (t, length) per delta
+    error: str | None = None
+
+
+async def r3nb_send(
+    http: httpx.AsyncClient, cid: str, content: str, model: str, *, timeline: bool = False
+) -> StreamResult:
+    """POST a message and read its SSE to ``done`` (cheap parse: split on blank lines)."""
+    res = StreamResult(t_post=time.perf_counter())
+    parts: list[str] = []
+    length = 0
+    body = json.dumps({"content": content, "model": model})
+    try:
+        async with http.stream("POST", f"conversations/{cid}/messages", content=body) as r:
+            if r.status_code >= 300:
+                res.error = f"{r.status_code}: {(await r.aread())[:200]!r}"
+                return res
+            buf = b""
+            async for piece in r.aiter_raw():
+                res.bytes += len(piece)
+                buf += piece
+                if b"\n\n" not in buf:
+                    continue
+                *frames, buf = buf.split(b"\n\n")
+                now = time.perf_counter()
+                for frame in frames:
+                    if not frame.startswith(b"event: "):
+                        continue
+                    nl = frame.index(b"\n")
+                    name = frame[7:nl]
+                    data = json.loads(frame[nl + 7 :])
+                    res.events += 1
+                    if name == b"delta":
+                        text = data["text"]
+                        if data["offset"] != length:
+                            res.error = f"offset {data['offset']} != {length}"
+                        parts.append(text)
+                        length += len(text)
+                        if res.t_first is None and text:
+                            res.t_first = now
+                        if timeline:
+                            res.timeline.append((now, length))
+                    elif name == b"start":
+                        res.message_id = data["assistant_message"]["id"]
+                    elif name == b"done":
+                        res.t_done = now
+                        res.status = data["message"]["status"]
+                        if data["message"]["content"] != "".join(parts):
+                            res.error = "done.content differs from the deltas"
+    except httpx.HTTPError as e:
+        res.error = f"{type(e).__name__}: {e}"
+    res.text = "".join(parts)
+    return res
+
+
+async def new_conversation(http: httpx.AsyncClient, title: str = "bench") -> str:
+    r = await http.post("conversations", content=json.dumps({"title": title}))
+    r.raise_for_status()
+    return str(r.json()["conversation"]["id"])
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+_litellm: Any = None
+
+
+def litellm_module() -> Any:
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        litellm.disable_streaming_logging = True  # the same knobs r3nb sets
+        litellm.telemetry = False
+        _litellm = litellm
+    return _litellm
+
+
+async def litellm_stream(
+    provider_url: str, content: str, *, timeline: bool = False
+) -> StreamResult:
+    """The ceiling: ``litellm.acompletion(stream=True)`` on the same provider."""
+    litellm = litellm_module()
+    res = StreamResult(t_post=time.perf_counter())
+    parts: list[str] = []
+    length = 0
+    try:
+        response = await litellm.acompletion(
+            model="openai/fake",
+            api_base=provider_url,
+            api_key="none",
+            messages=[{"role": "user", "content": content}],
+            stream=True,
+            max_retries=0,
+            stream_options={"include_usage": True},
+        )
+        async for chunk in response:
+            res.events += 1
+            if chunk.choices:
+                text = chunk.choices[0].delta.content
+                if text:
+                    now = time.perf_counter()
+                    if res.t_first is None:
+                        res.t_first = now
+                    parts.append(text)
+                    length += len(text)
+                    if timeline:
+                        res.timeline.append((now, length))
+        res.t_done = time.perf_counter()
+        res.status = "complete"
+    except Exception as e:
+        res.error = f"{type(e).__name__}: {str(e)[:200]}"
+    res.text = "".join(parts)
+    return res
+
+
+async def httpx_stream(
+    http: httpx.AsyncClient, provider_url: str, content: str, *, timeline: bool = False
+) -> StreamResult:
+    """Context: the same SSE read with raw httpx and json.loads per chunk."""
+    res = StreamResult(t_post=time.perf_counter())
+    parts: list[str] = []
+    length = 0
+    body = {
+        "model": "fake",
+        "messages": [{"role": "user", "content": content}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    try:
+        async with http.stream("POST", provider_url + "/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                payload = line[6:]
+                if payload == "[DONE]":
+                    break
+                chunk = json.loads(payload)
+                res.events += 1
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        now = time.perf_counter()
+                        if res.t_first is None:
+                            res.t_first = now
+                        parts.append(text)
+                        length += len(text)
+                        if timeline:
+                            res.timeline.append((now, length))
+        res.t_done = time.perf_counter()
+        res.status = "complete"
+    except httpx.HTTPError as e:
+        res.error = f"{type(e).__name__}: {e}"
+    res.text = "".join(parts)
+    return res
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
