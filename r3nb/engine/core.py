@@ -20,7 +20,7 @@ from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessa
 from . import limits, openai_stream, provider, usage
 from .metrics import LoopLag
 from .models import ModelRegistry
-from .store import DEFAULT_TITLE, NewMessage, Store
+from .store import DEFAULT_TITLE, NewMessage, Store, new_id
 from .streams import LiveStream, ReplySource, StreamHub
 from .sweeper import Sweeper
 
@@ -186,6 +186,8 @@ class Engine:
         size = len(content) + sum(len(a.get("summary", "")) for a in attachments or [])
         limits.check_prompt_size(size, self.settings.max_prompt_chars)
         model = self.models.resolve(model_name)
+        if await self.store.get_conversation(cid) is None:
+            raise NotFound(f"no conversation {cid}")
         try:
             self.rate_limiter.check(caller.name)
             limits.check_concurrent(
@@ -195,22 +197,42 @@ class Engine:
         except RateLimited:
             self.counters["rate_limited"] += 1
             raise
-        begun = await self.store.begin_exchange(
-            cid,
-            NewMessage(
-                "user", content, "complete", author=caller.name, source=caller.source,
-                attachments=tuple(attachments or ()),
-            ),
-            NewMessage(
-                "assistant", "", "streaming", model=model.name, author=caller.name,
-                source=caller.source, streaming_for=kernel_id,
-            ),
-            title_hint=_title_from(content),
+        context = self.store.cached_context(cid)
+        if context is None:
+            context = await self.store.context_for(cid, 1 << 30)
+        prompt = NewMessage(
+            "user", content, "complete", author=caller.name, source=caller.source,
+            attachments=tuple(attachments or ()), id=new_id(),
         )  # fmt: skip
+        reply = NewMessage(
+            "assistant", "", "streaming", model=model.name, author=caller.name,
+            source=caller.source, streaming_for=kernel_id, id=new_id(),
+        )  # fmt: skip
+        # The rows are written while the provider is already being asked: the commit
+        # (milliseconds) overlaps the provider's time to first token instead of adding
+        # to it. The insert is queued on the DB thread before anything the stream can
+        # write (flushes, the end), so it always lands first; ``start`` still waits for
+        # the commit, so nothing is acknowledged before it is durable.
+        insert = asyncio.ensure_future(
+            self.store.begin_exchange(cid, prompt, reply, title_hint=_title_from(content))
+        )
+        placeholder = _placeholder(cid, reply)
+        turns = [*context, ("user", content, list(attachments or []))]
+        stream = self.hub.start(placeholder, model, [_for_model(*turn) for turn in turns])
+        try:
+            begun = await insert
+        except BaseException:
+            stream.end_reason = "the message could not be stored"
+            if stream.task is not None:
+                stream.task.cancel()
+            raise
         if begun is None:
+            stream.end_reason = "the conversation was deleted"
+            if stream.task is not None:
+                stream.task.cancel()
             raise NotFound(f"no conversation {cid}")
-        user, assistant, context = begun
-        stream = self.hub.start(assistant, model, [_for_model(*turn) for turn in context])
+        user, assistant = begun
+        stream.message = assistant
         return user, assistant, stream
 
     async def cancel(self, mid: str, caller: Caller) -> MessageDict:
@@ -228,6 +250,18 @@ class Engine:
                 await self.hub.cancel(stream.message_id)
         if not await self.store.delete_conversation(cid):
             raise NotFound(f"no conversation {cid}")
+
+
+def _placeholder(cid: str, reply: NewMessage) -> MessageDict:
+    """The reply as the stream knows it until its row is committed (seq etc. follow)."""
+    now = time.time()
+    return {
+        "id": reply.id or "", "conversation_id": cid, "seq": 0, "role": "assistant",
+        "content": "", "status": "streaming", "model": reply.model, "author": reply.author,
+        "source": reply.source, "streaming_for": reply.streaming_for, "error": None,
+        "prompt_tokens": None, "completion_tokens": None, "cost": None, "attachments": [],
+        "created_at": now, "updated_at": now, "revision": 0,
+    }  # fmt: skip
 
 
 def _title_from(content: str) -> str:

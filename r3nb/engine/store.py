@@ -31,6 +31,8 @@ import duckdb
 from r3nb.errors import StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict
 
+from .recent import RecentWrites
+
 log = logging.getLogger("r3nb.store")
 T = TypeVar("T")
 
@@ -92,7 +94,8 @@ def new_id() -> str:
 
 @dataclass(frozen=True)
 class NewMessage:
-    """What a caller supplies for a row; the store assigns id, seq, times and revision."""
+    """What a caller supplies for a row; the store assigns seq, times, revision (and the
+    id, unless the caller needs it before the row exists)."""
 
     role: str
     content: str
@@ -102,6 +105,7 @@ class NewMessage:
     source: str | None = None
     streaming_for: str | None = None
     attachments: tuple[dict[str, str], ...] = ()
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,7 @@ class Store:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._revision = 0
         self.error: str | None = None  # set when the file cannot be used; shown by health
+        self.recent = RecentWrites(0)
         self.writes = 0
         self.write_counts: OrderedDict[str, int] = OrderedDict()
 
@@ -195,6 +200,9 @@ class Store:
                 " (SELECT coalesce(max(revision), 0) FROM conversations))"
             ).fetchone()
             self._revision = int(row[0]) if row else 0
+            self.recent = RecentWrites(self._revision)
+            for conversation in self.con.execute(_CONVERSATION_SELECT).fetchall():
+                self.recent.put_conversation(_conversation(conversation))
             self.error = None
         except duckdb.Error as e:
             self._close_connection()
@@ -308,7 +316,7 @@ class Store:
             "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?)",
             [cid, title, author, now, now, rev],
         )
-        return {
+        conversation: ConversationDict = {
             "id": cid,
             "title": title,
             "author": author,
@@ -317,22 +325,19 @@ class Store:
             "revision": rev,
             "message_count": 0,
         }
+        self.recent.put_conversation(conversation)
+        return conversation
 
     async def list_conversations(self, limit: int = 200) -> list[ConversationDict]:
-        return await self._run(self._list_conversations, limit)
-
-    def _list_conversations(self, limit: int) -> list[ConversationDict]:
-        rows = self.con.execute(
-            _CONVERSATION_SELECT + " ORDER BY c.updated_at DESC, c.id LIMIT ?", [limit]
-        ).fetchall()
-        return [_conversation(r) for r in rows]
+        """From memory: every conversation's header is mirrored (loaded at open)."""
+        with self.recent.lock:
+            everything = list(self.recent.conversations.values())
+        everything.sort(key=lambda c: (-c["updated_at"], c["id"]))
+        return everything[:limit]
 
     async def get_conversation(self, cid: str) -> ConversationDict | None:
-        return await self._run(self._get_conversation, cid)
-
-    def _get_conversation(self, cid: str) -> ConversationDict | None:
-        row = self.con.execute(_CONVERSATION_SELECT + " WHERE c.id = ?", [cid]).fetchone()
-        return _conversation(row) if row else None
+        with self.recent.lock:
+            return self.recent.conversations.get(cid)
 
     async def delete_conversation(self, cid: str) -> bool:
         return await self._run(self._delete_conversation, cid)
@@ -349,7 +354,7 @@ class Store:
         except BaseException:
             con.rollback()
             raise
-        self._next_revision()
+        self.recent.drop_conversation(cid, self._next_revision())
         return bool(deleted)
 
     # --- messages --------------------------------------------------------------------
@@ -368,17 +373,19 @@ class Store:
     ) -> list[MessageDict]:
         con = self.con
         now = time.time()
+        conversation = self.recent.conversations.get(cid)
+        if conversation is None:
+            raise LookupError(cid)
+        # seq runs 1..n per conversation, so the mirrored count is the last seq: no
+        # max(seq) scan over every message on each insert.
+        seq = conversation["message_count"]
         con.begin()
         try:
-            row = con.execute(
-                "SELECT coalesce(max(seq), 0) FROM messages WHERE conversation_id = ?", [cid]
-            ).fetchone()
-            seq = int(row[0]) if row else 0
             created: list[MessageDict] = []
             for m in messages:
                 seq += 1
                 values = [
-                    new_id(), cid, seq, m.role, m.content, m.status, m.model, m.author,
+                    m.id or new_id(), cid, seq, m.role, m.content, m.status, m.model, m.author,
                     m.source, m.streaming_for, None, None, None, None,
                     json.dumps(list(m.attachments)), now, now, self._next_revision(),
                 ]  # fmt: skip
@@ -388,35 +395,50 @@ class Store:
                     values,
                 )
                 created.append(_message(values))
+            rev = self._next_revision()
+            title = title_hint if title_hint and conversation["title"] == DEFAULT_TITLE else None
             con.execute(
                 "UPDATE conversations SET updated_at = ?, revision = ?,"
-                " title = CASE WHEN ? IS NOT NULL AND title = ? THEN ? ELSE title END"
-                " WHERE id = ?",
-                [now, self._next_revision(), title_hint, DEFAULT_TITLE, title_hint, cid],
+                " title = coalesce(?, title) WHERE id = ?",
+                [now, rev, title, cid],
             )
             con.commit()
         except BaseException:
             con.rollback()
             raise
         self._count_write(m["id"] for m in created)
+        self.recent.put_many(created)
+        self.recent.put_conversation(
+            {
+                **conversation,
+                "updated_at": now,
+                "revision": rev,
+                "message_count": seq,
+                "title": title or conversation["title"],
+            }
+        )
         return created
 
     async def begin_exchange(
         self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
-    ) -> tuple[MessageDict, MessageDict, list[tuple[str, str, list[dict[str, str]]]]] | None:
-        """Store a prompt and its ``streaming`` reply, and read the context the model
-        needs, in ONE trip to the DB thread: this is on every reply's time to first token.
-        None if the conversation does not exist."""
+    ) -> tuple[MessageDict, MessageDict] | None:
+        """Store a prompt and its ``streaming`` reply in one transaction; None if the
+        conversation does not exist (any more)."""
         return await self._run(self._begin_exchange, cid, prompt, reply, title_hint)
 
     def _begin_exchange(
         self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
-    ) -> tuple[MessageDict, MessageDict, list[tuple[str, str, list[dict[str, str]]]]] | None:
-        exists = self.con.execute("SELECT 1 FROM conversations WHERE id = ?", [cid]).fetchone()
-        if exists is None:
+    ) -> tuple[MessageDict, MessageDict] | None:
+        try:
+            user, assistant = self._add_messages(cid, [prompt, reply], title_hint)
+        except LookupError:
             return None
-        user, assistant = self._add_messages(cid, [prompt, reply], title_hint)
-        return user, assistant, self._context_for(cid, assistant["seq"])
+        return user, assistant
+
+    def cached_context(self, cid: str) -> list[tuple[str, str, list[dict[str, str]]]] | None:
+        """The model's context from memory when every message of the conversation is
+        mirrored (the usual case for a conversation in use); None: ask the database."""
+        return self.recent.context(cid)
 
     async def get_message(self, mid: str) -> MessageDict | None:
         return await self._run(self._get_message, mid)
@@ -463,23 +485,26 @@ class Store:
     async def snapshot(
         self, cid: str, since: int
     ) -> tuple[ConversationDict, list[MessageDict], int, bool] | None:
-        """Conversation, its rows written after ``since``, the store revision they are
-        consistent with, and whether anything still streams; one DB-thread call so no
-        write can slip between the query and the revision."""
+        """Conversation, its rows written after ``since``, the revision they are
+        consistent with, and whether anything still streams. From memory when ``since``
+        is recent (every poll but a panel's first); else one DB-thread call."""
+        with self.recent.lock:
+            if cid not in self.recent.conversations:
+                return None
+        found = self.recent.snapshot(cid, since)
+        if found is not None:
+            return found
         return await self._run(self._snapshot, cid, since)
 
     def _snapshot(
         self, cid: str, since: int
     ) -> tuple[ConversationDict, list[MessageDict], int, bool] | None:
-        conversation = self._get_conversation(cid)
+        with self.recent.lock:
+            conversation = self.recent.conversations.get(cid)
         if conversation is None:
             return None
         messages = self._messages_since(cid, since)
-        row = self.con.execute(
-            "SELECT count(*) FROM messages WHERE conversation_id = ? AND status = 'streaming'",
-            [cid],
-        ).fetchone()
-        return conversation, messages, self._revision, bool(row and row[0])
+        return conversation, messages, self._revision, self.recent.streaming_in(cid)
 
     async def flush_partials(self, partials: Sequence[tuple[str, str]]) -> None:
         """Write the partial text of many streaming messages in ONE transaction.
@@ -492,18 +517,31 @@ class Store:
     def _flush_partials(self, partials: Sequence[tuple[str, str]]) -> None:
         con = self.con
         now = time.time()
+        revisions = [self._next_revision() for _ in partials]
         con.begin()
         try:
-            con.executemany(
-                "UPDATE messages SET content = ?, updated_at = ?, revision = ?"
-                " WHERE id = ? AND status = 'streaming'",
-                [[text, now, self._next_revision(), mid] for mid, text in partials],
+            # One UPDATE joined to the batch: a single scan of the table, where one
+            # UPDATE per stream would scan it once per stream (no index on id, above).
+            con.execute(
+                "UPDATE messages SET content = b.content, updated_at = ?, revision = b.rev"
+                " FROM (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::VARCHAR[]) AS content,"
+                " unnest(?::BIGINT[]) AS rev) AS b"
+                " WHERE messages.id = b.id AND messages.status = 'streaming'",
+                [now, [m for m, _ in partials], [t for _, t in partials], revisions],
             )
             con.commit()
         except BaseException:
             con.rollback()
             raise
         self._count_write(mid for mid, _ in partials)
+        updated = []
+        for (mid, text), rev in zip(partials, revisions, strict=True):
+            cached = self.recent.get(mid)
+            if cached is None:
+                cached = self._get_message(mid)
+            if cached is not None and cached["status"] == "streaming":
+                updated.append({**cached, "content": text, "updated_at": now, "revision": rev})
+        self.recent.put_many(updated)  # type: ignore[arg-type]
 
     async def finalize(self, mid: str, final: Final) -> MessageDict | None:
         return await self._run(self._finalize, mid, final)
@@ -526,7 +564,11 @@ class Store:
             ],
         ).fetchone()
         self._count_write([mid])
-        return _message(row) if row else self._get_message(mid)
+        if row is None:
+            return self._get_message(mid)
+        message = _message(row)
+        self.recent.put(message)
+        return message
 
     async def fail_streaming(
         self, reason: str, *, older_than: float | None = None, exclude: Iterable[str] = ()
@@ -544,28 +586,28 @@ class Store:
     def _fail_streaming(
         self, reason: str, older_than: float | None, exclude: list[str]
     ) -> list[str]:
-        con = self.con
-        rows = con.execute(
-            "SELECT id FROM messages WHERE status = 'streaming' AND updated_at < ?",
-            [older_than if older_than is not None else float("inf")],
+        # One set-based UPDATE: a scan, not one per stale row (measured at 1,000,000
+        # messages: 92 ms for 100 rows one by one).
+        rows = self.con.execute(
+            "UPDATE messages SET status = 'error', error = ?, updated_at = ?, revision = ?"
+            " WHERE status = 'streaming' AND updated_at < ?"
+            " AND NOT list_contains(?::VARCHAR[], id)"
+            f" RETURNING {_MESSAGE_COLUMNS}",
+            [
+                reason,
+                time.time(),
+                self._revision + 1,
+                older_than if older_than is not None else float("inf"),
+                exclude,
+            ],
         ).fetchall()
-        ids = [r[0] for r in rows if r[0] not in set(exclude)]
-        if not ids:
+        if not rows:
             return []
-        now = time.time()
-        con.begin()
-        try:
-            con.executemany(
-                "UPDATE messages SET status = 'error', error = ?, updated_at = ?, revision = ?"
-                " WHERE id = ? AND status = 'streaming'",
-                [[reason, now, self._next_revision(), mid] for mid in ids],
-            )
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
-        self._count_write(ids)
-        return ids
+        self._next_revision()
+        failed = [_message(r) for r in rows]
+        self._count_write(m["id"] for m in failed)
+        self.recent.put_many(failed)
+        return [m["id"] for m in failed]
 
     async def usage(self, since: float, author: str | None = None) -> dict[str, dict[str, Any]]:
         """Tokens, cost and replies per author for replies created after ``since``."""
