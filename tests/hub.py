@@ -232,6 +232,14 @@ class Hub:
     def db_path(self, user: str, server: str = "") -> Path:
         return self.run / ((user + ("-" + server if server else "")) + ".duckdb")
 
+    def jupyter_dir(self, user: str, server: str = "", kind: str = "config") -> Path:
+        """The server's ``JUPYTER_<KIND>_DIR`` (``kind`` = config, runtime or data), as the
+        hub's pre-spawn hook sets it. Files written there before the spawn are read by the
+        server: ``jupyter_server_config.json`` for server/LabApp options, and (JupyterLab's
+        defaults) ``lab/user-settings`` and ``lab/workspaces``."""
+        slug = user + ("-" + server if server else "")
+        return self.run / "servers" / slug / kind
+
     @staticmethod
     def auth(token: str) -> dict[str, str]:
         return {"Authorization": f"token {token}"}

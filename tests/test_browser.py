@@ -196,6 +196,16 @@ def test_sender_streams_live_and_observer_sees_snapshots(
 
     wait_status(page_a, mid, "complete")
     wait_status(page_b, mid, "complete")
+    # The sender's header shows its usage (GET usage), refreshed when its reply ended.
+    usage = page_a.wait_for_function(
+        """() => {
+          const el = document.querySelector('.r3nb-header .r3nb-usage');
+          const shown = el && !el.hidden && /[1-9][\\d,]* tokens/.test(el.textContent);
+          return shown ? el.textContent : null;
+        }""",
+        timeout=10_000,
+    ).json_value()
+    assert "tokens" in usage, usage
     reply = lab_provider.replies[n]
     assert words(content_text(page_a, mid)) == words(reply)
     assert words(content_text(page_b, mid)) == words(reply)
