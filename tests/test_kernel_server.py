@@ -284,3 +284,37 @@ async def test_provider_failure_is_a_short_footer_not_a_traceback(
     final = run.displays()[-1]["content"]["data"]["text/markdown"]
     assert "error: the provider failed (500); retry later" in final.splitlines()[-1]
     assert "Traceback" not in run.stdout + run.stderr + final
+
+
+def _iopub_output_bytes(run: Execution) -> int:
+    """Bytes of the output messages on IOPub (their JSON content, as the server forwards)."""
+    kinds = ("display_data", "update_display_data", "stream")
+    return sum(len(json.dumps(m["content"])) for m in run.of_type(*kinds))
+
+
+async def test_chat_output_bytes_grow_linearly_with_the_reply(
+    server_kernel: KernelSession, provider: FakeProvider
+) -> None:
+    """Each live update resends the whole text, so updates must thin out as it grows: a
+    full resend every 50 ms is quadratic (44 MB for a 230 KB reply at 5,000 tokens/s)."""
+    await server_kernel.ok(LOAD)
+    for tokens in (9000, 36000):  # 50 KB and 200 KB at 5,000 tokens/s
+        run = await server_kernel.ok(f"%%chat -m lean\nlong !tokens={tokens} !delay=0.0002", 300)
+        reply = provider.replies[-1]
+        size = len(json.dumps(reply))  # as it travels: JSON-escaped
+        sent = _iopub_output_bytes(run)
+        updates = run.of_type("update_display_data")
+        span = sent_at(updates[-1]) - sent_at(run.of_type("display_data")[0])
+        print(
+            f"%%chat {size / 1000:.0f} KB reply: {sent / 1000:.0f} KB on IOPub "
+            f"({sent / size:.1f}×), {len(updates)} updates in {span:.2f} s"
+        )
+        *live, final = (m["content"]["data"] for m in updates)
+        assert len(live) >= 5, "the reply must appear live, in several updates"
+        assert all(list(data) == ["text/markdown"] for data in live), "rendered text only"
+        assert final["text/markdown"].startswith(reply)
+        assert final["text/plain"].startswith(reply)
+        assert "complete" in final["text/markdown"].splitlines()[-1]
+        assert _max_per_second(updates) <= 30
+        assert "IOPub" not in run.stdout + run.stderr
+        assert sent <= 20 * size, f"{sent} bytes on IOPub for a {size}-byte reply"

@@ -17,21 +17,37 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 Event = tuple[str, Any]
+#: Seconds between two batches: fixed, or asked again before each wait (an owner whose
+#: every batch costs more as the reply grows paces itself by what it has).
+Interval = float | Callable[[], float]
 
 
 def merge_deltas(events: list[Event]) -> list[Event]:
-    """Consecutive deltas of one message become one: offset of the first, texts joined."""
+    """Consecutive deltas of one message become one: offset of the first, texts joined.
+    Linear in the batch: a slowly paced owner may take thousands of deltas at once."""
     out: list[Event] = []
+    parts: list[str] = []  # texts of the delta being merged, out[-1]
+    end = -1  # where that delta's text ends; -1: out[-1] is not a delta being merged
+
+    def close() -> None:
+        if len(parts) > 1:
+            out[-1] = ("delta", {**out[-1][1], "text": "".join(parts)})
+
     for name, data in events:
-        if name == "delta" and out and out[-1][0] == "delta":
-            last = out[-1][1]
-            if (
-                last["message_id"] == data["message_id"]
-                and last["offset"] + len(last["text"]) == data["offset"]
-            ):
-                out[-1] = ("delta", {**last, "text": last["text"] + data["text"]})
-                continue
+        if (
+            name == "delta"
+            and end >= 0
+            and out[-1][1]["message_id"] == data["message_id"]
+            and data["offset"] == end
+        ):
+            parts.append(data["text"])
+            end += len(data["text"])
+            continue
+        close()
         out.append((name, data))
+        parts = [data["text"]] if name == "delta" else []
+        end = data["offset"] + len(data["text"]) if name == "delta" else -1
+    close()
     return out
 
 
@@ -43,6 +59,7 @@ class Follower:
         self._cond = threading.Condition()
         self._pending: list[Event] = []
         self._finished = False
+        self._ended = False  # the stream's last event ("done") is pending: no more pacing
         self._waiting = False  # the owner waits for data (not for its pacing interval)
         self._error: BaseException | None = None
         self._stop = threading.Event()
@@ -62,7 +79,10 @@ class Follower:
             for event in events:
                 with self._cond:
                     self._pending.append(event)
-                    if self._waiting:  # a pacing owner is not woken per token
+                    if event[0] == "done":
+                        self._ended = True
+                        self._cond.notify()
+                    elif self._waiting:  # a pacing owner is not woken per token
                         self._cond.notify()
                 if self._stop.is_set():
                     break
@@ -80,20 +100,23 @@ class Follower:
         """Stop reading (after the next event); the stream itself goes on server-side."""
         self._stop.set()
 
-    def batches(self, interval: float) -> Iterator[list[Event]]:
+    def batches(self, interval: Interval) -> Iterator[list[Event]]:
         """Yield what arrived, merged, at most once per ``interval`` seconds; ends when the
-        stream does. Re-raises whatever ended the stream abnormally."""
+        stream does. The end (``done``) is handed on at once, not after the interval.
+        Re-raises whatever ended the stream abnormally."""
+        pace = interval if callable(interval) else lambda: interval
         last = 0.0
         while True:
             with self._cond:
-                wait = last + interval - time.monotonic()
-                if wait > 0:  # pace: even if events are pending, not before the interval
-                    self._cond.wait(wait)
+                step = pace()
+                wait = last + step - time.monotonic()
+                if wait > 0 and not (self._ended or self._finished):
+                    self._cond.wait(wait)  # pace: even if events are pending
                     continue
                 if not self._pending and not self._finished:
                     self._waiting = True
                     try:
-                        self._cond.wait(max(interval, 0.25))
+                        self._cond.wait(max(step, 0.25))
                     finally:
                         self._waiting = False
                     continue

@@ -3,6 +3,13 @@
 The output is a single display (``display_id``) updated in place at a paced rate, so a
 reply of any speed costs a few dozen IOPub messages a second. Interrupting the cell asks
 the server to cancel; the partial text stays, with status ``cancelled``.
+
+An update resends the whole text (a display cannot be appended to), so resending it at a
+fixed rate would cost IOPub bytes quadratic in the reply's length (44 MB for a 230 KB
+reply) and trip the server's IOPub data rate limit (1 MB/s). So live updates carry only
+``text/markdown`` (what frontends render; ``text/plain`` comes with the final render) and
+their interval grows with the text: at most ``LIVE_BYTES_PER_SECOND`` of live updates,
+i.e. 20 a second while the text is under 5 KB, one every 2 s at 200 KB.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from typing import Any
 
 from .client import BaseClient, R3nbClientError
 from .live import Event, Follower
+
+#: Bytes per second that live updates may cost at most (each carries the whole text).
+LIVE_BYTES_PER_SECOND = 100_000
 
 
 class ReplyView:
@@ -35,11 +45,16 @@ class ReplyView:
     # --- following -------------------------------------------------------------------
 
     def follow(self, follower: Follower, client: BaseClient, interval: float) -> None:
-        """Render until the reply ends. A first interrupt cancels it server-side; a
+        """Render until the reply ends, at most once per ``interval`` seconds and less
+        often as the text grows. A first interrupt cancels the reply server-side; a
         second one stops following (the reply still ends server-side)."""
+
+        def pace() -> float:
+            return max(interval, len(self.text) / LIVE_BYTES_PER_SECOND)
+
         while True:
             try:
-                for batch in follower.batches(interval):
+                for batch in follower.batches(pace):
                     self._apply(batch)
                     self._cancel_if_wanted(client)
                     if self.final is None:
@@ -89,7 +104,7 @@ class ReplyView:
             return  # a heartbeat or an empty batch: nothing new to show
         self._shown = (self.text, model)
         footer = f"*{model} · streaming…*" if model else "*streaming…*"
-        self._update(self._bundle(f"{self.text}\n\n{footer}", self.text))
+        self._update({"text/markdown": f"{self.text}\n\n{footer}"})
 
     def _render_final(self) -> None:
         if self.final is None:
