@@ -1,14 +1,24 @@
-// Renders one message's markdown into the DOM while it streams, in linear total work.
+// Renders one message's markdown into the DOM while it streams, in linear total work and
+// without long tasks.
 //
-// The text is cut at the last "stable" boundary: a blank line outside any open code fence,
-// confirmed by a following unindented line (so list continuations stay with their item).
-// Blocks before it are rendered once and appended (the DOM only grows); only the tail after
-// it is re-rendered, at most once per animation frame. When the message ends, the whole
-// text is rendered once more so the final DOM is exactly the canonical rendering.
+// The text is cut at "stable" boundaries: a blank line outside any open code fence or HTML
+// block, confirmed by a following unindented line that does not start a list item (so list
+// items and their continuations stay together). The markdown before such a boundary renders
+// exactly as it would inside the whole text, so it is rendered once, appended to `blocks`
+// and never touched again; at the end only what follows the last boundary is rendered.
+//
+// A long stretch without a boundary (one huge paragraph, a long code block) would make the
+// re-rendered tail grow without limit. Past SOFT_CHARS it is cut at line ends instead, into
+// provisional "soft" segments that are rendered once for display. When a real boundary (or
+// the end) arrives, the exact rendering of that stretch is built off-screen in pieces of
+// about CHUNK_CHARS, a few milliseconds per frame, then swapped in for the soft segments.
+//
+// Every piece of HTML goes through the sanitizer, whichever path rendered it.
 
-import { markdownToHtml } from "./markdown.js";
+import { escapeHtml, markdownToHtml, markdownTokens, tokensToHtml } from "./markdown.js";
 
 /** @typedef {import("./sanitize.js").Sanitize} Sanitize */
+/** @typedef {import("marked").Token} Token */
 
 /**
  * @typedef {object} MarkdownViewOptions
@@ -16,7 +26,40 @@ import { markdownToHtml } from "./markdown.js";
  * @property {() => void} onRender    called after each render (counters, auto-scroll)
  */
 
+/**
+ * An exact rendering of text[start:end] being built off-screen.
+ * @typedef {object} Job
+ * @property {number} start
+ * @property {number} end
+ * @property {((job: Job) => void)[] | null} steps   null until the text is lexed
+ * @property {number} next
+ * @property {DocumentFragment} fragment
+ * @property {Element | null} paragraph   the <p> a long paragraph's pieces go into
+ */
+
 const FENCE = /^ {0,3}(`{3,}|~{3,})/;
+const LIST_ITEM = /^ {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)/;
+/** HTML blocks that, unlike others, do not end at a blank line: [opening, end condition]. */
+const HTML_BLOCKS = /** @type {[RegExp, RegExp][]} */ ([
+  [/^ {0,3}<!--/, /-->/],
+  [/^ {0,3}<(?:script|pre|style|textarea)(?:[\s>]|$)/i, /<\/(?:script|pre|style|textarea)>/i],
+  [/^ {0,3}<\?/, /\?>/],
+  [/^ {0,3}<!\[CDATA\[/, /\]\]>/],
+  [/^ {0,3}<![A-Za-z]/, />/],
+]);
+/** A link reference definition: it changes links anywhere in the text, before it too. */
+const LINK_DEFINITION = /^ {0,3}\[[^\]\n]+\]:/m;
+
+/** Uncommitted text beyond this is cut into soft segments. */
+export const SOFT_CHARS = 2000;
+/** The most text rendered as markdown in one go (a commit, a soft segment). */
+export const SYNC_CHARS = 8000;
+/** The size of one piece of an exact rendering built over several frames. */
+export const CHUNK_CHARS = 3000;
+/** Off-screen building per animation frame, shared by every message on the page. */
+const FRAME_BUDGET_MS = 8;
+
+const budget = { frame: /** @type {number | undefined} */ (undefined), used: 0 };
 
 export class MarkdownView {
   /**
@@ -27,10 +70,13 @@ export class MarkdownView {
     this.container = container;
     this.options = options;
     const doc = container.ownerDocument;
+    this.doc = doc;
     this.win = doc.defaultView;
     this.blocks = doc.createElement("div");
+    this.soft = doc.createElement("div");
     this.tail = doc.createElement("div");
     this.blocks.className = "r3nb-blocks";
+    this.soft.className = "r3nb-soft";
     this.tail.className = "r3nb-tail";
     /** Image URLs the person chose to load in this message: kept across re-renders. */
     this.loadedImages = new Set();
@@ -38,10 +84,19 @@ export class MarkdownView {
     /** Earliest time the next tail render may run; see `onFrame`. */
     this.notBefore = 0;
     this.text = "";
+    this.finished = false;
     this.stableEnd = 0; // text[0:stableEnd] is rendered into `blocks`, never touched again
+    this.queuedEnd = 0; // text[stableEnd:queuedEnd] is being rendered exactly by `jobs`
+    this.softEnd = 0; // text[stableEnd:softEnd] is shown by soft segments; the tail follows
+    /** @type {string | null} the open fence at softEnd (the tail starts inside it) */
+    this.softFence = null;
+    /** @type {Job[]} */
+    this.jobs = [];
     this.scanPos = 0; // start of the first line not yet scanned
     /** @type {string | null} the open fence's marker ("```", "~~~~", ...) at scanPos */
     this.fence = null;
+    /** @type {RegExp | null} the end condition of the open HTML block at scanPos */
+    this.htmlEnd = null;
     this.candidate = -1; // end of a blank line that may become the next boundary
     this.reset("");
   }
@@ -49,13 +104,20 @@ export class MarkdownView {
   /** @param {string} text */
   reset(text) {
     this.text = text;
+    this.finished = false;
     this.stableEnd = 0;
+    this.queuedEnd = 0;
+    this.softEnd = 0;
+    this.softFence = null;
+    this.jobs = [];
     this.scanPos = 0;
     this.fence = null;
+    this.htmlEnd = null;
     this.candidate = -1;
     this.blocks.replaceChildren();
+    this.soft.replaceChildren();
     this.tail.replaceChildren();
-    this.container.replaceChildren(this.blocks, this.tail);
+    this.container.replaceChildren(this.blocks, this.soft, this.tail);
   }
 
   /**
@@ -65,6 +127,7 @@ export class MarkdownView {
   append(delta) {
     if (!delta) return;
     this.text += delta;
+    this.finished = false;
     this.schedule();
   }
 
@@ -79,29 +142,40 @@ export class MarkdownView {
   }
 
   /**
-   * The message ended (or was loaded complete): render the full text once, now.
+   * The message ended (or was loaded complete). What is already rendered exactly stays;
+   * the rest is rendered now when short, else built over the next frames (the soft
+   * segments show it meanwhile), so that no single task grows with the reply.
    * @param {string} text
    */
   finish(text) {
     this.cancel();
+    if (LINK_DEFINITION.test(text) || !text.startsWith(this.text.slice(0, this.softEnd))) {
+      // A link definition can change any earlier block: render everything again.
+      this.reset("");
+    }
     this.text = text;
-    this.stableEnd = text.length;
+    this.finished = true;
     this.scanPos = text.length;
-    this.fence = null;
     this.candidate = -1;
-    this.blocks.replaceChildren(this.render(text));
+    if (text.length > this.queuedEnd) this.commit(text.length);
     this.tail.replaceChildren();
-    this.container.replaceChildren(this.blocks, this.tail);
     this.options.onRender();
+    if (this.jobs.length) this.schedule();
+  }
+
+  /** Whether the DOM shows the final rendering (no soft segment, no pending piece). */
+  get settled() {
+    return this.finished && this.jobs.length === 0;
   }
 
   dispose() {
     this.cancel();
+    this.jobs = [];
   }
 
   schedule() {
     if (this.frame || !this.win) return;
-    this.frame = this.win.requestAnimationFrame(() => this.onFrame());
+    this.frame = this.win.requestAnimationFrame((time) => this.onFrame(time));
   }
 
   cancel() {
@@ -109,27 +183,32 @@ export class MarkdownView {
     this.frame = 0;
   }
 
-  onFrame() {
+  /** @param {number} [time]  the frame's timestamp (shared by every callback of a frame) */
+  onFrame(time) {
     this.frame = 0;
     const now = performance.now();
-    // A huge open code block makes each tail render expensive: wait long enough that
-    // rendering never takes more than about a third of the time.
-    if (now < this.notBefore) {
-      this.schedule();
-      return;
+    let rendered = false;
+    let waiting = false;
+    if (!this.finished) {
+      // Each tail render waits four times as long as the previous one took, so that
+      // rendering never takes more than a fifth of the time whatever the tail holds.
+      if (now < this.notBefore) waiting = true;
+      else {
+        this.scan();
+        this.renderTail();
+        this.notBefore = performance.now() + Math.min((performance.now() - now) * 4, 1000);
+        rendered = true;
+      }
     }
-    this.commitStableBlocks();
-    this.tail.replaceChildren(this.render(this.text.slice(this.stableEnd)));
-    const cost = performance.now() - now;
-    this.notBefore = performance.now() + Math.min(cost * 2, 500);
-    this.options.onRender();
+    if (this.jobs.length && this.runJobs(time)) rendered = true;
+    if (rendered) this.options.onRender();
+    if (waiting || this.jobs.length) this.schedule();
   }
 
-  /** Scans the lines that arrived since the last frame and renders newly stable blocks. */
-  commitStableBlocks() {
+  /** Scans the lines that arrived since the last frame; commits and cuts what it can. */
+  scan() {
     const text = this.text;
-    /** @type {number} */
-    let boundary = this.stableEnd;
+    let boundary = -1;
     for (let nl = text.indexOf("\n", this.scanPos); nl !== -1; nl = text.indexOf("\n", this.scanPos)) {
       const line = text.slice(this.scanPos, nl);
       this.scanPos = nl + 1;
@@ -138,31 +217,207 @@ export class MarkdownView {
         if (closing.length >= this.fence.length && closing === this.fence[0].repeat(closing.length)) this.fence = null;
         continue;
       }
+      if (this.htmlEnd !== null) {
+        if (this.htmlEnd.test(line)) this.htmlEnd = null;
+        continue;
+      }
       if (line.trim() === "") {
         this.candidate = this.scanPos;
         continue;
       }
       if (this.candidate !== -1) {
-        if (!/^[ \t]/.test(line)) boundary = this.candidate;
+        if (!/^[ \t]/.test(line) && !LIST_ITEM.test(line)) boundary = this.candidate;
         this.candidate = -1;
       }
       const open = FENCE.exec(line);
       if (open) this.fence = open[1];
+      else {
+        for (const [start, end] of HTML_BLOCKS) {
+          const m = start.exec(line);
+          if (m) {
+            if (!end.test(line.slice(m[0].length))) this.htmlEnd = end;
+            break;
+          }
+        }
+      }
     }
-    // The first character of the unfinished line is enough to confirm a boundary: waiting
-    // for its newline would keep a whole extra paragraph in the re-rendered tail.
-    if (this.candidate !== -1 && this.fence === null && this.scanPos < text.length && !/^[ \t]/.test(text[this.scanPos])) {
+    // The first character of the unfinished line is enough to confirm a boundary (unless it
+    // may begin a list item): waiting for its newline would keep a whole extra paragraph in
+    // the re-rendered tail.
+    if (this.candidate !== -1 && this.fence === null && this.htmlEnd === null && this.scanPos < text.length && /^[^\s\-*+\d]/.test(text[this.scanPos])) {
       boundary = this.candidate;
       this.candidate = -1;
     }
-    if (boundary > this.stableEnd) {
-      this.blocks.append(this.render(text.slice(this.stableEnd, boundary)));
-      this.stableEnd = boundary;
+    // A boundary inside the soft segments is skipped: the exact rendering just covers more.
+    if (boundary > this.queuedEnd && boundary >= this.softEnd) this.commit(boundary);
+    if (this.candidate !== -1) return; // lines after a blank one: they may yet end a block
+    if (this.scanPos - this.softEnd >= SOFT_CHARS) {
+      this.addSoft(this.scanPos, this.fence);
+    } else if (text.length - this.softEnd >= 2 * SOFT_CHARS) {
+      // One very long line: cut it at a space (a code point boundary in any case).
+      let cut = text.lastIndexOf(" ", text.length - 1);
+      if (cut <= this.softEnd + SOFT_CHARS) cut = text.length;
+      else cut += 1;
+      if (cut === text.length && /[\uD800-\uDBFF]/.test(text[cut - 1])) cut -= 1;
+      this.addSoft(cut, this.fence);
     }
+  }
+
+  /**
+   * text[queuedEnd:end] is final: render it into `blocks`, now when it is short and nothing
+   * is pending, else in pieces over the next frames.
+   * @param {number} end
+   */
+  commit(end) {
+    if (this.jobs.length === 0 && this.softEnd === this.stableEnd && end - this.stableEnd <= SYNC_CHARS) {
+      this.blocks.append(this.render(this.text.slice(this.stableEnd, end)));
+      this.stableEnd = this.queuedEnd = this.softEnd = end;
+      this.softFence = null;
+      return;
+    }
+    if (end > this.softEnd) this.addSoft(end, null);
+    this.jobs.push({ start: this.queuedEnd, end, steps: null, next: 0, fragment: this.doc.createDocumentFragment(), paragraph: null });
+    this.queuedEnd = end;
+  }
+
+  /**
+   * Shows text[softEnd:end] as a provisional segment, rendered once.
+   * @param {number} end
+   * @param {string | null} fenceAtEnd   the code fence still open at `end`
+   */
+  addSoft(end, fenceAtEnd) {
+    const segment = this.doc.createElement("div");
+    segment.dataset.end = String(end);
+    this.fillProvisional(segment, "r3nb-soft-segment", this.text.slice(this.softEnd, end), this.softFence);
+    this.soft.append(segment);
+    this.softEnd = end;
+    this.softFence = fenceAtEnd;
+  }
+
+  renderTail() {
+    this.fillProvisional(this.tail, "r3nb-tail", this.text.slice(this.softEnd), this.softFence);
+  }
+
+  /**
+   * Renders provisional text: markdown, or plain text when it continues an open code block
+   * (its opening line is in an earlier segment) or is too long to render in one go.
+   * @param {HTMLElement} el
+   * @param {string} cls
+   * @param {string} text
+   * @param {string | null} inFence
+   */
+  fillProvisional(el, cls, text, inFence) {
+    const code = inFence !== null;
+    const plain = code || text.length > SYNC_CHARS;
+    el.className = plain ? `${cls} r3nb-plain${code ? " r3nb-plain-code" : ""}` : cls;
+    el.replaceChildren(plain ? this.options.sanitize(escapeHtml(text)) : this.render(text));
+  }
+
+  /**
+   * Builds pending exact renderings within this frame's share of the budget.
+   * @param {number | undefined} time
+   * @returns {boolean} whether the DOM changed
+   */
+  runJobs(time) {
+    if (time === undefined || time !== budget.frame) {
+      budget.frame = time;
+      budget.used = 0;
+    }
+    const start = performance.now();
+    let changed = false;
+    while (this.jobs.length) {
+      const job = this.jobs[0];
+      if (!job.steps) job.steps = this.plan(this.text.slice(job.start, job.end));
+      while (job.next < job.steps.length) {
+        if (budget.used + (performance.now() - start) >= FRAME_BUDGET_MS) {
+          budget.used += performance.now() - start;
+          return changed;
+        }
+        job.steps[job.next++](job);
+      }
+      this.jobs.shift();
+      for (const segment of Array.from(this.soft.children)) {
+        if (Number(/** @type {HTMLElement} */ (segment).dataset.end) <= job.end) segment.remove();
+      }
+      this.blocks.append(job.fragment);
+      this.stableEnd = job.end;
+      changed = true;
+    }
+    budget.used += performance.now() - start;
+    return changed;
+  }
+
+  /**
+   * Splits the exact rendering of `markdown` into steps of about CHUNK_CHARS each: groups
+   * of block tokens, and a long paragraph by groups of its inline tokens.
+   * @param {string} markdown
+   * @returns {((job: Job) => void)[]}
+   */
+  plan(markdown) {
+    const tokens = markdownTokens(markdown);
+    /** @type {((job: Job) => void)[]} */
+    const steps = [];
+    /** @type {Token[]} */
+    let group = [];
+    let size = 0;
+    const flush = () => {
+      if (!group.length) return;
+      const html = tokensToHtml(group);
+      steps.push((job) => job.fragment.append(this.sanitize(html)));
+      group = [];
+      size = 0;
+    };
+    for (const token of tokens) {
+      if (token.type === "paragraph" && token.raw.length > CHUNK_CHARS && token.tokens && token.tokens.length > 1) {
+        flush();
+        this.planParagraph(/** @type {import("marked").Tokens.Paragraph} */ (token), steps);
+        continue;
+      }
+      group.push(token);
+      size += token.raw.length;
+      if (size >= CHUNK_CHARS) flush();
+    }
+    flush();
+    return steps;
+  }
+
+  /**
+   * A long paragraph: one <p>, filled by groups of its inline tokens (each renders to
+   * balanced HTML on its own; together they are the paragraph's HTML).
+   * @param {import("marked").Tokens.Paragraph} token
+   * @param {((job: Job) => void)[]} steps
+   */
+  planParagraph(token, steps) {
+    const inline = token.tokens;
+    let start = 0;
+    let size = 0;
+    for (let i = 0; i < inline.length; i++) {
+      size += inline[i].raw.length;
+      if (size < CHUNK_CHARS && i < inline.length - 1) continue;
+      const html = tokensToHtml([{ ...token, tokens: inline.slice(start, i + 1) }]);
+      const first = start === 0;
+      steps.push((job) => {
+        const fragment = this.sanitize(html);
+        if (first || !job.paragraph) {
+          job.paragraph = fragment.firstElementChild;
+          job.fragment.append(fragment);
+        } else {
+          const p = fragment.firstElementChild;
+          if (p) job.paragraph.append(...Array.from(p.childNodes));
+        }
+      });
+      start = i + 1;
+      size = 0;
+    }
+  }
+
+  /** @param {string} html */
+  sanitize(html) {
+    return this.options.sanitize(html, { loadedImages: this.loadedImages });
   }
 
   /** @param {string} markdown */
   render(markdown) {
-    return this.options.sanitize(markdownToHtml(markdown), { loadedImages: this.loadedImages });
+    return this.sanitize(markdownToHtml(markdown));
   }
 }

@@ -86,3 +86,22 @@ marked.use({
 export function markdownToHtml(text) {
   return /** @type {string} */ (marked.parse(text, { async: false }));
 }
+
+/**
+ * The block tokens of `text` (what `markdownToHtml` renders in one go), for callers that
+ * render a long text in several steps: `tokensToHtml` of consecutive groups of these tokens,
+ * joined, is exactly `markdownToHtml(text)`.
+ * @param {string} text
+ * @returns {import("marked").Token[]}
+ */
+export function markdownTokens(text) {
+  return marked.lexer(text);
+}
+
+/**
+ * @param {import("marked").Token[]} tokens  block tokens from `markdownTokens`
+ * @returns {string}  HTML that must still be sanitized
+ */
+export function tokensToHtml(tokens) {
+  return /** @type {string} */ (marked.parser(tokens));
+}

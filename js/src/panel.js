@@ -52,6 +52,10 @@ export class ChatPanel {
     this.modelChosen = false;
     this.stickToBottom = true;
     this.lastListRefresh = 0;
+    /** A usage request runs / another was asked for meanwhile / the server has no route. */
+    this.usageLoading = false;
+    this.usageAgain = false;
+    this.usageUnsupported = false;
     /** @type {[string, (...args: any[]) => void][]} */
     this.modelListeners = [];
     this.ui = buildDom(doc);
@@ -250,6 +254,7 @@ export class ChatPanel {
     }
     this.renderConversations();
     this.updateBusy();
+    void this.refreshUsage();
     await this.session?.start();
   }
 
@@ -266,6 +271,7 @@ export class ChatPanel {
       }),
       setStatus: (key, text) => this.setStatus(key, text),
       onBusyChange: () => this.updateBusy(),
+      onReplyDone: () => void this.refreshUsage(),
       onRender: () => this.onRender(),
       onPoll: () => { this.el.dataset.polls = String(Number(this.el.dataset.polls || 0) + 1); },
       onConversation: (c) => this.noteConversation(c),
@@ -376,6 +382,39 @@ export class ChatPanel {
     if (this.stickToBottom) this.ui.list.scrollTop = this.ui.list.scrollHeight;
   }
 
+  // --- usage -------------------------------------------------------------------------
+
+  /**
+   * Reloads the caller's usage line: on load, on a conversation switch and after each of
+   * this panel's replies (never on a timer). A server without the route (404) or a failed
+   * request hides the line.
+   */
+  async refreshUsage() {
+    if (!this.transport || this.usageUnsupported || this.controller.signal.aborted) return;
+    if (this.usageLoading) {
+      this.usageAgain = true;
+      return;
+    }
+    this.usageLoading = true;
+    try {
+      const reply = await call(this.transport, "GET", "usage", undefined, this.controller.signal);
+      const text = formatUsageLine(reply);
+      this.ui.usage.textContent = text;
+      this.ui.usage.title = usageTitle(reply);
+      this.ui.usage.hidden = text === "";
+    } catch (err) {
+      if (isAbort(err)) return;
+      if (err instanceof ApiError && err.status === 404) this.usageUnsupported = true;
+      this.ui.usage.hidden = true;
+    } finally {
+      this.usageLoading = false;
+    }
+    if (this.usageAgain) {
+      this.usageAgain = false;
+      await this.refreshUsage();
+    }
+  }
+
   // --- status --------------------------------------------------------------------------
 
   /**
@@ -393,6 +432,43 @@ export class ChatPanel {
   updateMode() {
     this.ui.modeNote.hidden = this.model.get("mode") !== "embedded";
   }
+}
+
+/**
+ * @param {any} reply  GET usage: { user, today: { tokens, cost, messages }, month, resets_at }
+ * @returns {string}   "alice · today 12,345 tokens · $0.04", "" when the reply is unusable
+ */
+export function formatUsageLine(reply) {
+  const today = reply && typeof reply === "object" ? reply.today : null;
+  if (!today || typeof today.tokens !== "number" || !Number.isFinite(today.tokens)) return "";
+  const parts = [];
+  if (typeof reply.user === "string" && reply.user) parts.push(reply.user);
+  parts.push(`today ${formatCount(today.tokens)} tokens`);
+  if (typeof today.cost === "number" && Number.isFinite(today.cost) && today.cost > 0) parts.push(formatDollars(today.cost));
+  return parts.join(" · ");
+}
+
+/** @param {any} reply */
+function usageTitle(reply) {
+  const lines = ["Your usage of this r3nb server (UTC days)"];
+  const { today, month } = reply;
+  if (today && typeof today.messages === "number") lines.push(`Today: ${formatCount(today.tokens)} tokens in ${formatCount(today.messages)} replies`);
+  if (month && typeof month.tokens === "number") {
+    const cost = typeof month.cost === "number" && month.cost > 0 ? ` · ${formatDollars(month.cost)}` : "";
+    lines.push(`This month: ${formatCount(month.tokens)} tokens${cost}`);
+  }
+  if (typeof reply.resets_at === "string") lines.push(`The day resets at ${reply.resets_at}`);
+  return lines.join("\n");
+}
+
+/** @param {number} n */
+function formatCount(n) {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+/** @param {number} cost  US dollars, > 0 */
+function formatDollars(cost) {
+  return cost < 0.01 ? (cost < 0.0001 ? "<$0.0001" : `$${cost.toFixed(4)}`) : `$${cost.toFixed(2)}`;
 }
 
 /**
@@ -424,8 +500,10 @@ function buildDom(doc) {
   });
   const sendButton = h(doc, "button", { type: "button", class: "r3nb-send", "aria-label": "Send message" }, ["Send"]);
   const stopButton = h(doc, "button", { type: "button", class: "r3nb-stop", "aria-label": "Stop the reply", hidden: true }, ["Stop"]);
-  const header = h(doc, "div", { class: "r3nb-header" }, [conversationSelect, newButton, modelSelect, modeNote]);
+  // `.r3nb-usage` like a message's usage footer; `.r3nb-panel-usage` tells them apart.
+  const usage = h(doc, "span", { class: "r3nb-usage r3nb-panel-usage", hidden: true });
+  const header = h(doc, "div", { class: "r3nb-header" }, [conversationSelect, newButton, modelSelect, modeNote, usage]);
   const composer = h(doc, "div", { class: "r3nb-composer" }, [input, sendButton, stopButton]);
   const root = h(doc, "div", { class: "r3nb-panel" }, [header, list, status, composer]);
-  return { root, conversationSelect, newButton, modelSelect, modeNote, list, status, input, sendButton, stopButton };
+  return { root, conversationSelect, newButton, modelSelect, modeNote, usage, list, status, input, sendButton, stopButton };
 }

@@ -28,6 +28,7 @@ import { ApiError, NetworkError, StallError, call, isAbort } from "./transport.j
  * @property {() => { snapshotMs: number, idleMs: number }} intervals
  * @property {(key: string, text: string) => void} setStatus   "" clears that key
  * @property {() => void} onBusyChange         Send/Stop state may have changed
+ * @property {() => void} [onReplyDone]         a reply this panel followed live ended (done)
  * @property {() => void} onRender             a message's text was rendered
  * @property {() => void} onPoll               a snapshot poll completed
  * @property {(conversation: ConversationDict) => void} onConversation
@@ -269,7 +270,10 @@ export class Session {
         if (entry && data.message_id === entry.msg.id) this.applyDelta(entry, data.offset, data.text);
       } else if (event === "done") {
         const entry = getEntry();
-        if (entry && data.message.id === entry.msg.id) this.upsert(data.message);
+        if (entry && data.message.id === entry.msg.id) {
+          this.upsert(data.message);
+          this.host.onReplyDone?.();
+        }
       } else if (event === "error") {
         this.host.setStatus("stream", data && typeof data.error === "string" ? data.error : "The stream failed");
       }

@@ -15,10 +15,11 @@ const KERNEL = "kernel-1";
 const conversation = { id: "c1", title: "First", author: "alice", created_at: 1, updated_at: 2, revision: 3, message_count: 0 };
 
 /** An anywidget model whose kernel side is a tiny fake of the r3nb relay. */
-function fakeModel() {
+function fakeModel({ usage = null } = {}) {
   const traits = { api_base: "", mode: "server", conversation_id: "", kernel_id: KERNEL, snapshot_interval: 1000, idle_interval: 1000, default_model: "demo" };
   const listeners = new Map();
   const requests = [];
+  let tokensToday = 0;
   const emit = (name, ...args) => (listeners.get(name) || []).slice().forEach((cb) => cb(...args));
   const reply = (msg) => setTimeout(() => emit("msg:custom", msg), 0);
   const message = (over) => ({ id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "browser", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, ...over });
@@ -34,7 +35,10 @@ function fakeModel() {
       const { id, path } = msg;
       if (path === "models") reply({ type: "response", id, status: 200, body: { models: [{ name: "demo" }, { name: "gpt" }], default: "demo" } });
       else if (path === "conversations") reply({ type: "response", id, status: 200, body: { conversations: [conversation] } });
-      else if (path.startsWith("conversations/c1/messages")) {
+      else if (path === "usage" && usage) {
+        reply({ type: "response", id, status: 200, body: { user: "alice", today: { tokens: tokensToday, cost: tokensToday ? 0.0421 : 0, messages: 0 }, month: { tokens: tokensToday, cost: 0, messages: 0 }, resets_at: "2030-01-02T00:00:00+00:00" } });
+      } else if (path.startsWith("conversations/c1/messages")) {
+        tokensToday += 12345;
         const user = message({ id: "u1", seq: 1, role: "user", content: msg.body.content, status: "complete", streaming_for: null, attachments: [{ kind: "variable", name: "df", summary: "3 rows" }] });
         reply({ type: "event", id, event: "start", data: { user_message: user, assistant_message: message({}) } });
         reply({ type: "event", id, event: "delta", data: { message_id: "a1", offset: 0, text: "**Hi** " } });
@@ -80,7 +84,35 @@ test("the panel starts over the relay, sends, streams and cleans up", async () =
   assert.equal(el.querySelector(".r3nb-stop").hidden, true);
   assert.ok(model.requests.includes("POST conversations/c1/messages"));
 
+  const usage = el.querySelector(".r3nb-header .r3nb-usage");
+  assert.equal(usage.hidden, true, "a server without GET usage (404) hides the line");
+  assert.equal(model.requests.filter((r) => r === "GET usage").length, 1, "a 404 is not asked again");
+
   cleanup();
   for (const [name, cbs] of model.listeners) assert.equal(cbs.length, 0, `${name} listener left behind`);
   assert.equal(el.querySelector(".r3nb-panel"), null);
+});
+
+test("the header shows the caller's usage: on load, after each reply, never on a timer", async () => {
+  const model = fakeModel({ usage: true });
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = widget.render({ model, el });
+  await until(() => el.dataset.r3nbReady === "1", "ready");
+  const usage = el.querySelector(".r3nb-header .r3nb-usage");
+  await until(() => !usage.hidden, "the usage line");
+  assert.equal(usage.textContent, "alice · today 0 tokens");
+  assert.equal(el.querySelectorAll(".r3nb-usage:not([data-r3nb-role=message] *)").length, 1);
+
+  const input = el.querySelector(".r3nb-input");
+  input.value = "hello";
+  input.dispatchEvent(new window.KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+  await until(() => usage.textContent.includes("12,345"), "usage refreshed after the reply");
+  assert.equal(usage.textContent, "alice · today 12,345 tokens · $0.04");
+  assert.match(usage.title, /This month: 12,345 tokens/);
+  const asked = model.requests.filter((r) => r === "GET usage").length;
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(model.requests.filter((r) => r === "GET usage").length, asked, "no polling");
+  assert.equal(asked, 2, "once on load, once after the reply");
+  cleanup();
 });

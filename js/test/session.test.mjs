@@ -60,23 +60,24 @@ afterEach(() => {
 function makeSession(transport) {
   const list = win.document.createElement("div");
   const statuses = {};
+  const done = [];
   const session = new Session("c1", {
     transport, list, sanitize,
     kernelId: () => KERNEL,
     intervals: () => ({ snapshotMs: 1e7, idleMs: 1e7 }), // polls only when the test calls them
     setStatus: (key, text) => { statuses[key] = text; },
-    onBusyChange() {}, onRender() {}, onPoll() {}, onConversation() {}, onGone() {},
+    onBusyChange() {}, onReplyDone() { done.push(1); }, onRender() {}, onPoll() {}, onConversation() {}, onGone() {},
     isShown: () => true,
   });
   sessions.push(session);
-  return { session, list, statuses };
+  return { session, list, statuses, done };
 }
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 test("send appends deltas by code point, skips overlap and resyncs a gap", async () => {
   const t = fakeTransport();
-  const { session, list } = makeSession(t);
+  const { session, list, done } = makeSession(t);
   t.streams.push([
     ["start", { user_message: USER, assistant_message: message({}) }],
     ["delta", { message_id: "m1", offset: 0, text: "😀ab" }],
@@ -101,6 +102,7 @@ test("send appends deltas by code point, skips overlap and resyncs a gap", async
   assert.equal(el.querySelector(".r3nb-content").textContent.trim(), "😀abcd");
   assert.equal(el.querySelector(".r3nb-usage").textContent, "3 → 5 tokens · $0.0012");
   assert.equal(session.busy(), false);
+  assert.equal(done.length, 1, "the host heard the reply end once (it refreshes usage)");
   session.dispose();
 });
 
