@@ -188,15 +188,7 @@ class Engine:
         model = self.models.resolve(model_name)
         if await self.store.get_conversation(cid) is None:
             raise NotFound(f"no conversation {cid}")
-        try:
-            self.rate_limiter.check(caller.name)
-            limits.check_concurrent(
-                self.hub.active_for(caller.name), self.settings.max_concurrent_streams
-            )
-            await usage.check_budgets(self.store, caller.name, self.settings.budgets)
-        except RateLimited:
-            self.counters["rate_limited"] += 1
-            raise
+        await self._admit(caller)
         context = self.store.cached_context(cid)
         if context is None:
             context = await self.store.context_for(cid, 1 << 30)
@@ -234,6 +226,18 @@ class Engine:
         user, assistant = begun
         stream.message = assistant
         return user, assistant, stream
+
+    async def _admit(self, caller: Caller) -> None:
+        """Per-person limits: rate, concurrent streams, daily budgets (429 each)."""
+        try:
+            self.rate_limiter.check(caller.name)
+            limits.check_concurrent(
+                self.hub.active_for(caller.name), self.settings.max_concurrent_streams
+            )
+            await usage.check_budgets(self.store, caller.name, self.settings.budgets)
+        except RateLimited:
+            self.counters["rate_limited"] += 1
+            raise
 
     async def cancel(self, mid: str, caller: Caller) -> MessageDict:
         final = await self.hub.cancel(mid, by=caller.name)

@@ -328,14 +328,21 @@ class Store:
         self.recent.put_conversation(conversation)
         return conversation
 
+    def _require_open(self) -> None:
+        """Memory answers only for a usable store: otherwise say what is wrong (503)."""
+        if self._con is None:
+            raise StoreUnavailable(self.error or f"r3nb's store {self.path} is closed")
+
     async def list_conversations(self, limit: int = 200) -> list[ConversationDict]:
         """From memory: every conversation's header is mirrored (loaded at open)."""
+        self._require_open()
         with self.recent.lock:
             everything = list(self.recent.conversations.values())
         everything.sort(key=lambda c: (-c["updated_at"], c["id"]))
         return everything[:limit]
 
     async def get_conversation(self, cid: str) -> ConversationDict | None:
+        self._require_open()
         with self.recent.lock:
             return self.recent.conversations.get(cid)
 
@@ -488,6 +495,7 @@ class Store:
         """Conversation, its rows written after ``since``, the revision they are
         consistent with, and whether anything still streams. From memory when ``since``
         is recent (every poll but a panel's first); else one DB-thread call."""
+        self._require_open()
         with self.recent.lock:
             if cid not in self.recent.conversations:
                 return None
