@@ -52,8 +52,9 @@ class MessageDict(TypedDict):
 
 
 class SnapshotMessage(MessageDict, total=False):
-    #: Present when the client named this message in ``from=MID:N``: ``content``
-    #: then holds only the text after code point N.
+    #: Present when the client named this message in ``from=MID:N``: ``content`` then
+    #: holds only the text after code point N, and only the fields that change while a
+    #: message streams are sent (merge them into the message held).
     offset: int
 
 
@@ -70,7 +71,7 @@ class ConversationDict(TypedDict):
 class Snapshot(TypedDict):
     """``GET conversations/{cid}?since=REV``: what changed after REV."""
 
-    conversation: ConversationDict
+    conversation: ConversationDict | None  # None: unchanged since ``since``
     messages: list[SnapshotMessage]
     revision: int  # pass back as ``since`` next time
     streaming: bool  # any message of the conversation still streaming

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+# This module's own browser fixtures (see tests/browsers.py for why they are imported).
+from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.hostile_corpus import HOSTILE
 from tests.lab import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     KERNEL_IDLE,
     NEW_ASSISTANT,
     Guard,
@@ -45,11 +45,7 @@ from tests.lab import (
 )
 from tests.provider import FakeProvider, Scenario
 
-sync_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):  # CI must run these: a missing browser is a broken setup there
-        raise RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium fonts-dejavu-core)")
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 REPO = Path(__file__).resolve().parent.parent
 #: Where the README's screenshots live; test runs write there only when asked
@@ -59,17 +55,6 @@ SNAPSHOT_INTERVAL = 0.5
 
 
 # --- module-wide real parts -------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def jp_asyncio_loop() -> None:
-    """Replaces pytest-jupyter's autouse loop for this module: it would adopt the loop
-    Playwright's sync API keeps running in this thread, then fail to close it."""
-
-
-@pytest.fixture(autouse=True)
-def jp_server_cleanup() -> None:
-    """No in-process ServerApp here (JupyterLab runs as a subprocess): nothing to clean."""
 
 
 @pytest.fixture(scope="module")
@@ -108,21 +93,6 @@ def lab(
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def guard() -> Guard:
-    return Guard()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")

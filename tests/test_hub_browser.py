@@ -15,7 +15,6 @@ A hub of its own (not test_hub.py's), stopped process by process at the end.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -27,10 +26,11 @@ import httpx
 import pytest
 
 from tests import hub as hub_module
+
+# This module's own browser fixtures (see tests/browsers.py for why they are imported).
+from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.hub import Hub
 from tests.lab import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     KERNEL_IDLE,
     MESSAGES,
     NOTIFICATION_SETTINGS,
@@ -48,11 +48,7 @@ from tests.lab import (
 )
 from tests.provider import FakeProvider
 
-sync_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium fonts-dejavu-core)")
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 _MISSING = hub_module.missing()
 if _MISSING:
     pytest.skip(f"no real JupyterHub here: {_MISSING}", allow_module_level=True)
@@ -62,17 +58,6 @@ DELAY = 0.05
 
 
 # --- module-wide real parts -------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def jp_asyncio_loop() -> None:
-    """Replaces pytest-jupyter's autouse loop: it would adopt the loop Playwright's sync
-    API keeps running in this thread, then fail to close it."""
-
-
-@pytest.fixture(autouse=True)
-def jp_server_cleanup() -> None:
-    """No in-process ServerApp here: nothing to clean."""
 
 
 @pytest.fixture(scope="module")
@@ -136,21 +121,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory, hub_provider: FakeProvider) ->
 @pytest.fixture(scope="module")
 def alice_token(hub: Hub) -> str:
     return hub.token("alice")
-
-
-@pytest.fixture(scope="module")
-def guard() -> Guard:
-    return Guard()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 # --- helpers ----------------------------------------------------------------------------

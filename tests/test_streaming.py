@@ -111,6 +111,8 @@ async def test_snapshot_since_and_from_send_only_new_text(api: Api, provider: Fa
     )  # fmt: skip
     assert [m["id"] for m in rest["messages"]] == [held["id"]]  # the user message is old news
     update = rest["messages"][0]
+    assert rest["conversation"] is None  # unchanged since `since`: not resent
+    assert "author" not in update  # only what changes while streaming: observers merge
     assert update["offset"] == len(held["content"])
     assert held["content"] + update["content"] == provider.replies[0]
     assert update["status"] == "complete"

@@ -57,7 +57,7 @@
 /**
  * `GET conversations/{cid}?since=REV`: what changed after REV.
  * @typedef {object} Snapshot
- * @property {ConversationDict} conversation
+ * @property {ConversationDict | null} conversation  null: unchanged since `since`
  * @property {SnapshotMessage[]} messages   ordered by seq
  * @property {number} revision              pass back as `since` next time
  * @property {boolean} streaming            any message of the conversation still streaming

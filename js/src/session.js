@@ -175,13 +175,14 @@ export class Session {
 
   /** @param {Snapshot} snapshot */
   applySnapshot(snapshot) {
-    this.host.onConversation(snapshot.conversation);
+    if (snapshot.conversation) this.host.onConversation(snapshot.conversation); // null: unchanged
     let resync = false;
     for (const msg of snapshot.messages) {
       const entry = this.entries.get(msg.id);
       if (entry?.live) continue;
       if (msg.offset == null) this.upsert(msg);
-      else if (entry && entry.length === msg.offset) this.upsert({ ...msg, content: entry.msg.content + msg.content }, msg.content);
+      // An offset update carries only the fields that change while streaming: merge.
+      else if (entry && entry.length === msg.offset) this.upsert({ ...entry.msg, ...msg, content: entry.msg.content + msg.content }, msg.content);
       else resync = true; // we no longer hold what the server appended to: reload everything
     }
     this.revision = resync ? null : Math.max(this.revision ?? 0, snapshot.revision);

@@ -26,6 +26,12 @@ from .sweeper import Sweeper
 
 log = logging.getLogger("r3nb")
 
+#: Fields of a message that change while it streams (see ``Engine.snapshot``).
+_CHANGING = (
+    "id", "conversation_id", "seq", "role", "status", "error", "prompt_tokens",
+    "completion_tokens", "cost", "updated_at", "revision",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -160,13 +166,20 @@ class Engine:
         for message in messages:
             held = offsets.get(message["id"])
             if held is not None and 0 < held <= len(message["content"]):
-                trimmed: SnapshotMessage = {**message, "content": message["content"][held:]}  # type: ignore[typeddict-item]
-                trimmed["offset"] = held
-                out.append(trimmed)
+                # The observer holds this message: send only what can change while it
+                # streams, and only the text after what it holds. This is most polls'
+                # whole payload, so it is what keeps an observer's bytes near the text's.
+                update = {k: message[k] for k in _CHANGING}  # type: ignore[literal-required]
+                update["content"] = message["content"][held:]
+                update["offset"] = held
+                out.append(update)  # type: ignore[arg-type]
             else:
                 out.append(message)  # type: ignore[arg-type]
         return {
-            "conversation": conversation,
+            # The header only when it changed (or on a first load): it is ~250 bytes.
+            "conversation": conversation
+            if since == 0 or conversation["revision"] > since
+            else None,
             "messages": out,
             "revision": revision,
             "streaming": streaming,

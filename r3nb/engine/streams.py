@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 from r3nb.errors import NotFound, ProviderError
@@ -68,9 +68,10 @@ class LiveStream:
         self.length += len(text)
         self._ends.append(self.length)
         self.last_activity = time.monotonic()
-        self._signal()
+        self.notify()
 
-    def _signal(self) -> None:
+    def notify(self) -> None:
+        """Wake every follower: new text, or the end."""
         changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
         changed.set_result(None)
 
@@ -103,7 +104,6 @@ class StreamHub:
         first_token_timeout: float = 120.0,
         idle_timeout: float = 120.0,
         max_duration: float = 3600.0,
-        on_final: Callable[[MessageDict], Awaitable[None] | None] | None = None,
     ) -> None:
         self.store = store
         self.reply_source = reply_source
@@ -111,11 +111,9 @@ class StreamHub:
         self.first_token_timeout = first_token_timeout
         self.idle_timeout = idle_timeout
         self.max_duration = max_duration
-        self.on_final = on_final
         self.live: dict[str, LiveStream] = {}
         self.counters: Counter[str] = Counter()
         self._ticker: asyncio.Task[None] | None = None
-        self._closing = False
 
     # --- starting and running --------------------------------------------------------
 
@@ -190,11 +188,7 @@ class StreamHub:
         self.counters[f"streams_{final.status}"] += 1
         del self.live[stream.message_id]
         stream.done.set()
-        stream._signal()
-        if self.on_final is not None:
-            result = self.on_final(message)
-            if asyncio.iscoroutine(result):
-                await result
+        stream.notify()
 
     # --- the ticker: batched flushes and deadlines -----------------------------------
 
