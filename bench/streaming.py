@@ -235,7 +235,9 @@ class Observer:
                 snap = r.json()
                 self.rev = snap["revision"]
                 for m in snap["messages"]:
-                    if m["role"] != "assistant":
+                    # A partial update (``offset``) carries only the fields that change
+                    # while streaming; it is for the message this observer holds.
+                    if "offset" not in m and m["role"] != "assistant":
                         continue
                     self.mid = m["id"]
                     if "offset" in m:

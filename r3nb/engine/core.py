@@ -28,8 +28,8 @@ log = logging.getLogger("r3nb")
 
 #: Fields of a message that change while it streams (see ``Engine.snapshot``).
 _CHANGING = (
-    "id", "conversation_id", "seq", "role", "status", "error", "prompt_tokens",
-    "completion_tokens", "cost", "updated_at", "revision",
+    "id", "status", "error", "prompt_tokens", "completion_tokens", "cost", "updated_at",
+    "revision",
 )  # fmt: skip
 
 

@@ -90,9 +90,14 @@ class RecentWrites:
         """From memory, or None when the database must answer (``since`` too old)."""
         with self.lock:
             conversation = self.conversations.get(cid)
-            if conversation is None or since < self.watermark:
+            if conversation is None:
                 return None
-            changed = [m for m in self._messages.get(cid, {}).values() if m["revision"] > since]
+            held = self._messages.get(cid, {})
+            # Older than the watermark, memory still answers if it holds every message
+            # of the conversation (a first load of a conversation in use).
+            if since < self.watermark and len(held) != conversation["message_count"]:
+                return None
+            changed = [m for m in held.values() if m["revision"] > since]
             changed.sort(key=lambda m: m["seq"])
             return conversation, changed, self.visible, bool(self._streaming.get(cid))
 

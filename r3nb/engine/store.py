@@ -376,9 +376,13 @@ class Store:
         return await self._run(self._add_messages, cid, messages, title_hint)
 
     def _add_messages(
-        self, cid: str, messages: Sequence[NewMessage], title_hint: str | None
+        self,
+        cid: str,
+        messages: Sequence[NewMessage],
+        title_hint: str | None,
+        *,
+        touch_now: bool = True,
     ) -> list[MessageDict]:
-        con = self.con
         now = time.time()
         conversation = self.recent.conversations.get(cid)
         if conversation is None:
@@ -386,61 +390,68 @@ class Store:
         # seq runs 1..n per conversation, so the mirrored count is the last seq: no
         # max(seq) scan over every message on each insert.
         seq = conversation["message_count"]
-        con.begin()
-        try:
-            created: list[MessageDict] = []
-            for m in messages:
-                seq += 1
-                values = [
-                    m.id or new_id(), cid, seq, m.role, m.content, m.status, m.model, m.author,
-                    m.source, m.streaming_for, None, None, None, None,
-                    json.dumps(list(m.attachments)), now, now, self._next_revision(),
-                ]  # fmt: skip
-                con.execute(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES"
-                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
-                )
-                created.append(_message(values))
-            rev = self._next_revision()
-            title = title_hint if title_hint and conversation["title"] == DEFAULT_TITLE else None
-            con.execute(
-                "UPDATE conversations SET updated_at = ?, revision = ?,"
-                " title = coalesce(?, title) WHERE id = ?",
-                [now, rev, title, cid],
-            )
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
+        rows = []
+        for m in messages:
+            seq += 1
+            rows.append([
+                m.id or new_id(), cid, seq, m.role, m.content, m.status, m.model, m.author,
+                m.source, m.streaming_for, None, None, None, None,
+                json.dumps(list(m.attachments)), now, now, self._next_revision(),
+            ])  # fmt: skip
+        placeholders = ", ".join(["(" + ", ".join("?" * 18) + ")"] * len(rows))
+        # One statement, one implicit transaction: this commit is on every reply's time
+        # to first token (the `start` event waits for it).
+        self.con.execute(
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES {placeholders}",
+            [value for row in rows for value in row],
+        )
+        created = [_message(row) for row in rows]
         self._count_write(m["id"] for m in created)
         self.recent.put_many(created)
-        self.recent.put_conversation(
-            {
-                **conversation,
-                "updated_at": now,
-                "revision": rev,
-                "message_count": seq,
-                "title": title or conversation["title"],
-            }
-        )
+        title = title_hint if title_hint and conversation["title"] == DEFAULT_TITLE else None
+        header: ConversationDict = {
+            **conversation,
+            "updated_at": now,
+            "revision": self._next_revision(),
+            "message_count": seq,
+            "title": title or conversation["title"],
+        }
+        self.recent.put_conversation(header)
+        if touch_now:
+            self._touch_conversation(header)
         return created
+
+    def _touch_conversation(self, header: ConversationDict) -> None:
+        """Persist a conversation's header (activity time, revision, first-prompt title).
+        Derived data: after an exchange it is written right after the acknowledgement."""
+        self.con.execute(
+            "UPDATE conversations SET updated_at = ?, revision = ?, title = ? WHERE id = ?",
+            [header["updated_at"], header["revision"], header["title"], header["id"]],
+        )
 
     async def begin_exchange(
         self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
     ) -> tuple[MessageDict, MessageDict] | None:
-        """Store a prompt and its ``streaming`` reply in one transaction; None if the
-        conversation does not exist (any more)."""
-        return await self._run(self._begin_exchange, cid, prompt, reply, title_hint)
+        """Store a prompt and its ``streaming`` reply in one statement; None if the
+        conversation does not exist (any more). The conversation's header follows in its
+        own write, queued at once but off the time to first token."""
+        found = await self._run(self._begin_exchange, cid, prompt, reply, title_hint)
+        if found is None:
+            return None
+        user, assistant, header = found
+        touch = asyncio.ensure_future(self._run(self._touch_conversation, header))
+        touch.add_done_callback(_log_failure)
+        return user, assistant
 
     def _begin_exchange(
         self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
-    ) -> tuple[MessageDict, MessageDict] | None:
+    ) -> tuple[MessageDict, MessageDict, ConversationDict] | None:
         try:
-            user, assistant = self._add_messages(cid, [prompt, reply], title_hint)
+            user, assistant = self._add_messages(cid, [prompt, reply], title_hint, touch_now=False)
         except LookupError:
             return None
-        return user, assistant
+        header = self.recent.conversations[cid]
+        return user, assistant, header
 
     def cached_context(self, cid: str) -> list[tuple[str, str, list[dict[str, str]]]] | None:
         """The model's context from memory when every message of the conversation is
@@ -648,6 +659,11 @@ class Store:
 
 
 DEFAULT_TITLE = "New conversation"
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("r3nb store: a deferred write failed: %s", task.exception())
 
 
 def _short(e: BaseException) -> str:
