@@ -203,6 +203,7 @@ async def test_bob_watches_while_alice_streams_live_through_the_proxy(
             # bob, an observer, polls snapshots the way a panel does: ?since=REV and
             # from=MID:N for the text he already holds.
             held: dict[str, str] = {}
+            roles: dict[str, str] = {}  # partial updates carry no role: merge, as panels do
             statuses: dict[str, str] = {}
             revision = 0
             partials: list[str] = []
@@ -219,7 +220,12 @@ async def test_bob_watches_while_alice_streams_live_through_the_proxy(
                     base = held.get(m["id"], "")[: m["offset"]] if "offset" in m else ""
                     held[m["id"]] = base + m["content"]
                     statuses[m["id"]] = m["status"]
-                    if m["role"] == "assistant" and m["status"] == "streaming" and held[m["id"]]:
+                    roles[m["id"]] = m.get("role", roles.get(m["id"], ""))
+                    if (
+                        roles[m["id"]] == "assistant"
+                        and m["status"] == "streaming"
+                        and held[m["id"]]
+                    ):
                         partials.append(held[m["id"]])
 
             async def bob_sees_partial_text() -> bool:
