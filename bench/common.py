@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,14 +22,13 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the tests' real-parts helpers are shared with the bench
+    sys.path.insert(0, str(ROOT))
+
+from tests.servers import JupyterServer, free_port  # noqa: E402
+
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- stats
@@ -136,8 +134,9 @@ def model_entries(provider_url: str) -> dict[str, Any]:
     return {"lean": dict(base), "litellm": {**base, "stream_path": "litellm"}}
 
 
-class Server:
-    """A real ``jupyter server`` subprocess with r3nb (and optionally the loop-lag probe)."""
+class Server(JupyterServer):
+    """A real ``jupyter server`` subprocess with r3nb (and optionally the loop-lag probe):
+    the tests' server, ready only once litellm's background import is done."""
 
     def __init__(
         self,
@@ -147,26 +146,15 @@ class Server:
         probe: bool = True,
         extra_args: list[str] | None = None,
     ) -> None:
-        self.workdir = workdir
-        self.r3nb = r3nb
-        self.port = free_port()
-        self.token = "bench-" + os.urandom(8).hex()
+        pythonpath = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        super().__init__(
+            workdir,
+            r3nb,
+            extra_args=extra_args,
+            extra_env={"PYTHONPATH": pythonpath},  # the probe extension lives in bench/
+            wait_for_provider=True,
+        )
         self.probe = probe
-        self.extra_args = extra_args or []
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / f"server-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def api(self) -> str:
-        return self.url + "r3nb/api/"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"}
 
     @property
     def pid(self) -> int:
@@ -174,61 +162,14 @@ class Server:
         return self.proc.pid
 
     def start(self, timeout: float = 90) -> Server:
-        for sub in ("config", "runtime", "data", "root"):
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "JUPYTER_CONFIG_DIR": str(self.workdir / "config"),
-            "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
-            "JUPYTER_DATA_DIR": str(self.workdir / "data"),
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "PYTHONPATH": os.pathsep.join(
-                [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
-        }
-        args = [
-            PY,
-            "-m",
-            "jupyter_server",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0",
-            "--ServerApp.allow_root=True",
-            "--ServerApp.open_browser=False",
-            f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.workdir / 'root'}",
-        ]
         if self.probe:  # jupyter_server merges every config.d file's extensions
             conf = self.workdir / "config" / "jupyter_server_config.d"
             conf.mkdir(parents=True, exist_ok=True)
             (conf / "bench-looplag.json").write_text(
                 json.dumps({"ServerApp": {"jpserver_extensions": {"bench.looplag": True}}})
             )
-        for key, value in self.r3nb.items():
-            args.append(
-                f"--R3nbApp.{key}={json.dumps(value) if not isinstance(value, str) else value}"
-            )
-        args += self.extra_args
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            cwd=self.workdir,
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                r = httpx.get(self.api + "health", headers=self.headers, timeout=2)
-                if r.status_code == 200 and r.json().get("provider_loaded"):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"jupyter server not ready: {self.log_path.read_text()[-3000:]}")
+        super().start(timeout)
+        return self
 
     def stop(self) -> None:
         _stop(self.proc)

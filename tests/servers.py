@@ -26,9 +26,23 @@ def free_port() -> int:
 
 
 class JupyterServer:
-    def __init__(self, workdir: Path, r3nb: dict[str, Any], *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        r3nb: dict[str, Any],
+        *,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        wait_for_provider: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.r3nb = r3nb
+        self.extra_args = extra_args or []
+        self.extra_env = extra_env or {}
+        #: Ready only once litellm's background import is done (benchmarks: its GIL
+        #: use would otherwise land in the first measurements).
+        self.wait_for_provider = wait_for_provider
         self.port = port or free_port()
         self.token = "r3nb-test-token-" + os.urandom(6).hex()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,6 +69,7 @@ class JupyterServer:
             "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime"),
             "JUPYTER_DATA_DIR": str(self.workdir / "data"),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            **self.extra_env,
         }
         args = [
             sys.executable, "-m", "jupyter_server",
@@ -67,15 +82,20 @@ class JupyterServer:
             args.append(
                 f"--R3nbApp.{key}={json.dumps(value) if not isinstance(value, str) else value}"
             )
+        args += self.extra_args
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
             try:
                 r = httpx.get(self.api + "health", headers=self.headers, timeout=2)
-                if r.status_code == 200:
+                if r.status_code == 200 and (
+                    not self.wait_for_provider or r.json().get("provider_loaded")
+                ):
                     return self
             except httpx.HTTPError:
                 pass

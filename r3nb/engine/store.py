@@ -83,6 +83,7 @@ _CONVERSATION_SELECT = """
            (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
     FROM conversations c
 """
+MEMORY_LIMIT = "512MB"
 #: How many per-message write counts to remember (for health and tests); bounded.
 _WRITE_COUNT_MEMORY = 10_000
 
@@ -193,7 +194,9 @@ class Store:
             except OSError as e:
                 self._fail(f"cannot create the folder {parent}: {e.strerror or e}")
         try:
-            self._con = duckdb.connect(self.path)
+            # DuckDB's buffer cache may otherwise grow to 80% of the machine's memory: too
+            # much for a process that shares a JupyterHub node with everyone's kernels.
+            self._con = duckdb.connect(self.path, config={"memory_limit": MEMORY_LIMIT})
             self._migrate()
             row = self._con.execute(
                 "SELECT greatest((SELECT coalesce(max(revision), 0) FROM messages),"
