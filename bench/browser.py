@@ -45,7 +45,7 @@ class TextProvider:
         else:
             f = self.workdir / "reply.md"
             f.write_text(text)
-            cmd = [PY, "-m", "bench.provider_text", "--port", str(self.port), "--text-file", str(f)]
+            cmd = [PY, "-m", "tests.provider", "--port", str(self.port), "--text-file", str(f)]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

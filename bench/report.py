@@ -33,24 +33,28 @@ def _g(d: Any, *keys: Any) -> Any:
     return d
 
 
+#: Every benchmark section, in the order they run and are reported.
+SECTIONS = [
+    "ttft",
+    "throughput",
+    "load",
+    "ceiling",
+    "observers",
+    "flushes",
+    "kernel",
+    "store",
+    "browser",
+    "jupyter_ai",
+]
+
+
 def table(r: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str, str]] = []
 
     def add(what: str, r3nb: str, base: str, target: str, ok: Any) -> None:
         rows.append((what, r3nb, base, target, _ok(ok)))
 
-    for name in (
-        "ttft",
-        "throughput",
-        "load",
-        "ceiling",
-        "observers",
-        "flushes",
-        "kernel",
-        "store",
-        "browser",
-        "jupyter_ai",
-    ):
+    for name in SECTIONS:
         v = r.get(name)
         if isinstance(v, dict) and ("error" in v or "skipped" in v):
             add(name, "not measured", "", str(v.get("error") or v.get("skipped"))[:90], None)

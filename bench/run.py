@@ -35,18 +35,7 @@ os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 from bench import report  # noqa: E402
 from bench.common import Provider, Server, litellm_module, model_entries, rnd  # noqa: E402
 
-SECTIONS = [
-    "ttft",
-    "throughput",
-    "load",
-    "ceiling",
-    "observers",
-    "flushes",
-    "kernel",
-    "store",
-    "browser",
-    "jupyter_ai",
-]
+SECTIONS = report.SECTIONS
 
 
 def machine() -> dict[str, Any]:

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import tornado.httpserver
@@ -861,10 +862,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", default=None)
     parser.add_argument("--after", type=int, default=Scenario.after)
     parser.add_argument("--text", default=None)
+    parser.add_argument("--text-file", default=None, help="the reply, read from a file")
     args = parser.parse_args(argv)
+    text = Path(args.text_file).read_text() if args.text_file else args.text
     scenario = Scenario(
         tokens=args.tokens, delay=args.delay, first_delay=args.first_delay,
-        fault=args.fault, after=args.after, text=args.text,
+        fault=args.fault, after=args.after, text=text,
     )  # fmt: skip
     done = threading.Event()
 
