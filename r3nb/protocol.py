@@ -22,6 +22,22 @@ Role = Literal["user", "assistant", "system"]
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 
 
+def parse_json_body(raw: bytes) -> Any:
+    """A request body as JSON; ``ValueError`` with a person's reason for anything else.
+
+    Deeply nested input makes ``json`` raise ``RecursionError`` (not a ``ValueError``),
+    which would otherwise escape as a 500 with a traceback in the log.
+    ``UnicodeDecodeError`` (a ``ValueError``) is left for the caller to word.
+    """
+    text = raw.decode("utf-8")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the request body is nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"the request body is not valid JSON: {e}") from None
+
+
 class Attachment(TypedDict):
     """Context attached to a user message, e.g. a kernel variable named with ``@name``."""
 

@@ -109,6 +109,10 @@ class Scenario:
     """Exact reply text, streamed in word-ish chunks; otherwise text is generated."""
     echo: bool = False
     """Reply with the request's messages serialized as JSON (directive ``!echo``)."""
+    finish: str = "stop"
+    """The ``finish_reason`` of the last chunk (directive ``!finish=content_filter``)."""
+    error_message: str | None = None
+    """The provider's own words for a status fault (replaces the canned message)."""
 
 
 # --------------------------------------------------------------------------- text
@@ -158,7 +162,9 @@ def message_text(content: Any) -> str:
     return ""
 
 
-_DIRECTIVE = re.compile(r"(?<!\S)!(tokens|delay|first_delay|fault|after|gate|slow|echo)(?:=(\S*))?")
+_DIRECTIVE = re.compile(
+    r"(?<!\S)!(tokens|delay|first_delay|fault|after|gate|slow|echo|finish)(?:=(\S*))?"
+)
 
 
 def parse_directives(text: str, base: Scenario) -> Scenario:
@@ -181,6 +187,8 @@ def parse_directives(text: str, base: Scenario) -> Scenario:
             changes["gate"] = None if value.lower() in ("", "none") else int(value)
         elif key == "fault":
             changes["fault"] = None if value.lower() in ("", "none") else value
+        elif key == "finish":
+            changes["finish"] = value
     return dataclasses.replace(base, **changes) if changes else base
 
 
@@ -238,10 +246,16 @@ class _Wire:
             parts.append(suffix)
         return b"".join(parts)
 
-    def ending(self, prompt: int, completion: int, include_usage: bool) -> bytes:
+    def ending(
+        self, prompt: int, completion: int, include_usage: bool, finish: str = "stop"
+    ) -> bytes:
         """The finish chunk, the usage chunk (if asked) and ``[DONE]``."""
         out = (
-            "data: " + self.head + ',"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+            "data: "
+            + self.head
+            + ',"choices":[{"index":0,"delta":{},"finish_reason":'
+            + json.dumps(finish)
+            + "}]}\n\n"
         )
         if include_usage:
             usage = (
@@ -358,8 +372,10 @@ class _CompletionsHandler(tornado.web.RequestHandler):
                 scenario = dataclasses.replace(scenario, first_delay=SLOW_FIRST_DELAY)
 
         if fault in _STATUS_FAULTS:
-            index = provider._record(body, "")
+            index = provider._record(body, "", self.request.headers.get("Authorization", ""))
             status, headers, error = _STATUS_FAULTS[fault]
+            if scenario.error_message is not None:
+                error = {**error, "message": scenario.error_message}
             provider._finish(index, f"error:{status}")
             for name, value in headers.items():
                 self.set_header(name, value)
@@ -372,7 +388,9 @@ class _CompletionsHandler(tornado.web.RequestHandler):
             pieces = split_text(scenario.text)
         else:
             pieces = [generated_word(i) for i in range(max(0, scenario.tokens))]
-        index = provider._record(body, "".join(pieces))
+        index = provider._record(
+            body, "".join(pieces), self.request.headers.get("Authorization", "")
+        )
         model = str(body.get("model") or "fake")
         wire = _Wire(index, model)
         options = body.get("stream_options")
@@ -485,7 +503,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
             return self._gone()
         if n == 0:  # still announce the role, as OpenAI does
             self.write(wire.first_prefix + b'""' + wire.suffix)
-        self.write(wire.ending(prompt, n, include_usage))
+        self.write(wire.ending(prompt, n, include_usage, sc.finish))
         try:
             await self.finish()
         except tornado.iostream.StreamClosedError:
@@ -589,6 +607,8 @@ class FakeProvider:
         self.scenario: Scenario = scenario if scenario is not None else Scenario()
         self.requests: list[dict[str, Any]] = []
         """Every request body received (parsed JSON), in order."""
+        self.authorizations: list[str] = []
+        """The ``Authorization`` header of each recorded request ("" when absent)."""
         self.replies: list[str] = []
         """The full text each request was meant to produce ("" for HTTP-error faults)."""
         self.sent: list[str] = []
@@ -714,9 +734,10 @@ class FakeProvider:
 
     # -- bookkeeping (provider thread) and waiting (any thread / loop)
 
-    def _record(self, body: dict[str, Any], reply: str) -> int:
+    def _record(self, body: dict[str, Any], reply: str, authorization: str = "") -> int:
         with self._lock:
             self.requests.append(body)
+            self.authorizations.append(authorization)
             self.replies.append(reply)
             self.sent.append("")
             self.sent_chunks.append(0)

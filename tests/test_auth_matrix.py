@@ -19,6 +19,7 @@ AUTHENTICATED = {
     ("GET", "conversations"): 200,
     ("POST", "conversations"): 201,
     ("GET", "conversations/{cid}"): 404,
+    ("PATCH", "conversations/{cid}"): 404,
     ("DELETE", "conversations/{cid}"): 404,
     ("POST", "conversations/{cid}/messages"): 404,
     ("GET", "messages/{mid}/stream"): 404,
@@ -79,7 +80,7 @@ async def test_auth_matrix(
             headers["X-XSRFToken"] = cookies["_xsrf"]
     base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}r3nb/api/"
     path = route.pattern.format(cid=UNKNOWN, mid=UNKNOWN)
-    body = {"content": "hi"} if route.method == "POST" else None
+    body = {"POST": {"content": "hi"}, "PATCH": {"title": "renamed"}}.get(route.method)
     async with httpx.AsyncClient(base_url=base, cookies=jar, timeout=30) as client:
         r = await client.request(route.method, path, json=body, headers=headers)
     assert r.status_code == _expected(caller, route.method, route.pattern), r.text[:300]

@@ -130,14 +130,36 @@ async def get_models(engine: Engine, call: Call) -> Reply:
     return JsonReply(engine.models.public())
 
 
+#: Conversations per page of ``GET conversations``: default and most a client may ask.
+LIST_PAGE, LIST_PAGE_MAX = 100, 500
+
+
 async def list_conversations(engine: Engine, call: Call) -> Reply:
-    return JsonReply({"conversations": await engine.store.list_conversations()})
+    limit = _int_arg(call, "limit", LIST_PAGE)
+    if not 1 <= limit <= LIST_PAGE_MAX:
+        raise BadRequest(f"'limit' must be between 1 and {LIST_PAGE_MAX}")
+    query = (call.query.get("q") or "").strip()
+    if len(query) > _MAX_SHORT:
+        raise BadRequest(f"'q' must be at most {_MAX_SHORT} characters")
+    cursor = call.query.get("cursor") or None
+    if cursor is not None and len(cursor) > _MAX_SHORT:
+        raise BadRequest("'cursor' is not a cursor this server gave out")
+    page, next_cursor = await engine.list_conversations(limit, cursor, query or None)
+    return JsonReply({"conversations": page, "next_cursor": next_cursor})
 
 
 async def create_conversation(engine: Engine, call: Call) -> Reply:
     title = _optional_str(_object_body(call), "title")
     conversation = await engine.create_conversation(call.caller, title and title.strip())
     return JsonReply({"conversation": conversation}, status=201)
+
+
+async def rename_conversation(engine: Engine, call: Call) -> Reply:
+    cid = _id(call, "cid", "conversation")
+    title = (_optional_str(_object_body(call), "title") or "").strip()
+    if not title:
+        raise BadRequest("'title' must be a non-empty string")
+    return JsonReply({"conversation": await engine.rename_conversation(cid, title)})
 
 
 async def get_snapshot(engine: Engine, call: Call) -> Reply:
@@ -218,6 +240,7 @@ ROUTES: list[Route] = [
     Route("GET", "conversations", list_conversations),
     Route("POST", "conversations", create_conversation),
     Route("GET", "conversations/{cid}", get_snapshot),
+    Route("PATCH", "conversations/{cid}", rename_conversation),
     Route("DELETE", "conversations/{cid}", delete_conversation),
     Route("POST", "conversations/{cid}/messages", post_message),
     Route("GET", "messages/{mid}/stream", stream_message),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,9 @@ class Engine:
             interval=settings.cleanup_interval,
         )
         self.rate_limiter = limits.RateLimiter(settings.rate_limit_per_minute)
+        self.creation_limiter = limits.RateLimiter(
+            settings.rate_limit_per_minute, what="new conversations"
+        )
         self.loop_lag = LoopLag()
         self.counters = self.hub.counters  # one place for every counter health reports
         self.started_at = time.time()
@@ -110,6 +114,10 @@ class Engine:
             await self.sweeper.recover()
         self.start_timers()
 
+    async def interrupt(self, reason: str) -> None:
+        """End every live reply now, its whole text kept, status ``error``: ``reason``."""
+        await self.hub.shutdown(reason)
+
     async def stop(self) -> None:
         """In reverse order of start: timers, in-flight streams (flushed, finalised), DB."""
         self.loop_lag.stop()
@@ -130,6 +138,7 @@ class Engine:
             "ok": self.store.error is None,
             "db_path": self.store.path,
             "store_error": self.store.error,
+            "store_exposed": self.store.exposed,
             "provider_loaded": provider.is_loaded(),
             "active_streams": len(self.hub.live),
             "loop_lag": self.loop_lag.report(),
@@ -155,7 +164,21 @@ class Engine:
         }
 
     async def create_conversation(self, caller: Caller, title: str | None) -> ConversationDict:
+        # Creations count in the person's limits: an unlimited loop of them would bury
+        # everyone's conversations in the picker.
+        self._limit(lambda: self.creation_limiter.check(caller.name))
         return await self.store.create_conversation(title or DEFAULT_TITLE, caller.name)
+
+    async def list_conversations(
+        self, limit: int, cursor: str | None, query: str | None
+    ) -> tuple[list[ConversationDict], str | None]:
+        return await self.store.list_conversations(limit, cursor, query)
+
+    async def rename_conversation(self, cid: str, title: str) -> ConversationDict:
+        renamed = await self.store.rename_conversation(cid, title)
+        if renamed is None:
+            raise NotFound(f"no conversation {cid}")
+        return renamed
 
     async def snapshot(self, cid: str, since: int, offsets: dict[str, int]) -> Snapshot:
         found = await self.store.snapshot(cid, since)
@@ -242,12 +265,22 @@ class Engine:
 
     async def _admit(self, caller: Caller) -> None:
         """Per-person limits: rate, concurrent streams, daily budgets (429 each)."""
-        try:
-            self.rate_limiter.check(caller.name)
-            limits.check_concurrent(
+        self._limit(lambda: self.rate_limiter.check(caller.name))
+        self._limit(
+            lambda: limits.check_concurrent(
                 self.hub.active_for(caller.name), self.settings.max_concurrent_streams
             )
+        )
+        try:
             await usage.check_budgets(self.store, caller.name, self.settings.budgets)
+        except RateLimited:
+            self.counters["rate_limited"] += 1
+            raise
+
+    def _limit(self, check: Callable[[], None]) -> None:
+        """Run one limit check, counting refusals for health."""
+        try:
+            check()
         except RateLimited:
             self.counters["rate_limited"] += 1
             raise

@@ -21,8 +21,9 @@ class _Bucket:
 class RateLimiter:
     """``per_minute`` requests, bursting up to the same number; 0 disables it."""
 
-    def __init__(self, per_minute: float) -> None:
+    def __init__(self, per_minute: float, what: str = "messages") -> None:
         self.per_minute = per_minute
+        self.what = what
         self._buckets: dict[str, _Bucket] = {}
 
     def check(self, who: str) -> None:
@@ -39,7 +40,7 @@ class RateLimiter:
         if bucket.tokens < 1.0:
             wait = (1.0 - bucket.tokens) / rate
             raise RateLimited(
-                f"rate limit: at most {self.per_minute:g} messages a minute per person; "
+                f"rate limit: at most {self.per_minute:g} {self.what} a minute per person; "
                 f"retry in {wait:.0f} s",
                 retry_after=wait,
             )

@@ -1,18 +1,28 @@
 """The model registry: names a person picks, mapped to litellm call parameters.
 
 No litellm import here: the registry is consulted on every request and by the kernel
-side, and ``import litellm`` costs seconds. Keys are resolved at call time from
-``api_key_env`` so a rotated key needs no restart, and are never part of what
-``public()`` returns.
+side, and ``import litellm`` costs seconds.
+
+Keys: an entry names where its key lives, never the key in clear in shared config when
+avoidable. ``api_key_file`` (read at each call, so a rotated key needs no restart; it
+must not be readable by group or others) keeps the key out of every process
+environment. ``api_key_env`` is read once, when the registry is built: the server then
+removes the variable from its own environment (``secret_env_names``) so the kernels and
+terminals it starts do not inherit it. Keys are never part of what ``public()`` returns,
+and every key value is registered with ``redact`` so no error text can carry one.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from r3nb.errors import BadRequest
+
+from . import redact
 
 #: litellm model string of the built-in offline model (a CustomLLM in provider.py).
 DEMO_PROVIDER = "r3nb-demo"
@@ -20,11 +30,22 @@ DEMO_MODEL = f"{DEMO_PROVIDER}/demo"
 
 #: Keys of a model entry that are ours, not litellm's.
 _OWN_KEYS = {
-    "api_key_env", "description", "input_cost_per_token", "output_cost_per_token", "stream_path",
+    "api_key_env", "api_key_file", "description", "input_cost_per_token",
+    "output_cost_per_token", "stream_path",
 }  # fmt: skip
 STREAM_PATHS = ("auto", "lean", "litellm")
 #: Never echoed to a client, whatever the entry says.
 _SECRET_KEYS = {"api_key", "api_key_env", "headers", "extra_headers", "aws_secret_access_key"}
+#: The variable litellm itself would read for a provider when an entry names no key.
+#: r3nb reads it instead (as if it were the entry's ``api_key_env``), so the server can
+#: keep it from the kernels it starts.
+PROVIDER_KEY_ENV = {
+    "openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY",
+    "azure": "AZURE_API_KEY", "mistral": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY",
+    "cohere": "COHERE_API_KEY", "deepseek": "DEEPSEEK_API_KEY", "xai": "XAI_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY", "together_ai": "TOGETHERAI_API_KEY",
+    "fireworks_ai": "FIREWORKS_AI_API_KEY", "perplexity": "PERPLEXITYAI_API_KEY",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,9 @@ class ModelConfig:
     api_key_env: str | None = None
     cost_per_token: tuple[float, float] | None = None  # (input, output) overrides
     stream_path: str = "auto"
+    api_key_file: str | None = None
+    #: The value of ``api_key_env`` as read when the registry was built (never printed).
+    env_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def lean(self) -> bool:
@@ -48,28 +72,36 @@ class ModelConfig:
     def litellm_model(self) -> str:
         return str(self.params["model"])
 
-    @property
-    def is_demo(self) -> bool:
-        return self.litellm_model.startswith(DEMO_PROVIDER + "/")
-
     def call_params(self) -> dict[str, Any]:
-        """kwargs for ``litellm.acompletion``; reads the key from the environment now."""
+        """kwargs for ``litellm.acompletion``, with the key from wherever it lives."""
         params = dict(self.params)
-        if self.api_key_env and "api_key" not in params:
-            key = os.environ.get(self.api_key_env)
+        if "api_key" not in params:
+            key = self._key_from_file() if self.api_key_file else self.env_key
             if key:
                 params["api_key"] = key
         return params
 
+    def _key_from_file(self) -> str | None:
+        try:
+            return read_key_file(self.api_key_file or "")
+        except (OSError, ValueError):
+            return None
+
     def missing_key_reason(self) -> str | None:
-        if (
-            self.api_key_env
-            and "api_key" not in self.params
-            and not os.environ.get(self.api_key_env)
-        ):
+        """Why this model cannot be called for lack of a key; None when it can."""
+        if "api_key" in self.params:
+            return None
+        if self.api_key_file:
+            try:
+                read_key_file(self.api_key_file)
+            except (OSError, ValueError) as e:
+                return f"model {self.name!r} cannot use its key file: {e}"
+            return None
+        if self.api_key_env and not self.env_key:
             return (
                 f"model {self.name!r} needs an API key: set the environment variable "
-                f"{self.api_key_env} for the Jupyter server and restart it"
+                f"{self.api_key_env} (or 'api_key_file') for the Jupyter server and "
+                "restart it"
             )
         return None
 
@@ -94,6 +126,23 @@ def _parse(name: str, entry: Any) -> ModelConfig:
             float(entry.get("input_cost_per_token", 0.0)),
             float(entry.get("output_cost_per_token", 0.0)),
         )
+    key_file = entry.get("api_key_file")
+    if key_file is not None and not isinstance(key_file, str):
+        raise ValueError(f"c.R3nbApp.models[{name!r}]['api_key_file'] must be a path string")
+    key_env = entry.get("api_key_env")
+    # Only for the provider's own endpoint: a model at another api_base (a local server,
+    # a gateway) must not be sent the provider's key unless its entry names it.
+    if (
+        key_env is None
+        and key_file is None
+        and not ({"api_key", "api_base", "base_url"} & set(entry))
+    ):
+        implicit = PROVIDER_KEY_ENV.get(str(entry["model"]).split("/", 1)[0])
+        key_env = implicit if implicit and implicit in os.environ else None
+    env_key = os.environ.get(key_env) if key_env else None
+    for secret in (entry.get("api_key"), env_key):
+        if isinstance(secret, str):
+            redact.remember(secret)
     stream_path = str(entry.get("stream_path", "auto"))
     if stream_path not in STREAM_PATHS:
         raise ValueError(
@@ -104,9 +153,28 @@ def _parse(name: str, entry: Any) -> ModelConfig:
         name=name,
         params=params,
         description=str(entry.get("description", "")),
-        api_key_env=entry.get("api_key_env"),
+        api_key_env=key_env,
         cost_per_token=cost,
+        api_key_file=os.path.expanduser(key_file) if key_file else None,
+        env_key=env_key,
     )
+
+
+def read_key_file(path: str) -> str:
+    """The key in ``path`` (surrounding whitespace stripped). ``ValueError`` when the
+    file is readable by group or others, as ssh refuses such a private key: a key that
+    every local user can read is not the admin's any more."""
+    file = Path(path)
+    mode = file.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(
+            f"{path} is readable by others (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+        )
+    key = file.read_text(encoding="utf-8").strip()
+    if not key:
+        raise ValueError(f"{path} is empty")
+    redact.remember(key)
+    return key
 
 
 DEMO = ModelConfig(
@@ -134,6 +202,11 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._models)
+
+    def secret_env_names(self) -> set[str]:
+        """Environment variables holding keys of configured models: the server removes
+        them from its environment once read, so child processes cannot inherit them."""
+        return {m.api_key_env for m in self._models.values() if m.api_key_env}
 
     def resolve(self, name: str | None) -> ModelConfig:
         if name is None or name == "":

@@ -79,7 +79,8 @@ def _request(
 async def stream_chat(
     params: dict[str, Any], messages: list[dict[str, Any]]
 ) -> AsyncIterator[str | dict[str, Any]]:
-    """Yield text deltas, and the provider's ``usage`` dict when it sends one.
+    """Yield text deltas, ``{"usage": {...}}`` when the provider sends usage and
+    ``{"finish_reason": "..."}`` when a choice ends.
 
     Raises ``ProviderError`` with a short reason; text already yielded stays with the
     caller."""
@@ -98,7 +99,7 @@ async def stream_chat(
                     break
                 try:
                     chunk = json.loads(payload)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise ProviderError(
                         "the provider's stream broke off mid-reply: a malformed chunk"
                     ) from e
@@ -107,13 +108,14 @@ async def stream_chat(
                 if "error" in chunk:
                     raise ProviderError(f"the provider reported an error: {_message(chunk)}")
                 if chunk.get("usage"):
-                    yield chunk["usage"]
+                    yield {"usage": chunk["usage"]}
                 for choice in chunk.get("choices") or ():
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         yield text
                     if choice.get("finish_reason"):
                         finished = True
+                        yield {"finish_reason": str(choice["finish_reason"])}
     except httpx.ConnectError as e:
         raise ProviderError(f"cannot reach the provider at {url.rsplit('/', 2)[0]}: {e}") from e
     except httpx.TimeoutException as e:
@@ -145,8 +147,8 @@ async def _http_failure(response: httpx.Response, params: dict[str, Any]) -> str
             break
     try:
         detail = _message(json.loads(raw))
-    except ValueError:
-        detail = raw[:200].decode(errors="replace").strip() or response.reason_phrase
+    except (ValueError, RecursionError):
+        detail = raw.decode(errors="replace").strip() or response.reason_phrase
     status = response.status_code
     template = _STATUS_REASONS.get(status)
     if template is None:
@@ -155,11 +157,13 @@ async def _http_failure(response: httpx.Response, params: dict[str, Any]) -> str
             if status >= 500
             else ("the provider refused the request ({status}): {detail}")
         )
-    return template.format(status=status, detail=detail[:240], model=params.get("model"))
+    # Not cut here: the caller redacts keys first, then cuts (a key straddling a cut
+    # would otherwise survive in part).
+    return template.format(status=status, detail=detail, model=params.get("model"))
 
 
 def _message(body: Any) -> str:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or error)[:240]
-    return str(error or body)[:240]
+        return str(error.get("message") or error.get("type") or error)
+    return str(error or body)

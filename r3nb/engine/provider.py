@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from r3nb.errors import ProviderError
 
-from . import openai_stream
+from . import openai_stream, redact
 from .demo import demo_reply, word_chunks
 from .models import DEMO_PROVIDER, ModelConfig
 
@@ -30,9 +30,12 @@ _loaded: Future[ModuleType] | None = None
 
 @dataclass(frozen=True)
 class Usage:
+    """How a reply ended: its token counts, cost, and the provider's finish reason."""
+
     prompt_tokens: int | None
     completion_tokens: int | None
     cost: float | None
+    finish_reason: str | None = None
 
 
 def preload() -> Future[ModuleType]:
@@ -137,18 +140,22 @@ async def stream_reply(
         raise ProviderError(missing)
     params = model.call_params()
     raw: Any = None
+    finish: str | None = None
     if model.lean:
         yield REQUESTED
         try:
             async for item in openai_stream.stream_chat(params, messages):
                 if isinstance(item, str):
                     yield item
+                elif "usage" in item:
+                    raw = item["usage"]
                 else:
-                    raw = item
+                    finish = item["finish_reason"]
         except ProviderError as e:
-            raise ProviderError(_redact(e.reason, model)) from e
-        yield await _usage(model, raw.get("prompt_tokens") if raw else None,
-                           raw.get("completion_tokens") if raw else None)  # fmt: skip
+            raise ProviderError(redact.cut(e.reason)) from e
+        yield await _usage(model, raw.get("prompt_tokens") if isinstance(raw, dict) else None,
+                           raw.get("completion_tokens") if isinstance(raw, dict) else None,
+                           finish)  # fmt: skip
         return
     litellm = await load()
     yield REQUESTED
@@ -170,17 +177,20 @@ async def stream_reply(
                 text = choices[0].delta.content
                 if text:
                     yield text
+                finish = getattr(choices[0], "finish_reason", None) or finish
     except asyncio.CancelledError:
         raise
     except Exception as e:
         raise ProviderError(describe_failure(e, model)) from e
     yield await _usage(model, getattr(raw, "prompt_tokens", None),
-                       getattr(raw, "completion_tokens", None))  # fmt: skip
+                       getattr(raw, "completion_tokens", None), finish)  # fmt: skip
 
 
-async def _usage(model: ModelConfig, prompt: int | None, completion: int | None) -> Usage:
+async def _usage(
+    model: ModelConfig, prompt: int | None, completion: int | None, finish: str | None = None
+) -> Usage:
     if prompt is None and completion is None:
-        return Usage(None, None, None)
+        return Usage(None, None, None, finish)
     cost: float | None = None
     if model.cost_per_token is not None:
         cost = (prompt or 0) * model.cost_per_token[0] + (completion or 0) * model.cost_per_token[1]
@@ -195,7 +205,7 @@ async def _usage(model: ModelConfig, prompt: int | None, completion: int | None)
             cost = float(prompt_cost + completion_cost)
         except Exception:
             cost = None  # the model is not in litellm's price list: unknown, not zero
-    return Usage(prompt, completion, cost)
+    return Usage(prompt, completion, cost, finish)
 
 
 _REASONS = {
@@ -219,7 +229,7 @@ _REASONS = {
 
 def describe_failure(error: BaseException, model: ModelConfig) -> str:
     """A one-line, actionable reason; never the provider's multi-kilobyte message,
-    never a key."""
+    never a key (redacted before the cut to length, so no part of one survives)."""
     name = type(error).__name__
     detail = _first_line(str(getattr(error, "message", "") or error))
     for cls in type(error).__mro__:
@@ -236,7 +246,7 @@ def describe_failure(error: BaseException, model: ModelConfig) -> str:
             break
     else:
         reason = f"{name}: {detail}"
-    return _redact(reason, model)
+    return redact.cut(reason)
 
 
 def _first_line(text: str) -> str:
@@ -247,11 +257,4 @@ def _first_line(text: str) -> str:
     prefix = re.compile(r"^(litellm\.)?\w*(Error|Exception|Timeout)\s*[:\-]\s*")
     while (shorter := prefix.sub("", line, count=1)) != line:
         line = shorter
-    return line[:240] + ("…" if len(line) > 240 else "")
-
-
-def _redact(text: str, model: ModelConfig) -> str:
-    key = model.call_params().get("api_key")
-    if isinstance(key, str) and len(key) >= 6:
-        text = text.replace(key, "[redacted]")
-    return re.sub(r"\b(sk-[A-Za-z0-9_\-]{6,})", "sk-[redacted]", text)
+    return line  # cut by the caller, after redaction

@@ -13,10 +13,12 @@ by construction, and lookups by id are fast column scans.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -28,9 +30,10 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from r3nb.errors import StoreUnavailable
+from r3nb.errors import BadRequest, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict
 
+from . import filemodes
 from .recent import RecentWrites
 
 log = logging.getLogger("r3nb.store")
@@ -156,6 +159,25 @@ def _conversation(row: Sequence[Any]) -> ConversationDict:
     }
 
 
+def _list_order(c: ConversationDict) -> tuple[float, str]:
+    return (-c["updated_at"], c["id"])
+
+
+def _encode_cursor(c: ConversationDict) -> str:
+    raw = json.dumps([c["updated_at"], c["id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    """The order key after which the next page starts; ``BadRequest`` when malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        updated_at, cid = json.loads(raw)
+        return (-float(updated_at), str(cid))
+    except (ValueError, TypeError) as e:
+        raise BadRequest("'cursor' is not a cursor this server gave out") from e
+
+
 def default_db_path() -> Path:
     """``<jupyter data dir>/r3nb/r3nb.duckdb``: per user, beside Jupyter's other state."""
     from jupyter_core.paths import jupyter_data_dir
@@ -172,6 +194,9 @@ class Store:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._revision = 0
         self.error: str | None = None  # set when the file cannot be used; shown by health
+        #: Parts of the store other users can read (existing modes are kept; health says).
+        self.exposed: list[str] = []
+        self._wal = filemodes.WalGuard(self.path)
         self.recent = RecentWrites(0)
         self.writes = 0
         self.write_counts: OrderedDict[str, int] = OrderedDict()
@@ -187,16 +212,23 @@ class Store:
         self._executor.submit(self._open_sync).result()
 
     def _open_sync(self) -> None:
-        if self.path != ":memory:":
+        on_disk = self.path != ":memory:"
+        if on_disk:
             parent = Path(self.path).expanduser().resolve().parent
             try:
-                parent.mkdir(parents=True, exist_ok=True)
+                filemodes.prepare_folder(parent)
             except OSError as e:
                 self._fail(f"cannot create the folder {parent}: {e.strerror or e}")
+            self.exposed = filemodes.open_to_others(self.path)
+            for warning in self.exposed:
+                log.warning("r3nb store: %s", warning)
+            created = not os.path.exists(self.path)
         try:
             # DuckDB's buffer cache may otherwise grow to 80% of the machine's memory: too
             # much for a process that shares a JupyterHub node with everyone's kernels.
             self._con = duckdb.connect(self.path, config={"memory_limit": MEMORY_LIMIT})
+            if on_disk and created:
+                filemodes.make_private(self.path)
             self._migrate()
             row = self._con.execute(
                 "SELECT greatest((SELECT coalesce(max(revision), 0) FROM messages),"
@@ -280,7 +312,9 @@ class Store:
         if self._con is None:
             raise StoreUnavailable(self.error or f"r3nb's store {self.path} is closed")
         try:
-            return fn(*args)
+            result = fn(*args)
+            self._wal.check()
+            return result
         except (duckdb.FatalException, duckdb.InternalException) as e:
             log.error("DuckDB internal error on %s: %s; reopening", self.path, _short(e))
             self._close_connection()
@@ -336,18 +370,59 @@ class Store:
         if self._con is None:
             raise StoreUnavailable(self.error or f"r3nb's store {self.path} is closed")
 
-    async def list_conversations(self, limit: int = 200) -> list[ConversationDict]:
-        """From memory: every conversation's header is mirrored (loaded at open)."""
+    async def list_conversations(
+        self, limit: int, cursor: str | None = None, query: str | None = None
+    ) -> tuple[list[ConversationDict], str | None]:
+        """One page, most recently active first, and the cursor of the next (None at the
+        end). Headers come from memory (every header is mirrored at open); a ``query``
+        also matches message text, which only the database holds."""
         self._require_open()
         with self.recent.lock:
             everything = list(self.recent.conversations.values())
-        everything.sort(key=lambda c: (-c["updated_at"], c["id"]))
-        return everything[:limit]
+        if query:
+            needle = query.casefold()
+            in_text = set(await self._run(self._conversations_mentioning, query))
+            everything = [
+                c for c in everything if needle in c["title"].casefold() or c["id"] in in_text
+            ]
+        everything.sort(key=_list_order)
+        if cursor is not None:
+            after = _decode_cursor(cursor)
+            everything = [c for c in everything if _list_order(c) > after]
+        page = everything[:limit]
+        more = len(everything) > limit
+        return page, (_encode_cursor(page[-1]) if more and page else None)
+
+    def _conversations_mentioning(self, query: str) -> list[str]:
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", query) + "%"
+        rows = self.con.execute(
+            "SELECT DISTINCT conversation_id FROM messages WHERE content ILIKE ? ESCAPE '\\'",
+            [pattern],
+        ).fetchall()
+        return [r[0] for r in rows]
 
     async def get_conversation(self, cid: str) -> ConversationDict | None:
         self._require_open()
         with self.recent.lock:
             return self.recent.conversations.get(cid)
+
+    async def rename_conversation(self, cid: str, title: str) -> ConversationDict | None:
+        return await self._run(self._rename_conversation, cid, title)
+
+    def _rename_conversation(self, cid: str, title: str) -> ConversationDict | None:
+        conversation = self.recent.conversations.get(cid)
+        if conversation is None:
+            return None
+        # A new revision (observers see the new title) but not a new activity time: a
+        # rename does not move the conversation to the top of everyone's list.
+        header: ConversationDict = {
+            **conversation,
+            "title": title,
+            "revision": self._next_revision(),
+        }
+        self._touch_conversation(header)
+        self.recent.put_conversation(header)
+        return header
 
     async def delete_conversation(self, cid: str) -> bool:
         return await self._run(self._delete_conversation, cid)

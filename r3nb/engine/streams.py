@@ -21,6 +21,7 @@ from typing import Any, cast
 from r3nb.errors import NotFound, ProviderError
 from r3nb.protocol import MessageDict, Status
 
+from . import redact
 from .models import ModelConfig
 from .provider import Requested, Usage
 from .store import Final, Store
@@ -34,6 +35,31 @@ ReplySource = Callable[
 ]
 
 Event = tuple[str, Any]  # ("delta" | "done" | "heartbeat", payload)
+
+
+#: Finish reasons that mean the provider withheld (part of) the reply.
+_WITHHELD = {
+    "content_filter": "the provider stopped the reply (content filter)",
+    "safety": "the provider stopped the reply (safety filter)",
+    "recitation": "the provider stopped the reply (recitation filter)",
+    "refusal": "the model refused to answer",
+}
+
+
+def judge_ending(length: int, finish_reason: str | None) -> tuple[str, str | None]:
+    """The status and error of a reply whose stream ended without a fault.
+
+    A reply a provider filtered, or one with no text at all, is not ``complete``: a
+    person must see why it stopped (in the panel, ``%%chat`` and the DB), not an empty
+    or silently cut bubble that looks like an answer."""
+    withheld = _WITHHELD.get((finish_reason or "").lower())
+    if withheld:
+        return "error", f"{withheld}; finish_reason: {finish_reason}"
+    if length == 0:
+        return "error", "the model sent an empty reply" + (
+            f" (finish_reason: {finish_reason})" if finish_reason else ""
+        )
+    return "complete", None
 
 
 class LiveStream:
@@ -151,7 +177,9 @@ class StreamHub:
             status, error = "error", e.reason
         except Exception as e:  # a bug of ours must still end the message, not leave it hanging
             log.exception("stream %s failed", stream.message_id)
-            status, error = "error", f"internal error in r3nb: {type(e).__name__}: {e}"
+            status, error = "error", redact.cut(f"internal error in r3nb: {type(e).__name__}: {e}")
+        if status == "complete":
+            status, error = judge_ending(stream.length, usage.finish_reason)
         final = Final(
             content=stream.text(),
             status=status,

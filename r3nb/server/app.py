@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
@@ -24,11 +25,16 @@ from r3nb.engine.models import ModelRegistry
 from r3nb.engine.store import default_db_path
 from r3nb.engine.usage import validate_budgets
 
+from . import stop_signals
 from .handlers import ROUTES
 
 #: Environment variables kernels inherit: how a kernel finds and authenticates to us.
 ENV_URL = "R3NB_URL"
 ENV_SECRET = "R3NB_SECRET"  # noqa: S105 (a name, not a secret)
+#: The only R3NB_* variables kernels started by this server keep: the two above, and the
+#: demo model's pace (a test knob, harmless). The others configure embedded mode
+#: (R3NB_MODELS may hold keys) and are no business of a kernel that has a server.
+KERNEL_ENV = {ENV_URL, ENV_SECRET, "R3NB_DEMO_DELAY"}
 
 
 class R3nbApp(ExtensionApp):
@@ -97,6 +103,7 @@ class R3nbApp(ExtensionApp):
     def initialize_settings(self) -> None:
         provider.preload()  # seconds of import, off the start-up path
         registry = ModelRegistry(self.models, self.default_model or None)
+        _withhold_from_children(registry.secret_env_names(), self.log)
         self.engine = Engine(
             Settings(
                 db_path=os.path.expanduser(self.db_path),
@@ -141,6 +148,11 @@ class R3nbApp(ExtensionApp):
         os.environ[ENV_URL] = url
         self.log.debug("r3nb: kernels reach the API at %s", url)
 
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        # Runs only when the server runs its own loop (``jupyter server``, JupyterLab,
+        # jupyterhub-singleuser), never inside a host that owns the process's signals.
+        stop_signals.install(self)
+
     def initialize_handlers(self) -> None:
         self.handlers.extend(ROUTES)
 
@@ -148,6 +160,22 @@ class R3nbApp(ExtensionApp):
         await self.engine.stop()
         for key in (ENV_URL, ENV_SECRET):
             os.environ.pop(key, None)
+
+
+def _withhold_from_children(key_names: set[str], log: Any) -> None:
+    """Remove keys (read into the registry by now) and embedded-mode settings from this
+    process's environment, which every kernel and terminal it starts inherits.
+
+    This is not a boundary against the kernels: they run as the same OS user and can
+    read ``/proc/<server pid>/environ`` (the environment the server was started with)
+    or the server's memory. It keeps keys out of ``os.environ`` in notebooks, of
+    ``!env`` and of tracebacks; ``api_key_file`` keeps them out of every environment;
+    hub mode (a separate service) is where keys leave users' reach.
+    """
+    names = key_names | {k for k in os.environ if k.startswith("R3NB_") and k not in KERNEL_ENV}
+    removed = sorted(name for name in names if os.environ.pop(name, None) is not None)
+    if removed:
+        log.info("r3nb: kernels and terminals will not inherit %s", ", ".join(removed))
 
 
 def _os_user() -> str:

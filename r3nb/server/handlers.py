@@ -22,7 +22,7 @@ from r3nb.engine.api import Call, JsonReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
 from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
-from r3nb.protocol import SSE_HEARTBEAT, sse_frame
+from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
 
 #: Header a kernel sends with the secret it inherited from the server (R3NB_SECRET).
 SECRET_HEADER = "X-R3nb-Secret"  # noqa: S105 (a name, not a secret)
@@ -121,6 +121,11 @@ class ApiHandler(R3nbHandler):
 
     @web.authenticated
     @authorized
+    async def patch(self, path: str) -> None:
+        await self._serve(path)
+
+    @web.authenticated
+    @authorized
     async def delete(self, path: str) -> None:
         await self._serve(path)
 
@@ -154,16 +159,16 @@ class ApiHandler(R3nbHandler):
 
     def _body(self) -> Any:
         raw = self.request.body
-        if self.request.method != "POST" or not raw:
+        if self.request.method not in ("POST", "PATCH") or not raw:
             return None
         if len(raw) > self.engine.settings.max_prompt_chars * 4 + _BODY_SLACK:
             raise PayloadTooLarge(f"the request body has {len(raw):,} bytes; far over the limit")
         try:
-            return json.loads(raw.decode("utf-8"))
+            return parse_json_body(raw)
         except UnicodeDecodeError as e:
             raise BadRequest("the request body is not valid UTF-8") from e
         except ValueError as e:
-            raise BadRequest(f"the request body is not valid JSON: {e}") from e
+            raise BadRequest(str(e)) from None
 
     async def _send_events(self, events: AsyncIterator[Event]) -> None:
         """Write server-sent events until ``done``. A client that goes away only ends
