@@ -66,7 +66,7 @@ async def test_embedded_chat_runs_the_demo_model_in_the_kernel(
     await plain_kernel.ok("%load_ext r3nb\nimport pandas as pd\ndf = pd.DataFrame({'x': [1, 2]})")
     run = await plain_kernel.ok("%%chat\nhow does streaming work? look at @df", timeout=90)
     assert "running in this kernel" in run.stdout
-    final = run.displays()[-1]["content"]["data"]["text/markdown"]
+    final = run.displays()[-1]["content"]["data"]["text/plain"]
     footer = final.splitlines()[-1]
     assert "demo" in footer, footer
     assert "complete" in footer, footer

@@ -67,12 +67,12 @@ async def test_chat_cell_streams_paced_updates_then_markdown(
     rate = _max_per_second(updates)
     print(f"%%chat: {len(updates)} updates in {span:.2f} s, at most {rate} in any second")
     assert rate <= 30
-    final = updates[-1]["content"]["data"]["text/markdown"]
+    final = updates[-1]["content"]["data"]["text/plain"]
     assert final.startswith(provider.replies[0])
     assert "complete" in final.splitlines()[-1]
     assert "fake" in final.splitlines()[-1]
     assert "IOPub message rate exceeded" not in run.stdout + run.stderr
-    assert all(m["content"]["data"]["text/markdown"] != final for m in updates[:-1]), (
+    assert all("text/plain" not in m["content"]["data"] for m in updates[:-1]), (
         "one final render, after the live ones"
     )
 
@@ -116,7 +116,7 @@ async def test_interrupting_a_chat_cell_cancels_and_keeps_the_partial_text(
     await jp_serverapp.kernel_manager.interrupt_kernel(server_kernel.kernel_id)
     run: Execution = await running
     assert run.reply["status"] == "ok", run.error()
-    final = run.displays()[-1]["content"]["data"]["text/markdown"]
+    final = run.displays()[-1]["content"]["data"]["text/plain"]
     assert "cancelled" in final.splitlines()[-1]
     [message] = await _stored(api, "assistant")
     assert message["status"] == "cancelled"
@@ -222,7 +222,7 @@ async def test_background_chat_keeps_updating_while_other_cells_run(
     assert len(later) >= 2, "the background reply updated the same display"
     display_id = bg.of_type("display_data")[0]["content"]["transient"]["display_id"]
     assert {m["content"]["transient"]["display_id"] for m in later} == {display_id}
-    final = later[-1]["content"]["data"]["text/markdown"]
+    final = later[-1]["content"]["data"]["text/plain"]
     assert final.startswith(provider.replies[0])
     assert "complete" in final.splitlines()[-1]
 
@@ -281,7 +281,7 @@ async def test_provider_failure_is_a_short_footer_not_a_traceback(
 ) -> None:
     await server_kernel.ok(LOAD)
     run = await server_kernel.ok("%%chat\nthis will fail !fault=500")
-    final = run.displays()[-1]["content"]["data"]["text/markdown"]
+    final = run.displays()[-1]["content"]["data"]["text/plain"]
     assert "error: the provider failed (500); retry later" in final.splitlines()[-1]
     assert "Traceback" not in run.stdout + run.stderr + final
 
@@ -311,10 +311,10 @@ async def test_chat_output_bytes_grow_linearly_with_the_reply(
         )
         *live, final = (m["content"]["data"] for m in updates)
         assert len(live) >= 5, "the reply must appear live, in several updates"
-        assert all(list(data) == ["text/markdown"] for data in live), "rendered text only"
-        assert final["text/markdown"].startswith(reply)
+        assert all(list(data) == ["text/html"] for data in live), "rendered HTML only"
+        assert final["text/html"].startswith('<div class="r3nb-reply')
         assert final["text/plain"].startswith(reply)
-        assert "complete" in final["text/markdown"].splitlines()[-1]
+        assert "complete" in final["text/plain"].splitlines()[-1]
         assert _max_per_second(updates) <= 30
         assert "IOPub" not in run.stdout + run.stderr
         assert sent <= 20 * size, f"{sent} bytes on IOPub for a {size}-byte reply"

@@ -37,14 +37,28 @@ def history(conversation: str | None = None) -> Any:
     return frame
 
 
+class Transcript(str):
+    """The text ``export()`` returns: a plain ``str`` everywhere, shown in a notebook as
+    escaped preformatted HTML. As ``text/plain`` it would be autolinked by JupyterLab,
+    which turns ``data:`` and any ``scheme://`` in a text output into a live link."""
+
+    __slots__ = ()
+
+    def _repr_html_(self) -> str:
+        from .render import preformatted_html
+
+        return preformatted_html(self)
+
+
 def export(
     conversation: str | None = None, format: Literal["markdown", "json"] = "markdown"
 ) -> str:
-    """A transcript to keep: Markdown for people, JSON (the API's own shapes) for tools."""
+    """A transcript to keep: Markdown for people, JSON (the API's own shapes) for tools.
+    Displayed in a notebook, it shows as text (the replies in it are untrusted)."""
     meta, messages = _messages(conversation)
     if format == "json":
-        return json.dumps({"conversation": meta, "messages": messages}, indent=2,
-                          ensure_ascii=False)  # fmt: skip
+        return Transcript(json.dumps({"conversation": meta, "messages": messages}, indent=2,
+                                     ensure_ascii=False))  # fmt: skip
     if format != "markdown":
         raise ValueError(f"format must be 'markdown' or 'json', not {format!r}")
     lines = [f"# {meta['title']}", "", f"*Conversation {meta['id']}, {_when(meta['created_at'])}*"]
@@ -61,7 +75,7 @@ def export(
         if m["status"] != "complete":
             reason = f": {m['error']}" if m.get("error") else ""
             lines += ["", f"*[{m['status']}{reason}]*"]
-    return "\n".join(lines) + "\n"
+    return Transcript("\n".join(lines) + "\n")
 
 
 def chat(prompt: str, model: str | None = None, conversation: str | None = None) -> str:

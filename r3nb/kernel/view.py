@@ -1,4 +1,4 @@
-"""One reply shown in a cell's output: live while it streams, Markdown when it is done.
+"""One reply shown in a cell's output: live while it streams, rendered when it is done.
 
 The output is a single display (``display_id``) updated in place at a paced rate, so a
 reply of any speed costs a few dozen IOPub messages a second. Interrupting the cell asks
@@ -7,9 +7,13 @@ the server to cancel; the partial text stays, with status ``cancelled``.
 An update resends the whole text (a display cannot be appended to), so resending it at a
 fixed rate would cost IOPub bytes quadratic in the reply's length (44 MB for a 230 KB
 reply) and trip the server's IOPub data rate limit (1 MB/s). So live updates carry only
-``text/markdown`` (what frontends render; ``text/plain`` comes with the final render) and
-their interval grows with the text: at most ``LIVE_BYTES_PER_SECOND`` of live updates,
-i.e. 20 a second while the text is under 5 KB, one every 2 s at 200 KB.
+``text/html`` (what frontends render; ``text/plain`` comes with the final render) and
+their interval grows with what the last one cost: at most ``LIVE_BYTES_PER_SECOND`` of
+live updates, i.e. 20 a second while the HTML is under 5 KB, one every 2 s at 200 KB.
+
+The reply is untrusted and frontends run trusted output's HTML (and the HTML its Markdown
+becomes) as-is: so the kernel sends only HTML it rendered itself (``render.py``, the
+panel's rules), never ``text/markdown``, and error text goes out escaped.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import threading
 from typing import Any
 
+from . import render
 from .client import BaseClient, R3nbClientError
 from .live import Event, Follower
 
@@ -36,11 +41,13 @@ class ReplyView:
         self.error: str | None = None
         self.updates = 0
         self._shown: tuple[str, str | None] | None = None  # (text, model) last rendered live
+        self._live_bytes = 0  # size of the last live update: what the next one will cost
         self._cancel_wanted = False
         self._cancel_sent = False
         self.done = threading.Event()  # set once the final render went out
-        self.handle = display(self._bundle("*…waiting for the model*", "…"), raw=True,
-                              display_id=True)  # fmt: skip
+        waiting = {"text/html": render.reply_html("", note="…waiting for the model"),
+                   "text/plain": "…"}  # fmt: skip
+        self.handle = display(waiting, raw=True, display_id=True)
 
     # --- following -------------------------------------------------------------------
 
@@ -50,7 +57,7 @@ class ReplyView:
         second one stops following (the reply still ends server-side)."""
 
         def pace() -> float:
-            return max(interval, len(self.text) / LIVE_BYTES_PER_SECOND)
+            return max(interval, self._live_bytes / LIVE_BYTES_PER_SECOND)
 
         while True:
             try:
@@ -103,24 +110,20 @@ class ReplyView:
         if self._shown == (self.text, model):
             return  # a heartbeat or an empty batch: nothing new to show
         self._shown = (self.text, model)
-        footer = f"*{model} · streaming…*" if model else "*streaming…*"
-        self._update({"text/markdown": f"{self.text}\n\n{footer}"})
+        note = f"{model} · streaming…" if model else "streaming…"
+        html = render.reply_html(self.text, note=note)
+        self._live_bytes = len(html)
+        self._update({"text/html": html})
 
     def _render_final(self) -> None:
         if self.final is None:
             reason = self.error or "the reply did not finish"
-            body = f"{self.text}\n\n" if self.text else ""
-            self._update(
-                self._bundle(f"{body}**r3nb:** {reason}", f"{self.text}\n\nr3nb: {reason}")
-            )
-            return
-        text = self.final["content"]
-        self._update(
-            self._bundle(f"{text}\n\n*{footer(self.final)}*", f"{text}\n\n{footer(self.final)}")
-        )
-
-    def _bundle(self, markdown: str, plain: str) -> dict[str, str]:
-        return {"text/markdown": markdown, "text/plain": plain}
+            html = render.reply_html(self.text, note=reason, note_label="r3nb:")
+            plain = f"{self.text}\n\nr3nb: {reason}"
+        else:
+            text, note = self.final["content"], footer(self.final)
+            html, plain = render.reply_html(text, note=note), f"{text}\n\n{note}"
+        self._update({"text/html": html, "text/plain": plain})
 
     def _update(self, bundle: dict[str, str]) -> None:
         self.updates += 1
