@@ -17,18 +17,12 @@ class R3nbError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        #: More fields of the error body, beside ``error`` (for clients, not people).
+        self.extra: dict[str, str] = {}
 
 
 class BadRequest(R3nbError):
     status = 400
-
-
-class Unauthorized(R3nbError):
-    status = 401
-
-
-class Forbidden(R3nbError):
-    status = 403
 
 
 class NotFound(R3nbError):
@@ -36,7 +30,14 @@ class NotFound(R3nbError):
 
 
 class Conflict(R3nbError):
+    """The request clashes with what is happening (a reply still streaming). The body
+    names the message in the way (``message_id``), so a client can follow or stop it."""
+
     status = 409
+
+    def __init__(self, message: str, *, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.extra = {"message_id": message_id} if message_id else {}
 
 
 class PayloadTooLarge(R3nbError):

@@ -82,6 +82,7 @@ class ConversationDict(TypedDict):
     updated_at: float
     revision: int
     message_count: int
+    model: str | None  # the model it last used or was set to (the picker follows it)
 
 
 class Snapshot(TypedDict):

@@ -150,11 +150,11 @@ async def test_rate_limit_answers_429_with_retry_after(api: Api, engine: Any) ->
 async def test_concurrent_stream_cap_per_person(api: Api, provider: FakeProvider) -> None:
     import asyncio
 
-    cid = await api.conversation()
-    first = [asyncio.ensure_future(api.send(cid, "!tokens=5 !gate=1")) for _ in range(2)]
+    cids = [await api.conversation() for _ in range(3)]  # one reply at a time in each
+    first = [asyncio.ensure_future(api.send(cid, "!tokens=5 !gate=1")) for cid in cids[:2]]
     await provider.wait_requests(2)
     with pytest.raises(ApiError) as caught:
-        await api.send(cid, "!tokens=2")
+        await api.send(cids[2], "!tokens=2")
     assert caught.value.status == 429
     assert "already have 2 replies streaming" in caught.value.body["error"]
     provider.release()

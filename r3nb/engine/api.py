@@ -154,12 +154,17 @@ async def create_conversation(engine: Engine, call: Call) -> Reply:
     return JsonReply({"conversation": conversation}, status=201)
 
 
-async def rename_conversation(engine: Engine, call: Call) -> Reply:
+async def update_conversation(engine: Engine, call: Call) -> Reply:
     cid = _id(call, "cid", "conversation")
-    title = (_optional_str(_object_body(call), "title") or "").strip()
-    if not title:
+    body = _object_body(call)
+    title = _optional_str(body, "title")
+    model = _optional_str(body, "model")
+    if title is not None and not title.strip():
         raise BadRequest("'title' must be a non-empty string")
-    return JsonReply({"conversation": await engine.rename_conversation(cid, title)})
+    if title is None and model is None:
+        raise BadRequest("give a new 'title' and/or 'model'")
+    updated = await engine.update_conversation(cid, title and title.strip(), model)
+    return JsonReply({"conversation": updated})
 
 
 async def get_snapshot(engine: Engine, call: Call) -> Reply:
@@ -240,7 +245,7 @@ ROUTES: list[Route] = [
     Route("GET", "conversations", list_conversations),
     Route("POST", "conversations", create_conversation),
     Route("GET", "conversations/{cid}", get_snapshot),
-    Route("PATCH", "conversations/{cid}", rename_conversation),
+    Route("PATCH", "conversations/{cid}", update_conversation),
     Route("DELETE", "conversations/{cid}", delete_conversation),
     Route("POST", "conversations/{cid}/messages", post_message),
     Route("GET", "messages/{mid}/stream", stream_message),

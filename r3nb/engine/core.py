@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r3nb import __version__
-from r3nb.errors import NotFound, RateLimited, StoreUnavailable
+from r3nb.errors import Conflict, NotFound, RateLimited, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
 
 from . import limits, openai_stream, provider, usage
@@ -174,11 +174,16 @@ class Engine:
     ) -> tuple[list[ConversationDict], str | None]:
         return await self.store.list_conversations(limit, cursor, query)
 
-    async def rename_conversation(self, cid: str, title: str) -> ConversationDict:
-        renamed = await self.store.rename_conversation(cid, title)
-        if renamed is None:
+    async def update_conversation(
+        self, cid: str, title: str | None, model: str | None
+    ) -> ConversationDict:
+        """Rename, and/or set the model the conversation's next replies use."""
+        if model is not None:
+            model = self.models.resolve(model).name  # 400 for an unknown model
+        updated = await self.store.update_conversation(cid, title, model)
+        if updated is None:
             raise NotFound(f"no conversation {cid}")
-        return renamed
+        return updated
 
     async def snapshot(self, cid: str, since: int, offsets: dict[str, int]) -> Snapshot:
         found = await self.store.snapshot(cid, since)
@@ -236,6 +241,9 @@ class Engine:
             "assistant", "", "streaming", model=model.name, author=caller.name,
             source=caller.source, streaming_for=kernel_id, id=new_id(),
         )  # fmt: skip
+        # Checked here, with no await between the check and ``hub.start``, so two sends
+        # racing into one conversation cannot both pass.
+        self._one_reply_at_a_time(cid)
         # The rows are written while the provider is already being asked: the commit
         # (milliseconds) overlaps the provider's time to first token instead of adding
         # to it. The insert is queued on the DB thread before anything the stream can
@@ -276,6 +284,18 @@ class Engine:
         except RateLimited:
             self.counters["rate_limited"] += 1
             raise
+
+    def _one_reply_at_a_time(self, cid: str) -> None:
+        """A second prompt while a reply is being written would interleave the turns
+        (and the model would see a question without its answer): refuse it, saying why
+        and who can end the wait."""
+        for stream in self.hub.live.values():
+            if stream.conversation_id == cid and stream.final is None:
+                raise Conflict(
+                    f"a reply is still being written in this conversation (asked by "
+                    f"{stream.author or 'someone'}); wait for it to finish, or stop it",
+                    message_id=stream.message_id,
+                )
 
     def _limit(self, check: Callable[[], None]) -> None:
         """Run one limit check, counting refusals for health."""

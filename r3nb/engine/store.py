@@ -74,6 +74,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    # The model a conversation last used or was set to: the panel's picker follows it.
+    ("0002_conversation_model", ["ALTER TABLE conversations ADD COLUMN model VARCHAR"]),
 ]
 
 _MESSAGE_COLUMNS = (
@@ -83,7 +85,8 @@ _MESSAGE_COLUMNS = (
 )
 _CONVERSATION_SELECT = """
     SELECT c.id, c.title, c.author, c.created_at, c.updated_at, c.revision,
-           (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count
+           (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count,
+           c.model
     FROM conversations c
 """
 MEMORY_LIMIT = "512MB"
@@ -156,6 +159,7 @@ def _conversation(row: Sequence[Any]) -> ConversationDict:
         "updated_at": row[4],
         "revision": row[5],
         "message_count": row[6],
+        "model": row[7],
     }
 
 
@@ -350,7 +354,8 @@ class Store:
     def _create_conversation(self, title: str, author: str | None) -> ConversationDict:
         cid, now, rev = new_id(), time.time(), self._next_revision()
         self.con.execute(
-            "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO conversations (id, title, author, created_at, updated_at, revision)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             [cid, title, author, now, now, rev],
         )
         conversation: ConversationDict = {
@@ -361,6 +366,7 @@ class Store:
             "updated_at": now,
             "revision": rev,
             "message_count": 0,
+            "model": None,
         }
         self.recent.put_conversation(conversation)
         return conversation
@@ -406,18 +412,23 @@ class Store:
         with self.recent.lock:
             return self.recent.conversations.get(cid)
 
-    async def rename_conversation(self, cid: str, title: str) -> ConversationDict | None:
-        return await self._run(self._rename_conversation, cid, title)
+    async def update_conversation(
+        self, cid: str, title: str | None, model: str | None
+    ) -> ConversationDict | None:
+        return await self._run(self._update_conversation, cid, title, model)
 
-    def _rename_conversation(self, cid: str, title: str) -> ConversationDict | None:
+    def _update_conversation(
+        self, cid: str, title: str | None, model: str | None
+    ) -> ConversationDict | None:
         conversation = self.recent.conversations.get(cid)
         if conversation is None:
             return None
-        # A new revision (observers see the new title) but not a new activity time: a
+        # A new revision (observers see the change) but not a new activity time: a
         # rename does not move the conversation to the top of everyone's list.
         header: ConversationDict = {
             **conversation,
-            "title": title,
+            "title": title or conversation["title"],
+            "model": model or conversation["model"],
             "revision": self._next_revision(),
         }
         self._touch_conversation(header)
@@ -493,6 +504,7 @@ class Store:
             "revision": self._next_revision(),
             "message_count": seq,
             "title": title or conversation["title"],
+            "model": next((m.model for m in messages if m.model), conversation["model"]),
         }
         self.recent.put_conversation(header)
         if touch_now:
@@ -503,8 +515,15 @@ class Store:
         """Persist a conversation's header (activity time, revision, first-prompt title).
         Derived data: after an exchange it is written right after the acknowledgement."""
         self.con.execute(
-            "UPDATE conversations SET updated_at = ?, revision = ?, title = ? WHERE id = ?",
-            [header["updated_at"], header["revision"], header["title"], header["id"]],
+            "UPDATE conversations SET updated_at = ?, revision = ?, title = ?, model = ?"
+            " WHERE id = ?",
+            [
+                header["updated_at"],
+                header["revision"],
+                header["title"],
+                header["model"],
+                header["id"],
+            ],
         )
 
     async def begin_exchange(

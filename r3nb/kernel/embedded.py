@@ -123,7 +123,7 @@ class EmbeddedClient(BaseClient):
         try:
             return self._run(self._dispatch(method, path, body, query))
         except R3nbError as e:
-            error: dict[str, Any] = {"error": e.message}
+            error: dict[str, Any] = {"error": e.message, **e.extra}
             if isinstance(e, RateLimited):
                 error["retry_after"] = e.retry_after
             return e.status, error

@@ -89,8 +89,9 @@ class R3nbHandler(APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error is ``{"error": "..."}``: never HTML, never a traceback."""
         error: BaseException | None = kwargs.get("exc_info", (None, None))[1]
+        extra: dict[str, str] = {}
         if isinstance(error, R3nbError):
-            message = error.message
+            message, extra = error.message, error.extra
             for name, value in error.headers.items():  # send_error cleared them
                 self.set_header(name, value)
         elif isinstance(error, web.HTTPError):
@@ -102,7 +103,7 @@ class R3nbHandler(APIHandler):
         else:
             message = self._reason
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": message}))
+        self.finish(json.dumps({"error": message, **extra}))
 
     def send_r3nb_error(self, error: R3nbError) -> None:
         self.send_error(error.status, exc_info=(type(error), error, None))
