@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.client import Api, ApiError
 from tests.provider import FakeProvider
 
@@ -17,13 +19,11 @@ async def test_a_second_prompt_while_a_reply_streams_is_refused_saying_why(
     cid = await api.conversation()
     first = asyncio.create_task(api.send(cid, "!tokens=50 !gate=5"))
     await provider.await_sent(0, 5)
-    try:
+    with pytest.raises(ApiError) as refused:
         await api.send(cid, "a question that would interleave")
-        raise AssertionError("the second send was accepted")
-    except ApiError as e:
-        assert e.status == 409
-        assert "still being written" in e.body["error"]
-        running = e.body["message_id"]
+    assert refused.value.status == 409
+    assert "still being written" in refused.value.body["error"]
+    running = refused.value.body["message_id"]
     other = await api.conversation()
     assert (await api.send(other, "!tokens=2"))["done"]["message"]["status"] == "complete"
     provider.release()

@@ -31,13 +31,14 @@ _TOPICS: list[tuple[tuple[str, ...], str]] = [
         "```python\n"
         "c.R3nbApp.models = {\n"
         '    "gpt": {"model": "openai/gpt-4o-mini", "api_key_env": "OPENAI_API_KEY"},\n'
-        '    "claude": {"model": "anthropic/claude-3-5-haiku-latest",\n'
-        '               "api_key_env": "ANTHROPIC_API_KEY"},\n'
+        '    "claude": {"model": "anthropic/claude-haiku-4-5",\n'
+        '               "api_key_file": "~/.config/r3nb/anthropic.key"},\n'
         '    "local": {"model": "ollama/llama3.2", "api_base": "http://127.0.0.1:11434"},\n'
         "}\n"
         'c.R3nbApp.default_model = "gpt"\n'
         "```\n\n"
-        "Keys stay in the server process; kernels never see them.",
+        "The server keeps keys out of the kernels' environment; `api_key_file` keeps "
+        "them out of every process environment.",
     ),
     (
         ("dataframe", "@", "variable", "context"),
@@ -53,8 +54,9 @@ _TOPICS: list[tuple[tuple[str, ...], str]] = [
 ]
 
 _INTRO = (
-    "I am r3nb's **offline demo model**: I run inside the Jupyter server, need no API "
-    "key and no network, and stream my answer word by word like a real provider."
+    "I am r3nb's **offline demo model**: I run wherever r3nb runs (the Jupyter server, "
+    "or your kernel when no r3nb server is reachable), need no API key and no network, "
+    "and stream my answer word by word like a real provider."
 )
 
 _ATTACHMENT = re.compile(r"^Variable `(?P<name>[^`]+)`(?P<rest>[^\n]*)", re.MULTILINE)

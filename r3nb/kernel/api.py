@@ -19,7 +19,7 @@ _COLUMNS = [
 
 def _messages(conversation: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     client = get_client()
-    cid = conversation_or_latest(client, conversation, create=False)
+    cid = conversation_or_latest(client, conversation, create=False, remember=False)
     snap = client.snapshot(cid)
     return snap["conversation"], sorted(snap["messages"], key=lambda m: m["seq"])
 

@@ -362,8 +362,14 @@ def set_current_conversation(cid: str | None) -> None:
     _current["conversation"] = cid
 
 
-def conversation_or_latest(client: BaseClient, cid: str | None = None, create: bool = True) -> str:
-    """``cid``, else the current one, else the most recent, else a new one."""
+def conversation_or_latest(
+    client: BaseClient, cid: str | None = None, create: bool = True, *, remember: bool = True
+) -> str:
+    """``cid``, else the current one, else the most recent, else a new one.
+
+    ``remember``: make it the conversation ``%%chat`` sends to. Reading (``history``,
+    ``export``) passes False: looking at a conversation must not redirect the next
+    prompt, and a mistyped id must leave nothing behind."""
     cid = cid or current_conversation()
     if not cid:
         listed = client.conversations()
@@ -373,7 +379,8 @@ def conversation_or_latest(client: BaseClient, cid: str | None = None, create: b
             cid = str(client.create_conversation()["id"])
         else:
             raise R3nbClientError(404, "there is no conversation yet")
-    set_current_conversation(cid)
+    if remember:
+        set_current_conversation(cid)
     return cid
 
 

@@ -35,6 +35,14 @@ class R3nbMagics(Magics):
     def r3nb(self, line: str) -> Any:
         """Show the chat panel (on the most recent conversation by default)."""
         args = parse_argstring(self.r3nb, line)
+        from .view import in_terminal
+
+        if in_terminal():
+            _say(
+                "the chat panel needs a notebook (JupyterLab, Notebook 7, VS Code); in a "
+                "terminal, ask with %%chat or r3nb.chat('…')"
+            )
+            return None
         from .client import R3nbClientError, get_client, set_current_conversation
 
         try:
@@ -97,14 +105,14 @@ def run_chat(
 
     from .client import conversation_or_latest, kernel_id
     from .live import Follower
-    from .view import ReplyView
+    from .view import ReplyView, TerminalReplyView, in_terminal
 
     client = _client()
     cid = conversation_or_latest(client, conversation)
     follower = Follower(
         lambda: client.send_events(cid, prompt, model, kernel_id(), attachments)
     ).start()
-    view = ReplyView(model)
+    view = (TerminalReplyView if in_terminal() else ReplyView)(model)
     global last_reply
     last_reply = view
     if background:

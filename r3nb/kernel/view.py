@@ -32,8 +32,6 @@ LIVE_BYTES_PER_SECOND = 100_000
 
 class ReplyView:
     def __init__(self, model: str | None = None) -> None:
-        from IPython.display import display
-
         self.model = model
         self.text = ""
         self.message: dict[str, Any] | None = None  # the assistant message (start, done)
@@ -45,6 +43,11 @@ class ReplyView:
         self._cancel_wanted = False
         self._cancel_sent = False
         self.done = threading.Event()  # set once the final render went out
+        self._show_waiting()
+
+    def _show_waiting(self) -> None:
+        from IPython.display import display
+
         waiting = {"text/html": render.reply_html("", note="…waiting for the model"),
                    "text/plain": "…"}  # fmt: skip
         self.handle = display(waiting, raw=True, display_id=True)
@@ -139,5 +142,51 @@ def footer(message: dict[str, Any]) -> str:
     if prompt is not None or completion is not None:
         parts.append(f"{prompt or 0} → {completion or 0} tokens")
     cost = message.get("cost")
-    parts.append(f"${cost:.4f}" if isinstance(cost, int | float) else "cost unknown")
+    parts.append(format_cost(cost) if isinstance(cost, int | float) else "cost unknown")
     return " · ".join(parts)
+
+
+def format_cost(cost: float) -> str:
+    """US dollars the way the panel shows them (js/src/dom.js ``formatCost``; a test
+    holds the two to the same output)."""
+    if cost == 0:
+        return "$0"
+    if cost < 0.0001:
+        return "<$0.0001"
+    return f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
+
+
+class TerminalReplyView(ReplyView):
+    """The same reply in a terminal IPython (no frontend renders displays there): the
+    text is written to stdout as it arrives, then the footer line."""
+
+    def _show_waiting(self) -> None:
+        self._written = 0
+
+    def _render_live(self) -> None:
+        fresh = self.text[self._written :]
+        if fresh:
+            sys.stdout.write(fresh)
+            sys.stdout.flush()
+            self._written = len(self.text)
+
+    def _render_final(self) -> None:
+        self._render_live()
+        note = (
+            footer(self.final)
+            if self.final
+            else f"r3nb: {self.error or 'the reply did not finish'}"
+        )
+        self.updates += 1
+        sys.stdout.write(f"\n\n[{note}]\n")
+        sys.stdout.flush()
+
+
+def in_terminal() -> bool:
+    """True in a terminal IPython (no kernel, so no frontend to render displays)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is None
