@@ -43,6 +43,43 @@ export function formatCost(cost) {
 }
 
 /**
+ * @param {any} reply  GET usage: { user, today: { tokens, cost, messages }, month, resets_at }
+ * @returns {string}   "alice · today 12,345 tokens · $0.04", "" when the reply is unusable
+ */
+export function formatUsageLine(reply) {
+  const today = reply && typeof reply === "object" ? reply.today : null;
+  if (!today || typeof today.tokens !== "number" || !Number.isFinite(today.tokens)) return "";
+  const parts = [];
+  if (typeof reply.user === "string" && reply.user) parts.push(reply.user);
+  parts.push(`today ${formatCount(today.tokens)} tokens`);
+  if (typeof today.cost === "number" && Number.isFinite(today.cost) && today.cost > 0) parts.push(formatDollars(today.cost));
+  return parts.join(" · ");
+}
+
+/** @param {any} reply  the usage line's tooltip */
+export function usageTitle(reply) {
+  const lines = ["Your usage of this r3nb server (UTC days)"];
+  const { today, month } = reply;
+  if (today && typeof today.messages === "number") lines.push(`Today: ${formatCount(today.tokens)} tokens in ${formatCount(today.messages)} replies`);
+  if (month && typeof month.tokens === "number") {
+    const cost = typeof month.cost === "number" && month.cost > 0 ? ` · ${formatDollars(month.cost)}` : "";
+    lines.push(`This month: ${formatCount(month.tokens)} tokens${cost}`);
+  }
+  if (typeof reply.resets_at === "string") lines.push(`The day resets at ${reply.resets_at}`);
+  return lines.join("\n");
+}
+
+/** @param {number} n */
+function formatCount(n) {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+/** @param {number} cost  US dollars, > 0 */
+function formatDollars(cost) {
+  return cost < 0.01 ? (cost < 0.0001 ? "<$0.0001" : `$${cost.toFixed(4)}`) : `$${cost.toFixed(2)}`;
+}
+
+/**
  * Local time of day for today's messages, date and time otherwise.
  * @param {number} epochSeconds
  */
@@ -85,4 +122,25 @@ export async function copyText(doc, text) {
   }
   area.remove();
   return ok;
+}
+
+/**
+ * Lets typing in the panel's text fields behave like a plain text box inside JupyterLab.
+ *
+ * `data-lm-suppress-shortcuts` on the panel keeps Lumino's key bindings from matching, but
+ * JupyterLab 4's application keydown handler (on `document`, bubble phase) also arms a
+ * one-shot `beforeinput` guard that cancels `insertLineBreak` inside any `.jp-Cell` and
+ * `historyUndo`/`historyRedo` inside any `[data-jp-undoer]` — our outputs sit in both, so
+ * Shift+Enter and Ctrl+Z did nothing (issue 13). Key events from our fields therefore stop
+ * at the panel's root: the page's handlers never see them, the browser edits as usual.
+ * @param {HTMLElement} root
+ * @param {AbortSignal} signal
+ */
+export function isolateTyping(root, signal) {
+  /** @param {Event} event */
+  const stop = (event) => {
+    const target = event.target;
+    if (target instanceof Element && target.matches("textarea, input")) event.stopPropagation();
+  };
+  for (const name of ["keydown", "keypress", "keyup"]) root.addEventListener(name, stop, { signal });
 }

@@ -4,7 +4,9 @@
 // conversation — lives in the model, so two views of one widget (Notebook 7 renders twice)
 // follow each other without interfering.
 
-import { copyText, h } from "./dom.js";
+import { copyText, formatUsageLine, h, isolateTyping, usageTitle } from "./dom.js";
+import { ScrollFollower } from "./follow.js";
+import { ConversationPicker } from "./picker.js";
 import { createSanitizer, loadImage } from "./sanitize.js";
 import { Session } from "./session.js";
 import { ApiError, call, chooseTransport, isAbort } from "./transport.js";
@@ -42,15 +44,14 @@ export class ChatPanel {
     this.directFailure = /** @type {string | null} */ (null);
     /** @type {Session | null} */
     this.session = null;
-    /** @type {ConversationDict[]} */
-    this.conversations = [];
     /** @type {Map<string, string>} status line texts by source, shown together */
     this.statuses = new Map();
     /** @type {Set<ReturnType<typeof setTimeout>>} */
     this.timers = new Set();
     this.creating = false;
     this.modelChosen = false;
-    this.stickToBottom = true;
+    /** The "stream" status is a "Live stream lost" note that polling may resolve. */
+    this.streamLost = false;
     this.lastListRefresh = 0;
     /** A usage request runs / another was asked for meanwhile / the server has no route. */
     this.usageLoading = false;
@@ -58,7 +59,13 @@ export class ChatPanel {
     this.usageUnsupported = false;
     /** @type {[string, (...args: any[]) => void][]} */
     this.modelListeners = [];
-    this.ui = buildDom(doc);
+    this.picker = new ConversationPicker(doc, {
+      transport: () => this.transport,
+      signal: this.controller.signal,
+      onPick: (cid) => void this.open(cid, true),
+    });
+    this.ui = buildDom(doc, this.picker);
+    this.follower = new ScrollFollower(this.ui.list, this.ui.jumpButton, this.controller.signal);
     el.classList.add("r3nb-root");
     el.dataset.polls = "0";
     el.dataset.renders = "0";
@@ -77,15 +84,12 @@ export class ChatPanel {
     }, { signal });
     this.ui.sendButton.addEventListener("click", () => void this.submit(), { signal });
     this.ui.stopButton.addEventListener("click", () => this.session?.stop(), { signal });
-    this.ui.newButton.addEventListener("click", () => void this.createConversation(), { signal });
-    this.ui.conversationSelect.addEventListener("change", () => void this.open(this.ui.conversationSelect.value, true), { signal });
+    this.ui.newButton.addEventListener("click", () => void this.createConversation(undefined, true), { signal });
     this.ui.conversationSelect.addEventListener("focus", () => void this.refreshConversations(), { signal });
+    this.ui.jumpButton.addEventListener("click", () => this.ui.input.focus(), { signal });
+    isolateTyping(this.ui.root, signal);
     this.ui.modelSelect.addEventListener("change", () => { this.modelChosen = true; }, { signal });
     this.ui.list.addEventListener("click", (e) => this.onListClick(e), { signal });
-    this.ui.list.addEventListener("scroll", () => {
-      const { scrollHeight, scrollTop, clientHeight } = this.ui.list;
-      this.stickToBottom = scrollHeight - scrollTop - clientHeight < 32;
-    }, { signal, passive: true });
 
     this.onModel("change:conversation_id", () => void this.open(this.model.get("conversation_id") || "", false));
     this.onModel("change:mode", () => this.updateMode());
@@ -142,7 +146,7 @@ export class ChatPanel {
     }
     this.setStatus("init", "");
     const wanted = this.model.get("conversation_id") || "";
-    const cid = wanted || (this.conversations[0]?.id ?? "");
+    const cid = wanted || this.picker.first();
     await this.open(cid, cid !== wanted);
     if (!signal.aborted) this.el.dataset.r3nbReady = "1";
   }
@@ -191,40 +195,17 @@ export class ChatPanel {
   }
 
   /**
-   * Reloads the conversation list (throttled unless forced), keeping the selection.
+   * Reloads the first page of the conversation list (throttled unless forced).
    * @param {boolean} [force]
    */
   async refreshConversations(force = false) {
     if (!this.transport || (!force && Date.now() - this.lastListRefresh < 3000)) return;
     this.lastListRefresh = Date.now();
     try {
-      const reply = await call(this.transport, "GET", "conversations", undefined, this.controller.signal);
-      this.conversations = reply.conversations || [];
-      this.renderConversations();
+      await this.picker.reload();
     } catch (err) {
       if (force) throw err; // start-up decides; later refreshes are best effort
     }
-  }
-
-  renderConversations() {
-    const doc = this.el.ownerDocument;
-    const current = this.session?.cid ?? "";
-    const options = this.conversations.map((c) => {
-      const when = new Date(c.updated_at * 1000).toLocaleString();
-      return h(doc, "option", { value: c.id, title: `${c.message_count} messages · ${when}` }, [c.title || "Untitled"]);
-    });
-    if (!current) options.unshift(h(doc, "option", { value: "", disabled: true }, ["No conversation yet"]));
-    this.ui.conversationSelect.replaceChildren(...options);
-    this.ui.conversationSelect.value = current;
-  }
-
-  /** @param {ConversationDict} conversation  fresh from a snapshot */
-  noteConversation(conversation) {
-    const known = this.conversations.find((c) => c.id === conversation.id);
-    if (known && known.title === conversation.title && known.message_count === conversation.message_count) return;
-    this.conversations = [conversation, ...this.conversations.filter((c) => c.id !== conversation.id)];
-    this.conversations.sort((a, b) => b.updated_at - a.updated_at);
-    this.renderConversations();
   }
 
   // --- conversations -------------------------------------------------------------------
@@ -244,15 +225,13 @@ export class ChatPanel {
     this.session?.dispose();
     this.session = null;
     this.ui.list.replaceChildren();
-    this.stickToBottom = true;
+    this.follower.reset();
     this.setStatus("poll", "");
     this.setStatus("send", "");
     this.setStatus("stream", "");
-    if (cid) {
-      this.session = new Session(cid, this.sessionHost());
-      if (!this.conversations.some((c) => c.id === cid)) void this.refreshConversations(true).catch(() => {});
-    }
-    this.renderConversations();
+    // The picker shows it even when it is not on a loaded page; its snapshot names it.
+    if (cid) this.session = new Session(cid, this.sessionHost());
+    this.picker.setCurrent(cid);
     this.updateBusy();
     void this.refreshUsage();
     await this.session?.start();
@@ -269,26 +248,56 @@ export class ChatPanel {
         snapshotMs: seconds(this.model.get("snapshot_interval"), 2) * 1000,
         idleMs: seconds(this.model.get("idle_interval"), 10) * 1000,
       }),
-      setStatus: (key, text) => this.setStatus(key, text),
+      setStatus: (key, text) => this.setSessionStatus(key, text),
       onBusyChange: () => this.updateBusy(),
       onReplyDone: () => void this.refreshUsage(),
       onRender: () => this.onRender(),
-      onPoll: () => { this.el.dataset.polls = String(Number(this.el.dataset.polls || 0) + 1); },
-      onConversation: (c) => this.noteConversation(c),
+      onPoll: () => this.onPoll(),
+      onConversation: (c) => this.picker.note(c),
       onGone: () => void this.conversationGone(),
       isShown: () => this.el.isConnected,
     };
   }
 
+  /**
+   * A session's status line. A "Live stream lost" note stays only while a reply it was
+   * about is still being recovered by polling (issue 13): see `onPoll`.
+   * @param {string} key
+   * @param {string} text
+   */
+  setSessionStatus(key, text) {
+    if (key === "stream") this.streamLost = text.startsWith("Live stream lost");
+    this.setStatus(key, text);
+  }
+
+  onPoll() {
+    this.el.dataset.polls = String(Number(this.el.dataset.polls || 0) + 1);
+    if (this.streamLost && !this.recovering()) {
+      this.streamLost = false;
+      this.setStatus("stream", "");
+    }
+  }
+
+  /** Whether a reply whose live stream was lost is still being written. */
+  recovering() {
+    for (const entry of this.session?.entries.values() ?? []) {
+      if (entry.liveFailed && entry.msg.status === "streaming") return true;
+    }
+    return false;
+  }
+
   async conversationGone() {
-    const gone = this.session?.cid;
-    this.conversations = this.conversations.filter((c) => c.id !== gone);
-    await this.open(this.conversations[0]?.id ?? "", true);
+    const gone = this.session?.cid ?? "";
+    this.picker.remove(gone);
+    await this.open(this.picker.first(), true);
     this.setStatus("poll", "That conversation was deleted.");
   }
 
-  /** @param {string} [title] */
-  async createConversation(title) {
+  /**
+   * @param {string} [title]
+   * @param {boolean} [focusInput]  the New button: the caret goes to the input for typing
+   */
+  async createConversation(title, focusInput = false) {
     if (!this.transport || this.creating) return null;
     this.creating = true;
     this.updateBusy();
@@ -296,7 +305,7 @@ export class ChatPanel {
       const body = title ? { title } : {};
       const reply = await call(this.transport, "POST", "conversations", body, this.controller.signal);
       const conversation = /** @type {ConversationDict} */ (reply.conversation);
-      this.conversations = [conversation, ...this.conversations.filter((c) => c.id !== conversation.id)];
+      this.picker.note(conversation);
       void this.open(conversation.id, true);
       return conversation;
     } catch (err) {
@@ -305,6 +314,7 @@ export class ChatPanel {
     } finally {
       this.creating = false;
       this.updateBusy();
+      if (focusInput && !this.controller.signal.aborted) this.ui.input.focus();
     }
   }
 
@@ -379,7 +389,7 @@ export class ChatPanel {
 
   onRender() {
     this.el.dataset.renders = String(Number(this.el.dataset.renders || 0) + 1);
-    if (this.stickToBottom) this.ui.list.scrollTop = this.ui.list.scrollHeight;
+    this.follower.onRender();
   }
 
   // --- usage -------------------------------------------------------------------------
@@ -435,43 +445,6 @@ export class ChatPanel {
 }
 
 /**
- * @param {any} reply  GET usage: { user, today: { tokens, cost, messages }, month, resets_at }
- * @returns {string}   "alice · today 12,345 tokens · $0.04", "" when the reply is unusable
- */
-export function formatUsageLine(reply) {
-  const today = reply && typeof reply === "object" ? reply.today : null;
-  if (!today || typeof today.tokens !== "number" || !Number.isFinite(today.tokens)) return "";
-  const parts = [];
-  if (typeof reply.user === "string" && reply.user) parts.push(reply.user);
-  parts.push(`today ${formatCount(today.tokens)} tokens`);
-  if (typeof today.cost === "number" && Number.isFinite(today.cost) && today.cost > 0) parts.push(formatDollars(today.cost));
-  return parts.join(" · ");
-}
-
-/** @param {any} reply */
-function usageTitle(reply) {
-  const lines = ["Your usage of this r3nb server (UTC days)"];
-  const { today, month } = reply;
-  if (today && typeof today.messages === "number") lines.push(`Today: ${formatCount(today.tokens)} tokens in ${formatCount(today.messages)} replies`);
-  if (month && typeof month.tokens === "number") {
-    const cost = typeof month.cost === "number" && month.cost > 0 ? ` · ${formatDollars(month.cost)}` : "";
-    lines.push(`This month: ${formatCount(month.tokens)} tokens${cost}`);
-  }
-  if (typeof reply.resets_at === "string") lines.push(`The day resets at ${reply.resets_at}`);
-  return lines.join("\n");
-}
-
-/** @param {number} n */
-function formatCount(n) {
-  return Math.round(n).toLocaleString("en-US");
-}
-
-/** @param {number} cost  US dollars, > 0 */
-function formatDollars(cost) {
-  return cost < 0.01 ? (cost < 0.0001 ? "<$0.0001" : `$${cost.toFixed(4)}`) : `$${cost.toFixed(2)}`;
-}
-
-/**
  * A positive number of seconds from a trait, or the default.
  * @param {unknown} value
  * @param {number} fallback
@@ -483,9 +456,10 @@ function seconds(value, fallback) {
 /**
  * The panel's elements. Classes and data attributes are stable hooks for tests.
  * @param {Document} doc
+ * @param {ConversationPicker} picker
  */
-function buildDom(doc) {
-  const conversationSelect = h(doc, "select", { class: "r3nb-conversations", "aria-label": "Conversation" });
+function buildDom(doc, picker) {
+  const conversationSelect = picker.select;
   const newButton = h(doc, "button", { type: "button", class: "r3nb-new", "aria-label": "New conversation" }, ["New"]);
   const modelSelect = h(doc, "select", { class: "r3nb-models", "aria-label": "Model" });
   const modeNote = h(doc, "span", { class: "r3nb-mode", hidden: true }, ["embedded mode (single kernel)"]);
@@ -496,14 +470,16 @@ function buildDom(doc) {
     rows: "2",
     "aria-label": "Message",
     placeholder: "Ask anything (Enter sends, Shift+Enter for a new line)",
-    "data-lm-suppress-shortcuts": "true", // keep JupyterLab's notebook shortcuts out of typing
   });
   const sendButton = h(doc, "button", { type: "button", class: "r3nb-send", "aria-label": "Send message" }, ["Send"]);
   const stopButton = h(doc, "button", { type: "button", class: "r3nb-stop", "aria-label": "Stop the reply", hidden: true }, ["Stop"]);
   // `.r3nb-usage` like a message's usage footer; `.r3nb-panel-usage` tells them apart.
   const usage = h(doc, "span", { class: "r3nb-usage r3nb-panel-usage", hidden: true });
-  const header = h(doc, "div", { class: "r3nb-header" }, [conversationSelect, newButton, modelSelect, modeNote, usage]);
+  const jumpButton = h(doc, "button", { type: "button", class: "r3nb-jump", "aria-label": "Jump to the latest message", hidden: true }, ["↓ Latest"]);
+  const header = h(doc, "div", { class: "r3nb-header" }, [conversationSelect, picker.search, newButton, modelSelect, modeNote, usage]);
+  const body = h(doc, "div", { class: "r3nb-body" }, [list, jumpButton]);
   const composer = h(doc, "div", { class: "r3nb-composer" }, [input, sendButton, stopButton]);
-  const root = h(doc, "div", { class: "r3nb-panel" }, [header, list, status, composer]);
-  return { root, conversationSelect, newButton, modelSelect, modeNote, usage, list, status, input, sendButton, stopButton };
+  // No JupyterLab shortcut fires from inside the panel (see isolateTyping for typing).
+  const root = h(doc, "div", { class: "r3nb-panel", "data-lm-suppress-shortcuts": "true" }, [header, body, status, composer]);
+  return { root, conversationSelect, newButton, modelSelect, modeNote, usage, list, jumpButton, status, input, sendButton, stopButton };
 }

@@ -55,6 +55,15 @@
  */
 
 /**
+ * `GET conversations?limit=N&cursor=C&q=TEXT`: one page, most recently active first.
+ * `limit` defaults to 100 (at most 500); `q` matches titles or message text
+ * (case-insensitive); `cursor` is the previous page's `next_cursor`.
+ * @typedef {object} ConversationPage
+ * @property {ConversationDict[]} conversations
+ * @property {string | null} next_cursor   opaque; null on the last page
+ */
+
+/**
  * `GET conversations/{cid}?since=REV`: what changed after REV.
  * @typedef {object} Snapshot
  * @property {ConversationDict | null} conversation  null: unchanged since `since`

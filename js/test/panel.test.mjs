@@ -34,7 +34,7 @@ function fakeModel({ usage = null } = {}) {
       requests.push(`${msg.method} ${msg.path}`);
       const { id, path } = msg;
       if (path === "models") reply({ type: "response", id, status: 200, body: { models: [{ name: "demo" }, { name: "gpt" }], default: "demo" } });
-      else if (path === "conversations") reply({ type: "response", id, status: 200, body: { conversations: [conversation] } });
+      else if (path.split("?")[0] === "conversations") reply({ type: "response", id, status: 200, body: { conversations: [conversation], next_cursor: null } });
       else if (path === "usage" && usage) {
         reply({ type: "response", id, status: 200, body: { user: "alice", today: { tokens: tokensToday, cost: tokensToday ? 0.0421 : 0, messages: 0 }, month: { tokens: tokensToday, cost: 0, messages: 0 }, resets_at: "2030-01-02T00:00:00+00:00" } });
       } else if (path.startsWith("conversations/c1/messages")) {
