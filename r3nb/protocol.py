@@ -83,6 +83,7 @@ class ConversationDict(TypedDict):
     revision: int
     message_count: int
     model: str | None  # the model it last used or was set to (the picker follows it)
+    system_prompt: str | None  # its own system prompt (None: its model's)
 
 
 class Snapshot(TypedDict):

@@ -80,6 +80,8 @@ _STATUS_FAULTS: dict[str, tuple[int, dict[str, str], dict[str, Any]]] = {
         {},
         {"message": "fake bad request", "type": "invalid_request_error", "code": None},
     ),
+    # Anthropic's "overloaded" status, in the OpenAI error shape.
+    "529": (529, {}, {"message": "Overloaded", "type": "overloaded_error", "code": None}),
 }
 #: Faults that happen after ``after`` chunks have been sent.
 _MID_FAULTS = frozenset({"drop", "stall", "malformed"})
@@ -250,12 +252,14 @@ class _Wire:
         self, prompt: int, completion: int, include_usage: bool, finish: str = "stop"
     ) -> bytes:
         """The finish chunk, the usage chunk (if asked) and ``[DONE]``."""
+        # !finish=none: a stream that never says why it ended.
         out = (
-            "data: "
-            + self.head
-            + ',"choices":[{"index":0,"delta":{},"finish_reason":'
-            + json.dumps(finish)
-            + "}]}\n\n"
+            ""
+            if finish == "none"
+            else (
+                f'data: {self.head},"choices":[{{"index":0,"delta":{{}},"finish_reason":'
+                f"{json.dumps(finish)}}}]}}\n\n"
+            )
         )
         if include_usage:
             usage = (

@@ -159,11 +159,12 @@ async def update_conversation(engine: Engine, call: Call) -> Reply:
     body = _object_body(call)
     title = _optional_str(body, "title")
     model = _optional_str(body, "model")
+    system_prompt = _optional_str(body, "system_prompt", engine.settings.max_prompt_chars)
     if title is not None and not title.strip():
         raise BadRequest("'title' must be a non-empty string")
-    if title is None and model is None:
-        raise BadRequest("give a new 'title' and/or 'model'")
-    updated = await engine.update_conversation(cid, title and title.strip(), model)
+    if title is None and model is None and system_prompt is None:
+        raise BadRequest("give a new 'title', 'model' and/or 'system_prompt'")
+    updated = await engine.update_conversation(cid, title and title.strip(), model, system_prompt)
     return JsonReply({"conversation": updated})
 
 

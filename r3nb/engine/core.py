@@ -175,12 +175,13 @@ class Engine:
         return await self.store.list_conversations(limit, cursor, query)
 
     async def update_conversation(
-        self, cid: str, title: str | None, model: str | None
+        self, cid: str, title: str | None, model: str | None, system_prompt: str | None = None
     ) -> ConversationDict:
-        """Rename, and/or set the model the conversation's next replies use."""
+        """Rename, set the model the conversation's next replies use, set or clear
+        (``""``) its own system prompt."""
         if model is not None:
             model = self.models.resolve(model).name  # 400 for an unknown model
-        updated = await self.store.update_conversation(cid, title, model)
+        updated = await self.store.update_conversation(cid, title, model, system_prompt)
         if updated is None:
             raise NotFound(f"no conversation {cid}")
         return updated
@@ -227,7 +228,8 @@ class Engine:
         size = len(content) + sum(len(a.get("summary", "")) for a in attachments or [])
         limits.check_prompt_size(size, self.settings.max_prompt_chars)
         model = self.models.resolve(model_name)
-        if await self.store.get_conversation(cid) is None:
+        header = await self.store.get_conversation(cid)
+        if header is None:
             raise NotFound(f"no conversation {cid}")
         await self._admit(caller)
         context = self.store.cached_context(cid)
@@ -254,7 +256,10 @@ class Engine:
         )
         placeholder = _placeholder(cid, reply)
         turns = [*context, ("user", content, list(attachments or []))]
-        stream = self.hub.start(placeholder, model, [_for_model(*turn) for turn in turns])
+        system = header.get("system_prompt") or model.system_prompt
+        prompt_messages = [{"role": "system", "content": system}] if system else []
+        prompt_messages += [_for_model(*turn) for turn in turns]
+        stream = self.hub.start(placeholder, model, prompt_messages)
         try:
             begun = await insert
         except BaseException:

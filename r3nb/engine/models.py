@@ -15,6 +15,7 @@ and every key value is registered with ``redact`` so no error text can carry one
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,23 @@ DEMO_MODEL = f"{DEMO_PROVIDER}/demo"
 #: Keys of a model entry that are ours, not litellm's.
 _OWN_KEYS = {
     "api_key_env", "api_key_file", "description", "input_cost_per_token",
-    "output_cost_per_token", "stream_path",
+    "output_cost_per_token", "stream_path", "system_prompt",
 }  # fmt: skip
+#: What r3nb's lean reader may put in an OpenAI chat-completions body: the fields the
+#: OpenAI API defines for a streamed text reply. Anything else a provider wants goes in
+#: an explicit ``extra_body``; an unknown key is refused at start-up (it used to be sent
+#: as a stray body field, silently: ``litellm_system_prompt`` reached no model).
+OPENAI_BODY_KEYS = frozenset({
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "logit_bias", "user", "response_format",
+    "reasoning_effort", "service_tier", "metadata", "store", "verbosity", "n",
+})  # fmt: skip
+#: Keys of an entry that configure the lean reader's call rather than the body.
+LEAN_CALL_KEYS = frozenset({
+    "model", "api_base", "base_url", "api_key", "headers", "extra_headers", "timeout",
+    "stream_timeout", "max_retries", "custom_llm_provider", "organization", "extra_body",
+})  # fmt: skip
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 STREAM_PATHS = ("auto", "lean", "litellm")
 #: Never echoed to a client, whatever the entry says.
 _SECRET_KEYS = {"api_key", "api_key_env", "headers", "extra_headers", "aws_secret_access_key"}
@@ -57,6 +73,8 @@ class ModelConfig:
     cost_per_token: tuple[float, float] | None = None  # (input, output) overrides
     stream_path: str = "auto"
     api_key_file: str | None = None
+    #: Sent as the first message of every call (a conversation may set its own).
+    system_prompt: str = ""
     #: The value of ``api_key_env`` as read when the registry was built (never printed).
     env_key: str | None = field(default=None, repr=False, compare=False)
 
@@ -113,12 +131,48 @@ class ModelConfig:
         }
 
 
+def _interpolate(value: Any, where: str) -> Any:
+    """``${NAME}`` in any string of an entry becomes that environment variable of the
+    server (config files can then be shared without the values in them)."""
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            found = os.environ.get(match.group(1))
+            if found is None:
+                raise ValueError(f"{where} uses ${{{match.group(1)}}}, which is not set")
+            return found
+
+        return _ENV_REF.sub(lookup, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, where) for v in value]
+    return value
+
+
+def _check_lean_keys(name: str, config: ModelConfig) -> None:
+    unknown = sorted(set(config.params) - OPENAI_BODY_KEYS - LEAN_CALL_KEYS)
+    if unknown:
+        raise ValueError(
+            f"c.R3nbApp.models[{name!r}] has {', '.join(map(repr, unknown))}, which the "
+            "OpenAI chat API does not define. Use 'system_prompt' for a system prompt, put "
+            "provider-specific fields in 'extra_body': {...}, or set "
+            "'stream_path': 'litellm' to let litellm interpret them."
+        )
+    if "extra_body" in config.params and not isinstance(config.params["extra_body"], dict):
+        raise ValueError(f"c.R3nbApp.models[{name!r}]['extra_body'] must be a dict")
+
+
 def _parse(name: str, entry: Any) -> ModelConfig:
     if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
         raise ValueError(
             f"c.R3nbApp.models[{name!r}] must be a dict with at least a 'model' string "
             "(a litellm model name such as 'openai/gpt-4o-mini')"
         )
+    entry = _interpolate(entry, f"c.R3nbApp.models[{name!r}]")
+    system_prompt = entry.get("system_prompt", "")
+    if not isinstance(system_prompt, str):
+        raise ValueError(f"c.R3nbApp.models[{name!r}]['system_prompt'] must be a string")
     params = {k: v for k, v in entry.items() if k not in _OWN_KEYS}
     cost = None
     if "input_cost_per_token" in entry or "output_cost_per_token" in entry:
@@ -148,7 +202,8 @@ def _parse(name: str, entry: Any) -> ModelConfig:
         raise ValueError(
             f"c.R3nbApp.models[{name!r}]['stream_path'] must be one of {', '.join(STREAM_PATHS)}"
         )
-    return ModelConfig(
+    config = ModelConfig(
+        system_prompt=system_prompt,
         stream_path=stream_path,
         name=name,
         params=params,
@@ -158,6 +213,9 @@ def _parse(name: str, entry: Any) -> ModelConfig:
         api_key_file=os.path.expanduser(key_file) if key_file else None,
         env_key=env_key,
     )
+    if config.lean:
+        _check_lean_keys(name, config)
+    return config
 
 
 def read_key_file(path: str) -> str:

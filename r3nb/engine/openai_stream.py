@@ -21,12 +21,10 @@ import httpx
 
 from r3nb.errors import ProviderError
 
+from . import failures
+from .models import OPENAI_BODY_KEYS
+
 DEFAULT_API_BASE = "https://api.openai.com/v1"
-#: Keys of a model entry that configure the call, not the request body.
-_NOT_BODY = {
-    "model", "api_base", "base_url", "api_key", "headers", "extra_headers", "timeout",
-    "stream_timeout", "max_retries", "stream_path", "custom_llm_provider", "organization",
-}  # fmt: skip
 _ERROR_BODY_LIMIT = 16 * 1024
 
 # One pooled client per event loop: an httpx client is bound to the loop that opened its
@@ -66,7 +64,10 @@ def _request(
         headers["OpenAI-Organization"] = str(params["organization"])
     for extra in ("headers", "extra_headers"):
         headers.update(params.get(extra) or {})
-    body = {k: v for k, v in params.items() if k not in _NOT_BODY}
+    # Only what the OpenAI API defines (the registry refused anything else at start-up),
+    # plus the entry's explicit ``extra_body``.
+    body = {k: v for k, v in params.items() if k in OPENAI_BODY_KEYS}
+    body.update(params.get("extra_body") or {})
     body.update(
         model=model,
         messages=messages,
@@ -95,7 +96,8 @@ async def stream_chat(
                     continue  # blank separators, ": keep-alive" comments, "event:" lines
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    finished = True
+                    if not finished:  # [DONE] with no finish_reason before it
+                        raise ProviderError(failures.ENDED_EARLY)
                     break
                 try:
                     chunk = json.loads(payload)
@@ -106,7 +108,8 @@ async def stream_chat(
                 if not isinstance(chunk, dict):
                     raise ProviderError("the provider's stream broke off mid-reply: bad chunk")
                 if "error" in chunk:
-                    raise ProviderError(f"the provider reported an error: {_message(chunk)}")
+                    words = failures.message_of(chunk) or str(chunk["error"])
+                    raise ProviderError(f"the provider reported an error: {words}")
                 if chunk.get("usage"):
                     yield {"usage": chunk["usage"]}
                 for choice in chunk.get("choices") or ():
@@ -128,17 +131,6 @@ async def stream_chat(
         raise ProviderError("the provider's stream broke off mid-reply: it ended without [DONE]")
 
 
-_STATUS_REASONS = {
-    400: "the provider refused the request (400): {detail}",
-    401: "the provider rejected the API key (401); check the key configured for this model",
-    403: "the provider refused access (403): {detail}",
-    404: "the provider does not know model {model!r} (404)",
-    408: "the provider did not answer in time (408); retry",
-    413: "the request is too large for the provider (413); start a new conversation",
-    429: "the provider is rate limiting requests (429); wait a moment and retry",
-}
-
-
 async def _http_failure(response: httpx.Response, params: dict[str, Any]) -> str:
     raw = b""
     async for piece in response.aiter_bytes():
@@ -146,24 +138,17 @@ async def _http_failure(response: httpx.Response, params: dict[str, Any]) -> str
         if len(raw) > _ERROR_BODY_LIMIT:
             break
     try:
-        detail = _message(json.loads(raw))
+        detail = failures.message_of(json.loads(raw)) or ""
     except (ValueError, RecursionError):
-        detail = raw.decode(errors="replace").strip() or response.reason_phrase
-    status = response.status_code
-    template = _STATUS_REASONS.get(status)
-    if template is None:
-        template = (
-            "the provider failed ({status}); retry later"
-            if status >= 500
-            else ("the provider refused the request ({status}): {detail}")
-        )
+        detail = ""
+    detail = detail or raw.decode(errors="replace").strip() or response.reason_phrase
+    model = str(params.get("model"))
     # Not cut here: the caller redacts keys first, then cuts (a key straddling a cut
     # would otherwise survive in part).
-    return template.format(status=status, detail=detail, model=params.get("model"))
-
-
-def _message(body: Any) -> str:
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or error)
-    return str(error or body)
+    return failures.for_status(
+        response.status_code,
+        detail,
+        who=failures.who(model, params.get("api_base") or params.get("base_url")),
+        name=model,
+        model=model,
+    )

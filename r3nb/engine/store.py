@@ -76,6 +76,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ),
     # The model a conversation last used or was set to: the panel's picker follows it.
     ("0002_conversation_model", ["ALTER TABLE conversations ADD COLUMN model VARCHAR"]),
+    # A conversation's own system prompt, in place of its model's.
+    (
+        "0003_conversation_system_prompt",
+        ["ALTER TABLE conversations ADD COLUMN system_prompt VARCHAR"],
+    ),
 ]
 
 _MESSAGE_COLUMNS = (
@@ -86,7 +91,7 @@ _MESSAGE_COLUMNS = (
 _CONVERSATION_SELECT = """
     SELECT c.id, c.title, c.author, c.created_at, c.updated_at, c.revision,
            (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count,
-           c.model
+           c.model, c.system_prompt
     FROM conversations c
 """
 MEMORY_LIMIT = "512MB"
@@ -160,6 +165,7 @@ def _conversation(row: Sequence[Any]) -> ConversationDict:
         "revision": row[5],
         "message_count": row[6],
         "model": row[7],
+        "system_prompt": row[8],
     }
 
 
@@ -367,6 +373,7 @@ class Store:
             "revision": rev,
             "message_count": 0,
             "model": None,
+            "system_prompt": None,
         }
         self.recent.put_conversation(conversation)
         return conversation
@@ -413,12 +420,13 @@ class Store:
             return self.recent.conversations.get(cid)
 
     async def update_conversation(
-        self, cid: str, title: str | None, model: str | None
+        self, cid: str, title: str | None, model: str | None, system_prompt: str | None
     ) -> ConversationDict | None:
-        return await self._run(self._update_conversation, cid, title, model)
+        """Change what is given (None: unchanged; an empty system prompt clears it)."""
+        return await self._run(self._update_conversation, cid, title, model, system_prompt)
 
     def _update_conversation(
-        self, cid: str, title: str | None, model: str | None
+        self, cid: str, title: str | None, model: str | None, system_prompt: str | None
     ) -> ConversationDict | None:
         conversation = self.recent.conversations.get(cid)
         if conversation is None:
@@ -429,6 +437,9 @@ class Store:
             **conversation,
             "title": title or conversation["title"],
             "model": model or conversation["model"],
+            "system_prompt": conversation["system_prompt"]
+            if system_prompt is None
+            else (system_prompt or None),
             "revision": self._next_revision(),
         }
         self._touch_conversation(header)
@@ -515,13 +526,14 @@ class Store:
         """Persist a conversation's header (activity time, revision, first-prompt title).
         Derived data: after an exchange it is written right after the acknowledgement."""
         self.con.execute(
-            "UPDATE conversations SET updated_at = ?, revision = ?, title = ?, model = ?"
-            " WHERE id = ?",
+            "UPDATE conversations SET updated_at = ?, revision = ?, title = ?, model = ?,"
+            " system_prompt = ? WHERE id = ?",
             [
                 header["updated_at"],
                 header["revision"],
                 header["title"],
                 header["model"],
+                header["system_prompt"],
                 header["id"],
             ],
         )
