@@ -134,7 +134,7 @@ class CommRequest(TypedDict):
 
     type: Literal["request"]
     id: str
-    method: Literal["GET", "POST", "DELETE"]
+    method: Literal["GET", "POST", "PATCH", "DELETE"]
     path: str  # e.g. "conversations/abc/messages?x=1"
     body: Any
 

@@ -314,10 +314,11 @@ def send(page: Any, prompt: str, *, timeout: float = 30_000) -> str:
     before = assistant_ids(page)
     box = page.locator(".r3nb-root .r3nb-input")
     box.wait_for(state="visible")
-    page.wait_for_function(
-        "() => !document.querySelector('.r3nb-root .r3nb-input').disabled", timeout=timeout
-    )
     box.fill(prompt)
+    # The input stays editable while a reply streams; Send waits until it has ended.
+    page.wait_for_function(
+        "() => !document.querySelector('.r3nb-root .r3nb-send').disabled", timeout=timeout
+    )
     box.press("Enter")
     handle = page.wait_for_function(NEW_ASSISTANT, arg=before, timeout=timeout)
     return str(handle.json_value())

@@ -185,7 +185,7 @@ async def post_message(engine: Engine, call: Call) -> Reply:
     content = body.get("content")
     if not isinstance(content, str) or not content.strip():
         raise BadRequest("'content' must be a non-empty string")
-    user, assistant, _stream = await engine.send(
+    user, assistant, stream = await engine.send(
         call.caller,
         cid,
         content,
@@ -195,7 +195,15 @@ async def post_message(engine: Engine, call: Call) -> Reply:
     )
 
     async def events() -> AsyncIterator[Event]:
-        yield "start", {"user_message": user, "assistant_message": assistant}
+        yield (
+            "start",
+            {
+                "user_message": user,
+                "assistant_message": assistant,
+                # Earlier turns left out to fit the model's context window (0: all sent).
+                "context_left_out": stream.left_out,
+            },
+        )
         async for event in engine.hub.follow(assistant["id"], 0, SSE_HEARTBEAT_SECONDS):
             yield event
 

@@ -19,6 +19,7 @@ from r3nb.errors import Conflict, NotFound, RateLimited, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
 
 from . import limits, openai_stream, provider, usage
+from .context import fit
 from .metrics import LoopLag
 from .models import ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store, new_id
@@ -259,7 +260,11 @@ class Engine:
         system = header.get("system_prompt") or model.system_prompt
         prompt_messages = [{"role": "system", "content": system}] if system else []
         prompt_messages += [_for_model(*turn) for turn in turns]
-        stream = self.hub.start(placeholder, model, prompt_messages)
+        fitted = fit(
+            prompt_messages, provider.context_window(model), model.params.get("max_tokens")
+        )
+        stream = self.hub.start(placeholder, model, fitted.messages)
+        stream.left_out = fitted.left_out
         try:
             begun = await insert
         except BaseException:

@@ -32,7 +32,7 @@ DEMO_MODEL = f"{DEMO_PROVIDER}/demo"
 #: Keys of a model entry that are ours, not litellm's.
 _OWN_KEYS = {
     "api_key_env", "api_key_file", "description", "input_cost_per_token",
-    "output_cost_per_token", "stream_path", "system_prompt",
+    "output_cost_per_token", "stream_path", "system_prompt", "max_context_tokens",
 }  # fmt: skip
 #: What r3nb's lean reader may put in an OpenAI chat-completions body: the fields the
 #: OpenAI API defines for a streamed text reply. Anything else a provider wants goes in
@@ -75,6 +75,8 @@ class ModelConfig:
     api_key_file: str | None = None
     #: Sent as the first message of every call (a conversation may set its own).
     system_prompt: str = ""
+    #: The context window in tokens, when the entry says (else litellm's model info).
+    max_context_tokens: int | None = None
     #: The value of ``api_key_env`` as read when the registry was built (never printed).
     env_key: str | None = field(default=None, repr=False, compare=False)
 
@@ -202,7 +204,13 @@ def _parse(name: str, entry: Any) -> ModelConfig:
         raise ValueError(
             f"c.R3nbApp.models[{name!r}]['stream_path'] must be one of {', '.join(STREAM_PATHS)}"
         )
+    window = entry.get("max_context_tokens")
+    if window is not None and (not isinstance(window, int) or window < 256):
+        raise ValueError(
+            f"c.R3nbApp.models[{name!r}]['max_context_tokens'] must be an integer ≥ 256"
+        )
     config = ModelConfig(
+        max_context_tokens=window,
         system_prompt=system_prompt,
         stream_path=stream_path,
         name=name,

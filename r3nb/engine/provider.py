@@ -55,6 +55,20 @@ def is_loaded() -> bool:
     return _loaded is not None and _loaded.done() and _loaded.exception() is None
 
 
+def context_window(model: ModelConfig) -> int | None:
+    """The model's input window in tokens: the entry's ``max_context_tokens``, else
+    litellm's model info once litellm is loaded (never waits for it), else None."""
+    if model.max_context_tokens:
+        return model.max_context_tokens
+    if not is_loaded() or _loaded is None:
+        return None
+    costs: dict[str, Any] = getattr(_loaded.result(), "model_cost", {})
+    name = model.litellm_model
+    info = costs.get(name) or costs.get(name.split("/", 1)[-1]) or {}
+    window = info.get("max_input_tokens") or info.get("max_tokens")
+    return int(window) if isinstance(window, int | float) and window > 0 else None
+
+
 async def load() -> ModuleType:
     return await asyncio.wrap_future(preload())
 

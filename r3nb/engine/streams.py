@@ -87,6 +87,7 @@ class LiveStream:
         # Per-stream phase: streams started together still flush at different moments.
         self.next_flush_at = self.started + snapshot_interval * (0.5 + random.random() / 2)
         self.end_reason: str | None = None  # set before cancelling: why it ended as error
+        self.left_out = 0  # earlier turns not sent to the model (its context window)
         self.cancelled_by: str | None = None
 
     def append(self, text: str) -> None:

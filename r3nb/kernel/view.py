@@ -42,6 +42,7 @@ class ReplyView:
         self._live_bytes = 0  # size of the last live update: what the next one will cost
         self._cancel_wanted = False
         self._cancel_sent = False
+        self.left_out = 0  # earlier turns the server left out to fit the context window
         self.done = threading.Event()  # set once the final render went out
         self._show_waiting()
 
@@ -87,6 +88,7 @@ class ReplyView:
         for name, data in batch:
             if name == "start":
                 self.message = data["assistant_message"]
+                self.left_out = int(data.get("context_left_out") or 0)
             elif name == "delta":
                 self.text = self.text[: data["offset"]] + data["text"]
             elif name == "done":
@@ -124,7 +126,7 @@ class ReplyView:
             html = render.reply_html(self.text, note=reason, note_label="r3nb:")
             plain = f"{self.text}\n\nr3nb: {reason}"
         else:
-            text, note = self.final["content"], footer(self.final)
+            text, note = self.final["content"], footer(self.final, self.left_out)
             html, plain = render.reply_html(text, note=note), f"{text}\n\n{note}"
         self._update({"text/html": html, "text/plain": plain})
 
@@ -133,8 +135,9 @@ class ReplyView:
         self.handle.update(bundle, raw=True)
 
 
-def footer(message: dict[str, Any]) -> str:
-    """``model · status · tokens · cost``: what a person checks after a reply."""
+def footer(message: dict[str, Any], left_out: int = 0) -> str:
+    """``model · status · tokens · cost``: what a person checks after a reply (and how
+    many earlier turns were not sent, when the context window made that necessary)."""
     parts = [str(message.get("model") or "?")]
     status = message.get("status") or "?"
     parts.append(f"{status}: {message['error']}" if message.get("error") else status)
@@ -143,6 +146,10 @@ def footer(message: dict[str, Any]) -> str:
         parts.append(f"{prompt or 0} → {completion or 0} tokens")
     cost = message.get("cost")
     parts.append(format_cost(cost) if isinstance(cost, int | float) else "cost unknown")
+    if left_out:
+        parts.append(
+            f"{left_out} earlier turn{'s' if left_out != 1 else ''} not sent (context window)"
+        )
     return " · ".join(parts)
 
 
@@ -173,7 +180,7 @@ class TerminalReplyView(ReplyView):
     def _render_final(self) -> None:
         self._render_live()
         note = (
-            footer(self.final)
+            footer(self.final, self.left_out)
             if self.final
             else f"r3nb: {self.error or 'the reply did not finish'}"
         )
