@@ -6,12 +6,20 @@ typing in the input is plain text editing inside JupyterLab and Notebook 7 (no n
 shortcut fires from it); "New" puts the caret in the input; a "Live stream lost" banner
 goes away once the reply has been recovered by polling.
 
+Issue 13, "the panel as people use it": a panel watching a reply someone else asked for
+can stop it (and shows who did); one reply at a time per conversation, with the input
+editable meanwhile, Escape to stop, and a 409 that keeps the typed text; the model choice
+stored per conversation; rename and delete by keyboard; Copy as Markdown, code language
+labels, author labels only when several people wrote.
+
 One JupyterLab, one local provider and one browser serve the module (see
 tests/test_browser.py for the same pattern and tests/lab.py for the helpers).
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +29,12 @@ import pytest
 # This module's own browser fixtures (see tests/browsers.py for why they are imported).
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.lab import (
+    MESSAGES,
+    NEW_ASSISTANT,
     Guard,
     JupyterLab,
+    assistant_ids,
+    message,
     open_notebook,
     panel_notebook,
     run_all_and_wait_for_panel,
@@ -40,6 +52,11 @@ SEARCH = f"{ROOT} .r3nb-search"
 INPUT = f"{ROOT} .r3nb-input"
 LIST = f"{ROOT} .r3nb-list"
 JUMP = f"{ROOT} .r3nb-jump"
+MODELS = f"{ROOT} .r3nb-models"
+SEND = f"{ROOT} .r3nb-send"
+STOP = f"{ROOT} .r3nb-stop"
+NOTE = f"{ROOT} .r3nb-composer-note"
+STATUS = f"{ROOT} .r3nb-status"
 
 #: How far the list is from its bottom, in CSS pixels.
 DISTANCE_FROM_BOTTOM = """() => {
@@ -82,7 +99,8 @@ def lab(
         {
             "db_path": str(workdir / "r3nb.duckdb"),
             "models": {
-                "fake": {"model": "openai/fake", "api_base": lab_provider.url, "api_key": "sk-x"}
+                "fake": {"model": "openai/fake", "api_base": lab_provider.url, "api_key": "sk-x"},
+                "fake2": {"model": "openai/fake2", "api_base": lab_provider.url, "api_key": "sk-x"},
             },
             "default_model": "fake",
             "snapshot_interval": SNAPSHOT_INTERVAL,
@@ -334,3 +352,306 @@ def test_picker_pages_searches_and_keeps_the_open_conversation(lab: JupyterLab, 
     values = [v for v, _ in picker_options(page)]
     assert values.count(needle) == 1
     assert set(fillers) <= set(values)
+
+
+# --- issue 13: the panel as people use it -------------------------------------------------
+
+
+class BackgroundPrompt:
+    """A prompt sent by someone else (another panel, a kernel): its reply streams on the
+    server while the page only sees it through snapshot polls."""
+
+    def __init__(self, lab: JupyterLab, cid: str, content: str, **extra: Any) -> None:
+        self.status: int | None = None
+        self.body = ""
+        url = f"{lab.api}conversations/{cid}/messages"
+
+        def run() -> None:
+            body = {"content": content, **extra}
+            with (
+                httpx.Client(headers=lab.headers, timeout=60) as client,
+                client.stream("POST", url, json=body) as r,
+            ):
+                self.status = r.status_code
+                for line in r.iter_lines():
+                    self.body += line + "\n"
+
+        self.thread = threading.Thread(target=run, name="background-prompt", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the background reply never ended"
+        assert self.status == 200, (self.status, self.body)
+
+
+def start_background_reply(
+    lab: JupyterLab, lab_provider: FakeProvider, cid: str, content: str, **extra: Any
+) -> BackgroundPrompt:
+    """Send `content` (which should hold a `!gate=N`) from outside the page and wait until
+    the provider has streamed N chunks of the reply: it is being written, and stays so."""
+    gate = int(re.search(r"!gate=(\d+)", content).group(1))  # type: ignore[union-attr]
+    n = len(lab_provider.requests)
+    prompt = BackgroundPrompt(lab, cid, content, **extra)
+    lab_provider.wait_sent(n, gate)
+    return prompt
+
+
+def wait_new_assistant(page: Any, before: list[str]) -> str:
+    return str(page.wait_for_function(NEW_ASSISTANT, arg=before).json_value())
+
+
+def user_message_count(page: Any) -> int:
+    return int(page.eval_on_selector_all(f"{MESSAGES}[data-role=user]", "els => els.length"))
+
+
+def test_an_observer_stops_a_reply_someone_else_asked_for_and_sees_who_stopped_it(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
+) -> None:
+    cid = new_conversation(page)
+    before = assistant_ids(page)
+    prompt = start_background_reply(lab, lab_provider, cid, "Watch me !tokens=60 !gate=5")
+    mid = wait_new_assistant(page, before)  # seen through snapshot polls, not streamed to us
+    wait_status(page, mid, "streaming")
+
+    # The reply is someone else's, yet this panel shows Stop (on the reply and in the
+    # composer), and Send waits, saying why.
+    reply = message(page, mid)
+    reply.locator(".r3nb-stop-reply").wait_for(state="visible")
+    page.locator(STOP).wait_for(state="visible")
+    assert page.locator(SEND).is_disabled()
+    page.locator(NOTE).wait_for(state="visible")
+    assert "asked by" in (page.locator(NOTE).text_content() or "")
+
+    reply.locator(".r3nb-stop-reply").click()
+    wait_status(page, mid, "cancelled")
+    prompt.join()
+    stored = lab.message(cid, mid)
+    assert stored["status"] == "cancelled"
+    assert str(stored["error"]).startswith("stopped by ")
+    stopped = reply.locator(".r3nb-stopped")
+    stopped.wait_for(state="visible")
+    assert (stopped.text_content() or "").lower() == str(stored["error"]).lower()
+    assert reply.locator(".r3nb-retry").is_visible()
+    page.locator(STOP).wait_for(state="hidden")
+    assert page.locator(SEND).is_enabled()
+    assert page.locator(NOTE).is_hidden()
+
+
+#: Holds every snapshot poll (GET conversations/{cid}?…) until `window.__releasePolls()`:
+#: the page then cannot know of a reply someone else started.
+HOLD_POLLS = r"""() => {
+  const realFetch = window.fetch;
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  window.__releasePolls = () => { window.fetch = realFetch; release(); };
+  window.fetch = async (input, init) => {
+    const url = String(input instanceof Request ? input.url : input);
+    const get = !init || !init.method || init.method === 'GET';
+    if (get && /\/conversations\/[^/?]+(\?|$)/.test(url)) await held;
+    return realFetch(input, init);
+  };
+}"""
+
+
+def test_one_reply_at_a_time_the_input_stays_editable_escape_stops_and_a_409_keeps_the_text(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
+) -> None:
+    cid = new_conversation(page)
+    box = page.locator(INPUT)
+
+    # Our own reply streams: the input stays editable for the next question, Send waits
+    # (with the reason on screen), Enter sends nothing, Escape stops the reply.
+    n = len(lab_provider.requests)
+    mid = send(page, "Mine !tokens=60 !gate=5")
+    lab_provider.wait_sent(n, 5)
+    wait_status(page, mid, "streaming")
+    assert box.is_editable()
+    box.fill("the next question")
+    assert page.locator(SEND).is_disabled()
+    assert page.locator(NOTE).is_visible()
+    users = user_message_count(page)
+    box.press("Enter")
+    assert user_message_count(page) == users
+    assert box.input_value() == "the next question"
+    box.press("Escape")
+    wait_status(page, mid, "cancelled")
+    assert lab.message(cid, mid)["status"] == "cancelled"
+    assert box.input_value() == "the next question"
+    page.wait_for_function("(sel) => !document.querySelector(sel).disabled", arg=SEND)
+
+    # A race: someone else's reply starts before this panel hears of it. The server's
+    # 409 reason is shown and the typed text stays.
+    page.evaluate(HOLD_POLLS)
+    cid2 = new_conversation(page)  # its first snapshot is held: the panel knows nothing
+    prompt = start_background_reply(lab, lab_provider, cid2, "Theirs !tokens=60 !gate=5")
+    box.fill("my question")
+    box.press("Enter")
+    status = page.locator(STATUS)
+    page.wait_for_function(
+        "(sel) => /still being written/.test(document.querySelector(sel).textContent)",
+        arg=STATUS,
+    )
+    assert "asked by" in (status.text_content() or "")
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel).value === 'my question'", arg=INPUT
+    )
+    assert [m["role"] for m in lab.messages(cid2)] == ["user", "assistant"], "nothing interleaved"
+
+    # Once the panel hears of that reply it offers Stop, and Escape in the input stops it.
+    page.evaluate("() => window.__releasePolls()")
+    theirs = str(lab.messages(cid2)[1]["id"])
+    wait_status(page, theirs, "streaming")
+    page.locator(STOP).wait_for(state="visible")
+    box.press("Escape")
+    wait_status(page, theirs, "cancelled")
+    prompt.join()
+    assert box.input_value() == "my question"
+    # And now it goes.
+    before = assistant_ids(page)
+    box.press("Enter")
+    wait_status(page, wait_new_assistant(page, before), "complete")
+    assert box.input_value() == ""
+
+
+def test_the_model_choice_is_stored_per_conversation_and_shown_after_a_reload(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any, browser: Any, guard: Guard
+) -> None:
+    models = page.locator(MODELS)
+    first = new_conversation(page)
+    assert models.input_value() == "fake"  # nothing stored: the default
+    with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+        models.select_option("fake2")
+    assert patched.value.status == 200
+    assert lab.call("GET", f"conversations/{first}")["conversation"]["model"] == "fake2"
+
+    second = new_conversation(page)
+    page.wait_for_function("(sel) => document.querySelector(sel).value === 'fake'", arg=MODELS)
+    page.locator(PICKER).select_option(first)
+    page.wait_for_function("(sel) => document.querySelector(sel).value === 'fake2'", arg=MODELS)
+    page.locator(PICKER).select_option(second)
+    page.wait_for_function("(sel) => document.querySelector(sel).value === 'fake'", arg=MODELS)
+
+    # A reply being written with fake2 in a third conversation (a kernel's, say).
+    third = lab.create_conversation("resumed stream")
+    prompt = start_background_reply(
+        lab, lab_provider, third, "Resume me !tokens=60 !gate=5", model="fake2"
+    )
+
+    # A reload: a fresh page shows the stored choice, and a resumed stream's model.
+    panel_notebook(lab.root / "models.ipynb", first)
+    page2 = guard.new_page(browser)
+    try:
+        open_notebook(page2, lab.lab_url("models.ipynb", "wsmodels"))
+        run_all_and_wait_for_panel(page2)
+        assert page2.locator(MODELS).input_value() == "fake2"
+        page2.locator(PICKER).select_option(third)
+        mid = str(lab.messages(third)[1]["id"])
+        wait_status(page2, mid, "streaming")
+        page2.wait_for_function(
+            "(sel) => document.querySelector(sel).value === 'fake2'", arg=MODELS
+        )
+        assert message(page2, mid).locator(".r3nb-model").text_content() == "fake2"
+        page2.locator(STOP).click()
+        wait_status(page2, mid, "cancelled")
+    finally:
+        page2.context.close()
+    prompt.join()
+
+    # The server refuses an unknown model (400). (Not driven through the page here.)
+    r = httpx.patch(
+        f"{lab.api}conversations/{first}", json={"model": "nope"}, headers=lab.headers, timeout=30
+    )
+    assert r.status_code == 400
+
+
+def test_rename_and_delete_the_open_conversation_by_keyboard(
+    lab: JupyterLab, page: Any, guard: Guard
+) -> None:
+    cid = new_conversation(page)
+    rename = page.locator(f"{ROOT} .r3nb-rename")
+    title_box = page.locator(f"{ROOT} .r3nb-rename-input")
+    option_text = (
+        "([sel, id]) => [...document.querySelector(sel).options]"
+        ".find((o) => o.value === id)?.textContent"
+    )
+
+    rename.focus()
+    page.keyboard.press("Enter")
+    title_box.wait_for(state="visible")
+    assert page.evaluate("() => document.activeElement.classList.contains('r3nb-rename-input')")
+    page.keyboard.type("Renamed by keys")  # the old title is selected: typing replaces it
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"([sel, id]) => ({option_text})([sel, id]) === 'Renamed by keys'", arg=[PICKER, cid]
+    )
+    title_box.wait_for(state="hidden")
+    assert lab.call("GET", f"conversations/{cid}")["conversation"]["title"] == "Renamed by keys"
+
+    # Escape leaves the title alone.
+    rename.focus()
+    page.keyboard.press("Enter")
+    page.keyboard.type("Not this")
+    page.keyboard.press("Escape")
+    title_box.wait_for(state="hidden")
+    assert page.evaluate(option_text, [PICKER, cid]) == "Renamed by keys"
+
+    # Delete asks first, in the panel (no browser dialog), with Cancel focused.
+    delete = page.locator(f"{ROOT} .r3nb-delete")
+    confirm = page.locator(f"{ROOT} .r3nb-confirm")
+    delete.focus()
+    page.keyboard.press("Enter")
+    confirm.wait_for(state="visible")
+    assert "Renamed by keys" in (confirm.text_content() or "")
+    assert page.evaluate("() => document.activeElement.classList.contains('r3nb-confirm-cancel')")
+    page.keyboard.press("Escape")
+    confirm.wait_for(state="hidden")
+    assert lab.call("GET", f"conversations/{cid}")["conversation"]["id"] == cid
+
+    delete.focus()
+    page.keyboard.press("Enter")
+    confirm.wait_for(state="visible")
+    page.keyboard.press("Shift+Tab")  # from Cancel to Delete
+    assert page.evaluate("() => document.activeElement.classList.contains('r3nb-confirm-delete')")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "([sel, id]) => ![...document.querySelector(sel).options].some((o) => o.value === id)",
+        arg=[PICKER, cid],
+    )
+    confirm.wait_for(state="hidden")
+    gone = httpx.get(f"{lab.api}conversations/{cid}", headers=lab.headers, timeout=30)
+    assert gone.status_code == 404
+    assert guard.dialogs == []
+
+
+CODE_REPLY = "Here is some code:\n\n```python\nprint('hi')\n```\n\nThat is **all**."
+
+
+def test_copy_as_markdown_code_language_labels_and_author_labels(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
+) -> None:
+    cid = new_conversation(page)
+    lab_provider.scenario = Scenario(text=CODE_REPLY)
+    mid = send(page, "Show me code")
+    wait_status(page, mid, "complete")
+    reply = message(page, mid)
+
+    # The code block says which language it is.
+    label = reply.locator(".r3nb-code .r3nb-lang")
+    label.wait_for(state="visible")
+    assert label.text_content() == "python"
+
+    # Copy as Markdown copies the message's raw text, not what the page shows.
+    page.evaluate(
+        "() => { window.__copied = null;"
+        " navigator.clipboard.writeText = async (text) => { window.__copied = text; }; }"
+    )
+    reply.locator(".r3nb-copy-md").click()
+    copied = page.wait_for_function("() => window.__copied").json_value()
+    assert copied == CODE_REPLY == lab.message(cid, mid)["content"]
+
+    # One person wrote here: "for <name>" on the reply says nothing, so it is not shown.
+    assert reply.locator(".r3nb-asker").count() == 1
+    assert reply.locator(".r3nb-asker").is_hidden()
+    # Today's message: the time of day only.
+    assert re.fullmatch(r"\d{1,2}:\d{2}( [AP]M)?", reply.locator(".r3nb-time").text_content() or "")

@@ -80,16 +80,18 @@ function formatDollars(cost) {
 }
 
 /**
- * Local time of day for today's messages, date and time otherwise.
+ * Local time of day for today's messages; the date too for older ones, with the year
+ * when it is not this year's.
  * @param {number} epochSeconds
+ * @param {Date} [now]
  */
-export function formatTime(epochSeconds) {
+export function formatTime(epochSeconds, now = new Date()) {
   const date = new Date(epochSeconds * 1000);
-  const today = new Date();
-  const sameDay = date.toDateString() === today.toDateString();
-  return sameDay
-    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    : date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const time = /** @type {const} */ ({ hour: "2-digit", minute: "2-digit" });
+  if (date.toDateString() === now.toDateString()) return date.toLocaleTimeString([], time);
+  /** @type {Intl.DateTimeFormatOptions} */
+  const year = date.getFullYear() === now.getFullYear() ? {} : { year: "numeric" };
+  return date.toLocaleString([], { ...year, month: "short", day: "numeric", ...time });
 }
 
 /**
@@ -139,8 +141,8 @@ export async function copyText(doc, text) {
 export function isolateTyping(root, signal) {
   /** @param {Event} event */
   const stop = (event) => {
-    const target = event.target;
-    if (target instanceof Element && target.matches("textarea, input")) event.stopPropagation();
+    const target = /** @type {Element | null} */ (event.target);
+    if (target?.nodeType === 1 && target.matches("textarea, input")) event.stopPropagation();
   };
   for (const name of ["keydown", "keypress", "keyup"]) root.addEventListener(name, stop, { signal });
 }

@@ -4,15 +4,20 @@
 // conversation — lives in the model, so two views of one widget (Notebook 7 renders twice)
 // follow each other without interfering.
 
-import { copyText, formatUsageLine, h, isolateTyping, usageTitle } from "./dom.js";
+import { Composer } from "./composer.js";
+import { h, isolateTyping } from "./dom.js";
+import { MessageExtras } from "./extras.js";
 import { ScrollFollower } from "./follow.js";
+import { ConversationActions } from "./manage.js";
+import { ModelPicker } from "./models.js";
 import { ConversationPicker } from "./picker.js";
-import { createSanitizer, loadImage } from "./sanitize.js";
+import { createSanitizer } from "./sanitize.js";
 import { Session } from "./session.js";
 import { ApiError, call, chooseTransport, isAbort } from "./transport.js";
+import { UsageLine } from "./usage.js";
 
 /** @typedef {import("./protocol.js").ConversationDict} ConversationDict */
-/** @typedef {import("./protocol.js").ModelsReply} ModelsReply */
+/** @typedef {import("./protocol.js").MessageDict} MessageDict */
 /** @typedef {import("./transport.js").Transport} Transport */
 
 /**
@@ -49,14 +54,11 @@ export class ChatPanel {
     /** @type {Set<ReturnType<typeof setTimeout>>} */
     this.timers = new Set();
     this.creating = false;
-    this.modelChosen = false;
+    /** @type {Promise<boolean> | null} our last prompt's request, until its stream closes */
+    this.inflight = null;
     /** The "stream" status is a "Live stream lost" note that polling may resolve. */
     this.streamLost = false;
     this.lastListRefresh = 0;
-    /** A usage request runs / another was asked for meanwhile / the server has no route. */
-    this.usageLoading = false;
-    this.usageAgain = false;
-    this.usageUnsupported = false;
     /** @type {[string, (...args: any[]) => void][]} */
     this.modelListeners = [];
     this.picker = new ConversationPicker(doc, {
@@ -64,7 +66,43 @@ export class ChatPanel {
       signal: this.controller.signal,
       onPick: (cid) => void this.open(cid, true),
     });
-    this.ui = buildDom(doc, this.picker);
+    const signal = this.controller.signal;
+    this.composer = new Composer(doc, { signal, onSubmit: () => void this.submit(), onStop: () => this.stopReply() });
+    this.models = new ModelPicker(doc, {
+      transport: () => this.transport,
+      signal,
+      current: () => this.picker.current,
+      defaultModel: () => this.model.get("default_model") || "",
+      onConversation: (c) => this.noteConversation(c),
+      setStatus: (text) => this.setStatus("model", text),
+    });
+    this.actions = new ConversationActions(doc, {
+      transport: () => this.transport,
+      signal,
+      current: () => this.picker.current,
+      info: () => this.picker.currentInfo,
+      onRenamed: (c) => this.noteConversation(c),
+      onDeleted: (cid) => void this.conversationGone(cid, ""),
+      setStatus: (text) => this.setStatus("manage", text),
+      picker: this.picker.select,
+    });
+    this.usage = new UsageLine(doc, { transport: () => this.transport, signal });
+    this.ui = buildDom(doc, this.picker, this.composer, this.models, this.actions, this.usage);
+    this.extras = new MessageExtras(this.ui.list, {
+      message: (id) => this.session?.entries.get(id)?.msg ?? null,
+      messages: () => Array.from(this.session?.entries.values() ?? [], (e) => e.msg),
+      loadedImages: (id) => this.session?.entries.get(id)?.view.content.loadedImages ?? new Set(),
+      onRetry: (id) => {
+        const content = this.session?.retryContent(id);
+        if (content && !this.isBusy()) void this.sendContent(content);
+      },
+      onStop: (id) => {
+        const entry = this.session?.entries.get(id);
+        if (entry?.live) this.session?.stop();
+        else if (entry) void this.session?.cancel(entry);
+      },
+      signal,
+    });
     this.follower = new ScrollFollower(this.ui.list, this.ui.jumpButton, this.controller.signal);
     el.classList.add("r3nb-root");
     el.dataset.polls = "0";
@@ -76,26 +114,14 @@ export class ChatPanel {
 
   listen() {
     const signal = this.controller.signal;
-    this.ui.input.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-        e.preventDefault();
-        void this.submit();
-      }
-    }, { signal });
-    this.ui.sendButton.addEventListener("click", () => void this.submit(), { signal });
-    this.ui.stopButton.addEventListener("click", () => this.session?.stop(), { signal });
     this.ui.newButton.addEventListener("click", () => void this.createConversation(undefined, true), { signal });
-    this.ui.conversationSelect.addEventListener("focus", () => void this.refreshConversations(), { signal });
-    this.ui.jumpButton.addEventListener("click", () => this.ui.input.focus(), { signal });
+    this.picker.select.addEventListener("focus", () => void this.refreshConversations(), { signal });
+    this.ui.jumpButton.addEventListener("click", () => this.composer.input.focus(), { signal });
     isolateTyping(this.ui.root, signal);
-    this.ui.modelSelect.addEventListener("change", () => { this.modelChosen = true; }, { signal });
-    this.ui.list.addEventListener("click", (e) => this.onListClick(e), { signal });
 
     this.onModel("change:conversation_id", () => void this.open(this.model.get("conversation_id") || "", false));
     this.onModel("change:mode", () => this.updateMode());
-    this.onModel("change:default_model", () => {
-      if (!this.modelChosen) this.selectModel(this.model.get("default_model"));
-    });
+    this.onModel("change:default_model", () => this.models.show());
   }
 
   /**
@@ -135,7 +161,7 @@ export class ChatPanel {
           this.directFailure = chosen.directFailure;
           this.el.dataset.transport = chosen.transport.kind;
         }
-        await Promise.all([this.loadModels(), this.refreshConversations(true)]);
+        await Promise.all([this.models.load(), this.refreshConversations(true)]);
         break;
       } catch (err) {
         if (signal.aborted || isAbort(err)) return;
@@ -177,23 +203,6 @@ export class ChatPanel {
     });
   }
 
-  async loadModels() {
-    const transport = /** @type {Transport} */ (this.transport);
-    const reply = /** @type {ModelsReply} */ (await call(transport, "GET", "models", undefined, this.controller.signal));
-    const doc = this.el.ownerDocument;
-    const options = (reply.models || []).map((m) =>
-      h(doc, "option", { value: m.name, title: m.description || m.model || m.name }, [m.name]),
-    );
-    if (options.length === 0) options.push(h(doc, "option", { value: "" }, ["server default"]));
-    this.ui.modelSelect.replaceChildren(...options);
-    this.selectModel(this.model.get("default_model") || reply.default || "");
-  }
-
-  /** @param {string} name */
-  selectModel(name) {
-    if (name && Array.from(this.ui.modelSelect.options).some((o) => o.value === name)) this.ui.modelSelect.value = name;
-  }
-
   /**
    * Reloads the first page of the conversation list (throttled unless forced).
    * @param {boolean} [force]
@@ -229,16 +238,23 @@ export class ChatPanel {
     this.setStatus("poll", "");
     this.setStatus("send", "");
     this.setStatus("stream", "");
+    this.setStatus("model", "");
+    this.setStatus("manage", "");
     // The picker shows it even when it is not on a loaded page; its snapshot names it.
-    if (cid) this.session = new Session(cid, this.sessionHost());
+    if (cid) this.session = new Session(cid, this.sessionHost(cid));
     this.picker.setCurrent(cid);
+    this.models.open(this.picker.currentInfo);
+    this.actions.update();
     this.updateBusy();
-    void this.refreshUsage();
+    void this.usage.refresh();
     await this.session?.start();
   }
 
-  /** @returns {import("./session.js").SessionHost} */
-  sessionHost() {
+  /**
+   * @param {string} cid
+   * @returns {import("./session.js").SessionHost}
+   */
+  sessionHost(cid) {
     return {
       transport: /** @type {Transport} */ (this.transport),
       list: this.ui.list,
@@ -250,11 +266,11 @@ export class ChatPanel {
       }),
       setStatus: (key, text) => this.setSessionStatus(key, text),
       onBusyChange: () => this.updateBusy(),
-      onReplyDone: () => void this.refreshUsage(),
+      onReplyDone: () => void this.usage.refresh(),
       onRender: () => this.onRender(),
       onPoll: () => this.onPoll(),
-      onConversation: (c) => this.picker.note(c),
-      onGone: () => void this.conversationGone(),
+      onConversation: (c) => this.noteConversation(c),
+      onGone: () => void this.conversationGone(cid, "That conversation was deleted."),
       isShown: () => this.el.isConnected,
     };
   }
@@ -272,6 +288,7 @@ export class ChatPanel {
 
   onPoll() {
     this.el.dataset.polls = String(Number(this.el.dataset.polls || 0) + 1);
+    this.updateBusy(); // replies others write end (or start) here
     if (this.streamLost && !this.recovering()) {
       this.streamLost = false;
       this.setStatus("stream", "");
@@ -286,11 +303,20 @@ export class ChatPanel {
     return false;
   }
 
-  async conversationGone() {
-    const gone = this.session?.cid ?? "";
+  /** @param {ConversationDict} conversation  a fresh header */
+  noteConversation(conversation) {
+    this.picker.note(conversation);
+    this.models.note(conversation);
+  }
+
+  /**
+   * @param {string} gone   deleted (here or elsewhere)
+   * @param {string} note   what to tell the reader
+   */
+  async conversationGone(gone, note) {
     this.picker.remove(gone);
-    await this.open(this.picker.first(), true);
-    this.setStatus("poll", "That conversation was deleted.");
+    if ((this.session?.cid ?? "") === gone) await this.open(this.picker.first(), true);
+    this.setStatus("poll", note);
   }
 
   /**
@@ -305,7 +331,7 @@ export class ChatPanel {
       const body = title ? { title } : {};
       const reply = await call(this.transport, "POST", "conversations", body, this.controller.signal);
       const conversation = /** @type {ConversationDict} */ (reply.conversation);
-      this.picker.note(conversation);
+      this.noteConversation(conversation);
       void this.open(conversation.id, true);
       return conversation;
     } catch (err) {
@@ -314,18 +340,23 @@ export class ChatPanel {
     } finally {
       this.creating = false;
       this.updateBusy();
-      if (focusInput && !this.controller.signal.aborted) this.ui.input.focus();
+      if (focusInput && !this.controller.signal.aborted) this.composer.input.focus();
     }
   }
 
   // --- sending -------------------------------------------------------------------------
 
   async submit() {
-    const content = this.ui.input.value;
-    if (!content.trim() || this.isBusy() || !this.transport) return;
-    this.ui.input.value = "";
+    const input = this.composer.input;
+    const content = input.value;
+    if (!content.trim() || !this.transport) return;
+    // Our last reply has ended but its stream may still be closing: let it.
+    if (this.inflight && !this.replyBeingWritten() && !this.creating) await this.inflight;
+    if (!this.composerState().sendable) return; // the reason is on screen; the text stays
+    input.value = "";
     const accepted = await this.sendContent(content);
-    if (!accepted && this.ui.input.value === "") this.ui.input.value = content; // never lose a prompt
+    // Never lose a prompt (e.g. a 409: someone else's reply started first).
+    if (!accepted) input.value = input.value ? `${content}\n${input.value}` : content;
   }
 
   /**
@@ -339,96 +370,73 @@ export class ChatPanel {
     }
     const session = this.session;
     if (!session) return false;
-    return session.send(content, this.ui.modelSelect.value);
-  }
-
-  isBusy() {
-    return this.creating || (this.session?.busy() ?? false);
-  }
-
-  updateBusy() {
-    const busy = this.isBusy();
-    const hadFocus = this.ui.root.ownerDocument.activeElement === this.ui.input || this.ui.root.ownerDocument.activeElement === this.ui.stopButton;
-    this.ui.sendButton.hidden = busy;
-    this.ui.stopButton.hidden = !busy;
-    this.ui.input.disabled = busy;
-    this.ui.newButton.disabled = busy;
-    if (hadFocus) (busy ? this.ui.stopButton : this.ui.input).focus();
-  }
-
-  // --- the list ------------------------------------------------------------------------
-
-  /** @param {MouseEvent} event */
-  onListClick(event) {
-    const target = /** @type {Element | null} */ (event.target instanceof Element ? event.target : null);
-    const button = /** @type {HTMLButtonElement | null} */ (target?.closest("button") ?? null);
-    if (!button || !this.ui.list.contains(button)) return;
-    const messageEl = /** @type {HTMLElement | null} */ (button.closest("[data-r3nb-role=message]"));
-    const id = messageEl?.dataset.messageId ?? "";
-    if (button.classList.contains("r3nb-copy")) void this.copyCode(button);
-    else if (button.classList.contains("r3nb-img-load")) {
-      const entry = this.session?.entries.get(id);
-      loadImage(button, entry ? entry.view.content.loadedImages : new Set());
-    } else if (button.classList.contains("r3nb-retry")) {
-      const content = this.session?.retryContent(id);
-      if (content && !this.isBusy()) void this.sendContent(content);
+    const sent = session.send(content, this.models.value);
+    this.inflight = sent;
+    this.updateBusy();
+    try {
+      return await sent;
+    } finally {
+      if (this.inflight === sent) this.inflight = null;
+      this.updateBusy();
     }
   }
 
-  /** @param {HTMLButtonElement} button */
-  async copyCode(button) {
-    const code = button.parentElement?.querySelector("pre")?.textContent ?? "";
-    const ok = await copyText(button.ownerDocument, code);
-    button.textContent = ok ? "Copied" : "Copy failed";
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      button.textContent = "Copy";
-    }, 1500);
-    this.timers.add(timer);
+  /** Stop, or Escape in the input: stops the reply being written, whoever asked for it. */
+  stopReply() {
+    const session = this.session;
+    if (!session) return;
+    session.stop(); // ours, followed live (or about to start)
+    for (const entry of session.entries.values()) {
+      if (!entry.live && entry.msg.role === "assistant" && entry.msg.status === "streaming") void session.cancel(entry);
+    }
   }
+
+  /** @returns {MessageDict | null} the reply being written in the open conversation */
+  replyBeingWritten() {
+    for (const entry of this.session?.entries.values() ?? []) {
+      if (entry.msg.role === "assistant" && entry.msg.status === "streaming") return entry.msg;
+    }
+    return null;
+  }
+
+  /** @returns {{ sendable: boolean, busy: boolean, reason: string }} */
+  composerState() {
+    const reply = this.replyBeingWritten();
+    if (reply) {
+      const kernelId = this.model.get("kernel_id") || "";
+      const ours = this.session?.sending || (kernelId !== "" && reply.streaming_for === kernelId);
+      const reason = ours
+        ? "The reply is being written: Send waits until it ends. Stop (or Esc) ends it now."
+        : `A reply is being written in this conversation (asked by ${reply.author || "someone"}): Send waits until it ends, or Stop it (Esc).`;
+      return { sendable: false, busy: true, reason };
+    }
+    const waiting = this.creating || (this.session?.sending ?? false) || (this.inflight !== null && this.session === null);
+    return { sendable: !waiting, busy: this.session?.sending ?? false, reason: "" };
+  }
+
+  isBusy() {
+    return !this.composerState().sendable;
+  }
+
+  updateBusy() {
+    const state = this.composerState();
+    const reply = this.replyBeingWritten();
+    if (reply) this.models.noteStreaming(reply);
+    this.composer.update({ busy: state.busy, reason: state.reason });
+    this.ui.newButton.disabled = this.creating;
+  }
+
+  // --- the list ------------------------------------------------------------------------
 
   onRender() {
     this.el.dataset.renders = String(Number(this.el.dataset.renders || 0) + 1);
     this.follower.onRender();
   }
 
-  // --- usage -------------------------------------------------------------------------
-
-  /**
-   * Reloads the caller's usage line: on load, on a conversation switch and after each of
-   * this panel's replies (never on a timer). A server without the route (404) or a failed
-   * request hides the line.
-   */
-  async refreshUsage() {
-    if (!this.transport || this.usageUnsupported || this.controller.signal.aborted) return;
-    if (this.usageLoading) {
-      this.usageAgain = true;
-      return;
-    }
-    this.usageLoading = true;
-    try {
-      const reply = await call(this.transport, "GET", "usage", undefined, this.controller.signal);
-      const text = formatUsageLine(reply);
-      this.ui.usage.textContent = text;
-      this.ui.usage.title = usageTitle(reply);
-      this.ui.usage.hidden = text === "";
-    } catch (err) {
-      if (isAbort(err)) return;
-      if (err instanceof ApiError && err.status === 404) this.usageUnsupported = true;
-      this.ui.usage.hidden = true;
-    } finally {
-      this.usageLoading = false;
-    }
-    if (this.usageAgain) {
-      this.usageAgain = false;
-      await this.refreshUsage();
-    }
-  }
-
   // --- status --------------------------------------------------------------------------
 
   /**
-   * @param {string} key   who reports (init, poll, send, stream)
+   * @param {string} key   who reports (init, poll, send, stream, model, manage)
    * @param {string} text  "" clears
    */
   setStatus(key, text) {
@@ -457,29 +465,25 @@ function seconds(value, fallback) {
  * The panel's elements. Classes and data attributes are stable hooks for tests.
  * @param {Document} doc
  * @param {ConversationPicker} picker
+ * @param {Composer} composer
+ * @param {ModelPicker} models
+ * @param {ConversationActions} actions
+ * @param {UsageLine} usage
  */
-function buildDom(doc, picker) {
-  const conversationSelect = picker.select;
+function buildDom(doc, picker, composer, models, actions, usage) {
   const newButton = h(doc, "button", { type: "button", class: "r3nb-new", "aria-label": "New conversation" }, ["New"]);
-  const modelSelect = h(doc, "select", { class: "r3nb-models", "aria-label": "Model" });
   const modeNote = h(doc, "span", { class: "r3nb-mode", hidden: true }, ["embedded mode (single kernel)"]);
   const list = h(doc, "div", { class: "r3nb-list", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: "0" });
   const status = h(doc, "div", { class: "r3nb-status", role: "status", "aria-live": "polite", hidden: true });
-  const input = h(doc, "textarea", {
-    class: "r3nb-input",
-    rows: "2",
-    "aria-label": "Message",
-    placeholder: "Ask anything (Enter sends, Shift+Enter for a new line)",
-  });
-  const sendButton = h(doc, "button", { type: "button", class: "r3nb-send", "aria-label": "Send message" }, ["Send"]);
-  const stopButton = h(doc, "button", { type: "button", class: "r3nb-stop", "aria-label": "Stop the reply", hidden: true }, ["Stop"]);
-  // `.r3nb-usage` like a message's usage footer; `.r3nb-panel-usage` tells them apart.
-  const usage = h(doc, "span", { class: "r3nb-usage r3nb-panel-usage", hidden: true });
   const jumpButton = h(doc, "button", { type: "button", class: "r3nb-jump", "aria-label": "Jump to the latest message", hidden: true }, ["↓ Latest"]);
-  const header = h(doc, "div", { class: "r3nb-header" }, [conversationSelect, picker.search, newButton, modelSelect, modeNote, usage]);
+  const header = h(doc, "div", { class: "r3nb-header" }, [
+    picker.select, actions.renameInput, picker.search, newButton, actions.renameButton, actions.deleteButton,
+    models.select, modeNote, usage.el,
+  ]);
   const body = h(doc, "div", { class: "r3nb-body" }, [list, jumpButton]);
-  const composer = h(doc, "div", { class: "r3nb-composer" }, [input, sendButton, stopButton]);
   // No JupyterLab shortcut fires from inside the panel (see isolateTyping for typing).
-  const root = h(doc, "div", { class: "r3nb-panel", "data-lm-suppress-shortcuts": "true" }, [header, body, status, composer]);
-  return { root, conversationSelect, newButton, modelSelect, modeNote, usage, list, jumpButton, status, input, sendButton, stopButton };
+  const root = h(doc, "div", { class: "r3nb-panel", "data-lm-suppress-shortcuts": "true" }, [
+    header, actions.confirmBar, body, status, composer.el,
+  ]);
+  return { root, newButton, modeNote, list, jumpButton, status };
 }

@@ -189,7 +189,10 @@ export class ConversationPicker {
     const index = this.items.findIndex((c) => c.id === conversation.id);
     if (index >= 0) {
       const known = this.items[index];
-      if (known.title === conversation.title && known.message_count === conversation.message_count && known.updated_at === conversation.updated_at) return;
+      if (
+        known.title === conversation.title && known.message_count === conversation.message_count &&
+        known.updated_at === conversation.updated_at && known.model === conversation.model
+      ) return;
       this.items[index] = conversation;
       this.items.sort(newestFirst);
     } else if (!this.query && (this.items.length === 0 || conversation.updated_at >= this.items[0].updated_at)) {

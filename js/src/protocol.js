@@ -52,6 +52,7 @@
  * @property {number} updated_at
  * @property {number} revision
  * @property {number} message_count
+ * @property {string | null} model   the model it last used or was set to (PATCH), null: the default
  */
 
 /**
@@ -80,6 +81,21 @@
  */
 
 /** @typedef {{ models: ModelInfo[], default: string | null }} ModelsReply */
+
+/**
+ * `PATCH conversations/{cid}` `{title?, model?}`: renames and/or stores the model its next
+ * replies use (400 for an unknown model). Answers `{conversation}`.
+ * @typedef {object} ConversationUpdate
+ * @property {string} [title]
+ * @property {string} [model]
+ */
+
+/**
+ * 409 from `POST conversations/{cid}/messages`: a reply is still being written there.
+ * @typedef {object} ConflictReply
+ * @property {string} error        names who asked; says to wait or stop it
+ * @property {string} message_id   the reply in the way
+ */
 
 // --- SSE events (POST conversations/{cid}/messages, GET messages/{mid}/stream) ---
 
@@ -110,7 +126,7 @@
  * @typedef {object} CommRequest
  * @property {"request"} type
  * @property {string} id
- * @property {"GET" | "POST" | "DELETE"} method
+ * @property {"GET" | "POST" | "PATCH" | "DELETE"} method
  * @property {string} path
  * @property {unknown} body
  */

@@ -332,7 +332,7 @@ export class RelayTransport {
     const request = {
       type: "request",
       id,
-      method: /** @type {"GET" | "POST" | "DELETE"} */ (method),
+      method: /** @type {"GET" | "POST" | "PATCH" | "DELETE"} */ (method),
       path: path.replace(/^\/+/, ""),
       body: body === undefined ? null : body,
     };

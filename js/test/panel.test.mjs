@@ -12,7 +12,7 @@ globalThis.AbortController = dom.window.AbortController; // jsdom accepts only i
 const { default: widget } = await import("../src/widget.js");
 
 const KERNEL = "kernel-1";
-const conversation = { id: "c1", title: "First", author: "alice", created_at: 1, updated_at: 2, revision: 3, message_count: 0 };
+const conversation = { id: "c1", title: "First", author: "alice", created_at: 1, updated_at: 2, revision: 3, message_count: 0, model: null };
 
 /** An anywidget model whose kernel side is a tiny fake of the r3nb relay. */
 function fakeModel({ usage = null } = {}) {
@@ -33,7 +33,10 @@ function fakeModel({ usage = null } = {}) {
     send(msg) {
       requests.push(`${msg.method} ${msg.path}`);
       const { id, path } = msg;
-      if (path === "models") reply({ type: "response", id, status: 200, body: { models: [{ name: "demo" }, { name: "gpt" }], default: "demo" } });
+      if (msg.method === "PATCH") {
+        Object.assign(conversation, msg.body, { revision: conversation.revision + 1 });
+        reply({ type: "response", id, status: 200, body: { conversation: { ...conversation } } });
+      } else if (path === "models") reply({ type: "response", id, status: 200, body: { models: [{ name: "demo" }, { name: "gpt" }], default: "demo" } });
       else if (path.split("?")[0] === "conversations") reply({ type: "response", id, status: 200, body: { conversations: [conversation], next_cursor: null } });
       else if (path === "usage" && usage) {
         reply({ type: "response", id, status: 200, body: { user: "alice", today: { tokens: tokensToday, cost: tokensToday ? 0.0421 : 0, messages: 0 }, month: { tokens: tokensToday, cost: 0, messages: 0 }, resets_at: "2030-01-02T00:00:00+00:00" } });
@@ -114,5 +117,23 @@ test("the header shows the caller's usage: on load, after each reply, never on a
   await new Promise((resolve) => setTimeout(resolve, 50));
   assert.equal(model.requests.filter((r) => r === "GET usage").length, asked, "no polling");
   assert.equal(asked, 2, "once on load, once after the reply");
+  cleanup();
+});
+
+test("the model picker shows the conversation's stored model and stores a new choice", async () => {
+  conversation.model = "gpt";
+  const model = fakeModel();
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = widget.render({ model, el });
+  await until(() => el.dataset.r3nbReady === "1", "ready");
+  const select = el.querySelector(".r3nb-models");
+  assert.equal(select.value, "gpt", "the stored model, not the default");
+  select.value = "demo";
+  select.dispatchEvent(new window.Event("change", { bubbles: true }));
+  await until(() => conversation.model === "demo", "the PATCH");
+  assert.ok(model.requests.includes("PATCH conversations/c1"));
+  assert.equal(select.value, "demo");
+  conversation.model = null;
   cleanup();
 });

@@ -1,0 +1,124 @@
+// The model picker: which model the open conversation's next replies use.
+//
+// The choice belongs to the conversation, on the server (`model` in its header; `PATCH
+// conversations/{cid} {model}` stores it), so it survives a reload and every panel on the
+// conversation shows the same one. Without a stored choice the picker shows the default:
+// the widget's `default_model`, else the server's.
+
+import { h } from "./dom.js";
+import { call, isAbort } from "./transport.js";
+
+/** @typedef {import("./protocol.js").ConversationDict} ConversationDict */
+/** @typedef {import("./protocol.js").MessageDict} MessageDict */
+/** @typedef {import("./protocol.js").ModelsReply} ModelsReply */
+/** @typedef {import("./transport.js").Transport} Transport */
+
+/**
+ * @typedef {object} ModelPickerHost
+ * @property {() => Transport | null} transport
+ * @property {AbortSignal} signal
+ * @property {() => string} current            the open conversation ("" for none)
+ * @property {() => string} defaultModel       the widget's default_model trait
+ * @property {(conversation: ConversationDict) => void} onConversation   a PATCH answered
+ * @property {(text: string) => void} setStatus   "" clears
+ */
+
+export class ModelPicker {
+  /**
+   * @param {Document} doc
+   * @param {ModelPickerHost} host
+   */
+  constructor(doc, host) {
+    this.host = host;
+    this.select = h(doc, "select", { class: "r3nb-models", "aria-label": "Model for this conversation" });
+    this.serverDefault = "";
+    /** The open conversation's stored model (null: none stored, the default applies). */
+    this.stored = /** @type {string | null} */ (null);
+    /** A PATCH is on its way: headers that predate it must not undo the choice. */
+    this.saving = 0;
+    /** Streaming replies whose model was shown once (a resumed stream shows its model). */
+    this.shownFor = new Set();
+    this.select.addEventListener("change", () => void this.save(), { signal: host.signal });
+  }
+
+  async load() {
+    const transport = /** @type {Transport} */ (this.host.transport());
+    const reply = /** @type {ModelsReply} */ (await call(transport, "GET", "models", undefined, this.host.signal));
+    const doc = this.select.ownerDocument;
+    const options = (reply.models || []).map((m) =>
+      h(doc, "option", { value: m.name, title: m.description || m.model || m.name }, [m.name]),
+    );
+    if (options.length === 0) options.push(h(doc, "option", { value: "" }, ["server default"]));
+    this.select.replaceChildren(...options);
+    this.serverDefault = reply.default || "";
+    this.show();
+  }
+
+  /** What the next prompt asks for ("" for the server's default). */
+  get value() {
+    return this.select.value;
+  }
+
+  /**
+   * A conversation was opened; `info` is what the list knows of it (its snapshot follows).
+   * @param {ConversationDict | null} info
+   */
+  open(info) {
+    this.stored = info?.model ?? null;
+    this.shownFor.clear();
+    this.show();
+  }
+
+  /** @param {ConversationDict} conversation  a fresh header (snapshot, list, PATCH) */
+  note(conversation) {
+    if (conversation.id !== this.host.current() || this.saving > 0) return;
+    const model = conversation.model ?? null;
+    if (model === this.stored) return;
+    this.stored = model;
+    this.show();
+  }
+
+  /** @param {MessageDict} msg  a reply being written: the picker shows its model once */
+  noteStreaming(msg) {
+    if (this.shownFor.has(msg.id) || !msg.model) return;
+    this.shownFor.add(msg.id);
+    if (this.has(msg.model)) this.select.value = msg.model;
+  }
+
+  /** Shows the stored model, else the default. */
+  show() {
+    for (const name of [this.stored, this.host.defaultModel(), this.serverDefault]) {
+      if (name && this.has(name)) {
+        this.select.value = name;
+        return;
+      }
+    }
+  }
+
+  /** @param {string} name */
+  has(name) {
+    return Array.from(this.select.options).some((o) => o.value === name);
+  }
+
+  /** A person chose a model: store it with the open conversation (or with its first prompt). */
+  async save() {
+    const cid = this.host.current();
+    const transport = this.host.transport();
+    const model = this.select.value;
+    if (!cid || !transport || !model) return; // no conversation yet: the first prompt carries it
+    this.saving += 1;
+    try {
+      const reply = await call(transport, "PATCH", `conversations/${encodeURIComponent(cid)}`, { model }, this.host.signal);
+      this.saving -= 1;
+      if (cid !== this.host.current()) return;
+      this.stored = model;
+      this.host.setStatus("");
+      this.host.onConversation(/** @type {ConversationDict} */ (reply.conversation));
+    } catch (err) {
+      this.saving -= 1;
+      if (isAbort(err) || cid !== this.host.current()) return;
+      this.host.setStatus(`The model could not be changed: ${err instanceof Error ? err.message : String(err)}`);
+      this.show();
+    }
+  }
+}
