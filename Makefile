@@ -7,7 +7,7 @@ STAMP := $(VENV)/.r3nb-installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint js js-test bench soak screenshots clean check-supply-chain system-deps
+.PHONY: demo test test-fast lint js js-test bench soak screenshots clean check-supply-chain system-deps
 
 # Real parts the suite drives: JupyterHub's proxy from npm (not the PyPI port, which
 # buffers whole responses and breaks streaming) and Debian's Chromium for Playwright.
@@ -52,9 +52,19 @@ $(CHROMIUM):
 
 system-deps: $(HUB_PROXY) $(CHROMIUM)
 
+# Both tiers. Test files run on two workers (each file stays on one worker: a module's
+# JupyterLab, hub or server is shared by its tests); most of a test's time is spent
+# waiting on servers, kernels and browsers, so two workers fit two cores.
+PYTEST_WORKERS ?= 2
 test: $(STAMP) check-supply-chain system-deps js-test
 	@mkdir -p .ci/out
-	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest \
+		-n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The fast tier: tests that start no server, kernel, browser or subprocess (< 1 min).
+test-fast: $(STAMP)
+	@mkdir -p .ci/out
+	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest-fast -m fast $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check r3nb tests bench

@@ -89,3 +89,27 @@ def model(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def engine(jp_serverapp: Any) -> Any:
     return jp_serverapp.web_app.settings["r3nb_engine"]
+
+
+#: Fixtures that need nothing but this process (pytest-jupyter's autouse ones start
+#: nothing by themselves): a test using only these is "fast".
+_FAST_FIXTURES = {
+    "request",
+    "monkeypatch",
+    "capsys",
+    "recwarn",
+    "jp_asyncio_loop",
+    "jp_server_cleanup",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the fast tier (``make test-fast``, ``-m fast``): tests that start no server,
+    kernel, browser, hub or subprocess. Decided from the fixtures a test uses (every real
+    part comes from a fixture or from ``tmp_path``-backed helpers), so a new test joins
+    the tier it belongs to without anyone remembering to mark it."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = set(callspec.params) if callspec is not None else set()
+        if set(getattr(item, "fixturenames", ())) - params <= _FAST_FIXTURES:
+            item.add_marker(pytest.mark.fast)

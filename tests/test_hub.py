@@ -29,9 +29,7 @@ from tests.client import Api, ApiError
 from tests.hub import Hub
 from tests.provider import FakeProvider
 
-_MISSING = hub_module.missing()
-if _MISSING:
-    pytest.skip(f"no real JupyterHub here: {_MISSING}", allow_module_level=True)
+hub_module.require_hub()
 
 #: alice's server "limits": a low per-person rate limit and a daily token budget.
 RATE = 3

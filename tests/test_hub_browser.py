@@ -49,9 +49,7 @@ from tests.lab import (
 from tests.provider import FakeProvider
 
 require_chromium()
-_MISSING = hub_module.missing()
-if _MISSING:
-    pytest.skip(f"no real JupyterHub here: {_MISSING}", allow_module_level=True)
+hub_module.require_hub()
 
 TOKENS = 60
 DELAY = 0.05
