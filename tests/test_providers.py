@@ -157,3 +157,33 @@ def test_wrapped_errors_before_the_first_token_read_as_their_cause() -> None:
         "Anthropic is overloaded (529): Overloaded; retry later"
     )
     assert failures.who("openai/x", "http://127.0.0.1:1/v1") == "the provider"
+
+
+async def test_get_models_says_which_models_can_answer_and_why_not(
+    api: Api, engine: Any, provider: FakeProvider
+) -> None:
+    from r3nb.engine import provider as provider_module
+    from r3nb.engine.models import ModelRegistry
+    from tests.servers import free_port
+
+    await provider_module.load()  # litellm-path models are ready once it is loaded
+    closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    engine.models = ModelRegistry(
+        {
+            "ok": {"model": "openai/fake", "api_base": provider.url, "api_key": "sk-ok-123456"},
+            "nokey": {"model": "openai/fake", "api_base": provider.url,
+                      "api_key_env": "R3NB_TEST_UNSET_KEY"},
+            "down": {"model": "openai/fake", "api_base": closed, "api_key": "sk-down-123456"},
+        },
+        "ok",
+    )  # fmt: skip
+    cid = await api.conversation()
+    await api.send(cid, "!tokens=2", model="down")
+    report = {m["name"]: m for m in (await api.ok("GET", "models"))["models"]}
+    assert report["ok"]["ready"] is True
+    assert report["ok"]["reason"] is None
+    assert report["nokey"]["ready"] is False
+    assert "R3NB_TEST_UNSET_KEY" in report["nokey"]["reason"]
+    assert report["down"]["ready"] is False
+    assert "cannot reach" in report["down"]["reason"]
+    assert report["demo"]["ready"] is True

@@ -127,7 +127,7 @@ async def get_health(engine: Engine, call: Call) -> Reply:
 
 
 async def get_models(engine: Engine, call: Call) -> Reply:
-    return JsonReply(engine.models.public())
+    return JsonReply(engine.models_report())
 
 
 #: Conversations per page of ``GET conversations``: default and most a client may ask.

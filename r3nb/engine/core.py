@@ -88,6 +88,8 @@ class Engine:
         self.loop_lag = LoopLag()
         self.counters = self.hub.counters  # one place for every counter health reports
         self.started_at = time.time()
+        #: Models whose provider was unreachable on their last call (GET models says so).
+        self.unreachable: dict[str, str] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -163,6 +165,29 @@ class Engine:
             | {"db_writes": self.store.writes, "swept": self.sweeper.swept},
             "store": stats,
         }
+
+    def models_report(self) -> dict[str, Any]:
+        """``GET models``: each model with whether it can answer now and, if not, why
+        (so the picker can say so instead of failing on Send)."""
+        report = self.models.public()
+        for entry in report["models"]:
+            model = self.models.resolve(entry["name"])
+            reason = model.missing_key_reason()
+            if reason is None and not model.lean and not provider.is_loaded():
+                reason = "litellm is still loading (a few seconds after the server starts)"
+            if reason is None:
+                reason = self.unreachable.get(model.name)
+            entry["ready"] = reason is None
+            entry["reason"] = reason
+        return report
+
+    def _note_outcome(self, model_name: str, message: MessageDict) -> None:
+        """Remember a model whose provider could not be reached (until it answers)."""
+        error = message.get("error") or ""
+        if message["status"] == "error" and error.startswith("cannot reach"):
+            self.unreachable[model_name] = f"on the last try: {error}"
+        elif message["status"] == "complete":
+            self.unreachable.pop(model_name, None)
 
     async def create_conversation(self, caller: Caller, title: str | None) -> ConversationDict:
         # Creations count in the person's limits: an unlimited loop of them would bury
@@ -279,6 +304,7 @@ class Engine:
             raise NotFound(f"no conversation {cid}")
         user, assistant = begun
         stream.message = assistant
+        stream.on_end = lambda final: self._note_outcome(model.name, final)
         return user, assistant, stream
 
     async def _admit(self, caller: Caller) -> None:

@@ -88,6 +88,7 @@ class LiveStream:
         self.next_flush_at = self.started + snapshot_interval * (0.5 + random.random() / 2)
         self.end_reason: str | None = None  # set before cancelling: why it ended as error
         self.left_out = 0  # earlier turns not sent to the model (its context window)
+        self.on_end: Callable[[MessageDict], None] | None = None  # told the final message
         self.cancelled_by: str | None = None
 
     def append(self, text: str) -> None:
@@ -214,6 +215,8 @@ class StreamHub:
             message = {**stream.message, "content": final.content, "status": status}
             message["error"] = final.error
         stream.final = message
+        if stream.on_end is not None:
+            stream.on_end(message)
         self.counters[f"streams_{final.status}"] += 1
         del self.live[stream.message_id]
         stream.done.set()
