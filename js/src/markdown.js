@@ -53,13 +53,80 @@ function fenceIsClosed(raw) {
  * @param {boolean} closed
  */
 function renderCode(text, lang, closed) {
+  return `<pre>${highlightCode(text, lang, closed)}</pre>\n`;
+}
+
+/**
+ * A `<code>` element's HTML for a block of code, highlighted when its language is known
+ * and it is small enough to highlight in a few milliseconds.
+ * @param {string} text
+ * @param {string} lang   the fence's info string's first word
+ * @param {boolean} [closed]  false while the block is still streaming (not worth highlighting)
+ * @returns {string}  HTML that must still be sanitized
+ */
+export function highlightCode(text, lang, closed = true) {
   const language = /^[\w+#.-]+$/.test(lang) ? lang.toLowerCase() : "";
   let body = escapeHtml(text);
-  if (language && closed && hljs.getLanguage(language)) {
+  if (language && closed && text.length <= HIGHLIGHT_CHARS && hljs.getLanguage(language)) {
     body = hljs.highlight(text, { language, ignoreIllegals: true }).value;
   }
   const cls = language ? `hljs language-${language}` : "hljs";
-  return `<pre><code class="${cls}">${body}</code></pre>\n`;
+  return `<code class="${cls}">${body}</code>`;
+}
+
+/** Longer code is shown unhighlighted: highlight.js takes ~2 ms per KB. */
+export const HIGHLIGHT_CHARS = 20_000;
+
+/**
+ * Containers (quotes, list items) nested deeper than this are shown as text: marked lexes
+ * them recursively, so a few thousand `>` overflow the stack and a few hundred nested list
+ * items take seconds.
+ */
+export const MAX_DEPTH = 20;
+/** One container marker at the start of a line: a quote, or a list item's bullet/number. */
+const CONTAINER = /^[ \t]{0,3}(?:>|(?:[-*+]|\d{1,9}[.)])(?=[ \t]|$))[ \t]?/;
+const FENCE_LINE = /^ {0,3}(`{3,}|~{3,})/;
+
+/**
+ * `text` with every container marker past MAX_DEPTH on a line escaped, so that marked reads
+ * it as text: each line is nested at most MAX_DEPTH deep (list indentation counting one
+ * level per two columns). Lines of top-level fenced code are left alone; text that nests
+ * no deeper is returned unchanged.
+ * @param {string} text
+ */
+export function limitNesting(text) {
+  if (!text.includes(">") && !/\n[ \t]{40}/.test(text) && !/(?:(?:[-*+>]|\d{1,9}[.)])[ \t]+){20}/.test(text)) return text; // fast path
+  /** @type {string | null} */
+  let fence = null;
+  let changed = false;
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (fence !== null) {
+      const closing = line.trim();
+      if (closing.length >= fence.length && closing === fence[0].repeat(closing.length)) fence = null;
+      continue;
+    }
+    const open = FENCE_LINE.exec(line);
+    if (open) {
+      fence = open[1];
+      continue;
+    }
+    const indent = /^[ \t]*/.exec(line)?.[0] ?? "";
+    let depth = Math.floor(indent.replace(/\t/g, "    ").length / 2);
+    let pos = indent.length;
+    for (let m = CONTAINER.exec(line.slice(pos)); m; m = CONTAINER.exec(line.slice(pos))) {
+      if (depth >= MAX_DEPTH) {
+        const marker = pos + m[0].search(/[^ \t]/);
+        lines[i] = `${line.slice(0, marker)}\\${line.slice(marker)}`;
+        changed = true;
+        break;
+      }
+      depth += 1;
+      pos += m[0].length;
+    }
+  }
+  return changed ? lines.join("\n") : text;
 }
 
 const marked = new Marked({ gfm: true, breaks: false, async: false });
@@ -84,7 +151,7 @@ marked.use({
  * @returns {string}     HTML that must still be sanitized
  */
 export function markdownToHtml(text) {
-  return /** @type {string} */ (marked.parse(text, { async: false }));
+  return /** @type {string} */ (marked.parse(limitNesting(text), { async: false }));
 }
 
 /**
@@ -95,7 +162,7 @@ export function markdownToHtml(text) {
  * @returns {import("marked").Token[]}
  */
 export function markdownTokens(text) {
-  return marked.lexer(text);
+  return marked.lexer(limitNesting(text));
 }
 
 /**

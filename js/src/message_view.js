@@ -1,8 +1,11 @@
 // The DOM of one message: who, which model, its state, its text, usage and attachments.
-// Text rendering is delegated to MarkdownView; this module only draws the frame around it.
+// A reply's text is rendered by MarkdownView; what a person typed is shown as typed, by
+// PlainTextView. A reply that fails to render falls back to plain text here: one message
+// never takes the others, or the session's state, with it.
 
 import { formatTime, formatUsage, h } from "./dom.js";
 import { MarkdownView } from "./incremental.js";
+import { highlightCode } from "./markdown.js";
 
 /** @typedef {import("./protocol.js").MessageDict} MessageDict */
 
@@ -10,9 +13,11 @@ export class MessageView {
   /**
    * @param {Document} doc
    * @param {import("./incremental.js").MarkdownViewOptions} renderOptions
+   * @param {string} role   "user" text is shown as typed, the rest as markdown
    */
-  constructor(doc, renderOptions) {
+  constructor(doc, renderOptions, role) {
     this.doc = doc;
+    this.renderOptions = renderOptions;
     this.meta = h(doc, "div", { class: "r3nb-meta" });
     this.attachments = h(doc, "div", { class: "r3nb-attachments" });
     const contentEl = h(doc, "div", { class: "r3nb-content" });
@@ -23,7 +28,46 @@ export class MessageView {
       contentEl,
       this.footer,
     ]);
-    this.content = new MarkdownView(contentEl, renderOptions);
+    this.contentEl = contentEl;
+    /** @type {MarkdownView | PlainTextView} */
+    this.content = role === "user" ? new PlainTextView(contentEl, renderOptions) : new MarkdownView(contentEl, renderOptions);
+  }
+
+  /**
+   * The message's whole text: final, or a new version of a streaming one.
+   * @param {string} text
+   * @param {boolean} final
+   */
+  setText(text, final) {
+    this.guard(text, () => {
+      if (final) this.content.finish(text);
+      else if (text.startsWith(this.content.text)) this.content.append(text.slice(this.content.text.length));
+      else this.content.replace(text);
+    });
+  }
+
+  /**
+   * Streaming: more text arrived.
+   * @param {string} delta
+   */
+  appendText(delta) {
+    this.guard(this.content.text + delta, () => this.content.append(delta));
+  }
+
+  /**
+   * Runs a change of the text; when rendering throws, shows `text` as plain text from now on.
+   * @param {string} text   the whole text after the change
+   * @param {() => void} change
+   */
+  guard(text, change) {
+    try {
+      change();
+    } catch (err) {
+      console.warn("r3nb: a message could not be rendered; showing it as plain text", err);
+      this.content.dispose();
+      this.content = new PlainTextView(this.contentEl, { ...this.renderOptions, highlight: false });
+      this.content.finish(text);
+    }
   }
 
   /**
@@ -76,6 +120,78 @@ export class MessageView {
   dispose() {
     this.content.dispose();
     this.el.remove();
+  }
+}
+
+/**
+ * Text shown as typed: whitespace kept, nothing read as markdown. Closed fenced code blocks
+ * are highlighted once the text is final (the fences themselves stay visible).
+ */
+export class PlainTextView {
+  /**
+   * @param {HTMLElement} container
+   * @param {import("./incremental.js").MarkdownViewOptions & { highlight?: boolean }} options
+   */
+  constructor(container, options) {
+    this.container = container;
+    this.options = options;
+    this.text = "";
+    /** No images here; kept for the panel, which asks every message for its choices. */
+    this.loadedImages = new Set();
+    this.el = container.ownerDocument.createElement("div");
+    this.el.className = "r3nb-plain r3nb-typed";
+    container.replaceChildren(this.el);
+  }
+
+  /** Always shows its final form. */
+  get settled() {
+    return true;
+  }
+
+  /** @param {string} delta */
+  append(delta) {
+    if (!delta) return;
+    this.text += delta;
+    this.el.append(delta);
+    this.options.onRender();
+  }
+
+  /** @param {string} text */
+  replace(text) {
+    this.text = text;
+    this.el.replaceChildren(text);
+    this.options.onRender();
+  }
+
+  /** @param {string} text */
+  finish(text) {
+    this.text = text;
+    this.el.replaceChildren(...(this.options.highlight === false ? [text] : this.withCode(text)));
+    this.options.onRender();
+  }
+
+  cancel() {}
+
+  dispose() {}
+
+  /**
+   * `text` as nodes: text as it is, and the inside of each closed fenced block highlighted.
+   * @param {string} text
+   * @returns {(string | Node)[]}
+   */
+  withCode(text) {
+    const nodes = [];
+    const fence = /^( {0,3})(`{3,}|~{3,})([^\n`]*)\n([\s\S]*?)\n {0,3}\2[`~]*[ \t]*$/gm;
+    let last = 0;
+    for (let m = fence.exec(text); m; m = fence.exec(text)) {
+      const codeStart = m.index + m[1].length + m[2].length + m[3].length + 1;
+      const code = m[4];
+      const fragment = this.options.sanitize(highlightCode(code, m[3].trim().split(/\s/)[0] || ""));
+      nodes.push(text.slice(last, codeStart), ...Array.from(fragment.childNodes));
+      last = codeStart + code.length;
+    }
+    nodes.push(text.slice(last));
+    return nodes.filter((node) => node !== "");
   }
 }
 

@@ -126,7 +126,13 @@ export class Session {
       const snapshot = /** @type {Snapshot} */ (await call(this.host.transport, "GET", this.snapshotPath(), undefined, this.controller.signal));
       this.failures = 0;
       this.host.setStatus("poll", "");
-      this.applySnapshot(snapshot);
+      // Only the request above says whether the server is reachable: a failure to show
+      // what it sent is ours, and is no reason to report the connection down.
+      try {
+        this.applySnapshot(snapshot);
+      } catch (err) {
+        console.error("r3nb: a snapshot could not be applied", err);
+      }
       this.host.onPoll();
       delay = this.nextInterval();
     } catch (err) {
@@ -201,19 +207,16 @@ export class Session {
   upsert(msg, appended) {
     let entry = this.entries.get(msg.id);
     if (!entry) {
-      const view = new MessageView(this.host.list.ownerDocument, { sanitize: this.host.sanitize, onRender: this.host.onRender });
+      const view = new MessageView(this.host.list.ownerDocument, { sanitize: this.host.sanitize, onRender: this.host.onRender }, msg.role);
       entry = { msg: { ...msg, content: "" }, length: 0, view, live: false, liveFailed: false };
       this.entries.set(msg.id, entry);
       this.insertInOrder(entry);
     }
-    const previous = entry.msg.content;
     entry.msg = msg;
     entry.length = appended !== undefined ? entry.length + codePointLength(appended) : codePointLength(msg.content);
     entry.view.update(msg, this.host.kernelId());
-    if (FINAL_STATUSES.has(msg.status)) entry.view.content.finish(msg.content);
-    else if (appended !== undefined) entry.view.content.append(appended);
-    else if (msg.content.startsWith(previous)) entry.view.content.append(msg.content.slice(previous.length));
-    else entry.view.content.replace(msg.content);
+    if (appended !== undefined && !FINAL_STATUSES.has(msg.status)) entry.view.appendText(appended);
+    else entry.view.setText(msg.content, FINAL_STATUSES.has(msg.status));
     return entry;
   }
 
@@ -250,7 +253,7 @@ export class Session {
     if (!fresh) return; // already held (a resync overlap)
     entry.msg.content += fresh;
     entry.length += codePointLength(fresh);
-    entry.view.content.append(fresh);
+    entry.view.appendText(fresh);
   }
 
   /**
