@@ -150,14 +150,15 @@ def test_unusable_db_path_is_reported_clearly(
 
 
 def test_kill_9_loop_loses_no_completed_message(tmp_path: Path, provider: FakeProvider) -> None:
-    """Ten crashes at random moments with three replies in flight (one per conversation:
-    a conversation writes one reply at a time). Ten rounds cover what twenty did: every
-    round starts on the file the last crash left."""
+    """Six crashes at random moments, each with three replies in flight (one per
+    conversation: a conversation writes one reply at a time), every round starting on
+    the file the last crash left. (It was twenty rounds: the suite's longest test, for
+    the same kinds of crash moment.)"""
     db = tmp_path / "loop.duckdb"
     rng = random.Random(7)
     completed: dict[str, dict[str, Any]] = {}
     cids: list[str] = []
-    rounds = 10
+    rounds = 6
     for round_no in range(rounds):
         server = JupyterServer(tmp_path / f"r{round_no}", _config(provider, db))
         try:

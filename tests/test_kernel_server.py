@@ -282,7 +282,10 @@ async def test_provider_failure_is_a_short_footer_not_a_traceback(
     await server_kernel.ok(LOAD)
     run = await server_kernel.ok("%%chat\nthis will fail !fault=500")
     final = run.displays()[-1]["content"]["data"]["text/plain"]
-    assert "error: the provider failed (500); retry later" in final.splitlines()[-1]
+    assert (
+        "error: the provider failed (500): fake upstream failure; retry later"
+        in (final.splitlines()[-1])
+    )
     assert "Traceback" not in run.stdout + run.stderr + final
 
 
