@@ -251,7 +251,11 @@ async def test_bob_watches_while_alice_streams_live_through_the_proxy(
     assert done["status"] == "complete"
     assert "".join(text for _, text in arrivals) == reply == done["content"]
     assert (held[done["id"]], statuses[done["id"]]) == (reply, "complete")
-    assert all(reply.startswith(p) and len(p) < len(reply) for p in partials)
+    # Snapshots grow towards the reply; the first came while the provider was gated, so
+    # it is a real partial. (A later one may hold the whole text while the row is still
+    # `streaming`: the last flush can land before the reply's end is written.)
+    assert all(reply.startswith(p) for p in partials)
+    assert len(partials[0]) < len(reply)
 
     # Live through the proxy: deltas arrive spread over the reply, not in one burst.
     before = [t for t, _ in arrivals if t < released_at]
