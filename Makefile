@@ -52,14 +52,14 @@ $(CHROMIUM):
 
 system-deps: $(HUB_PROXY) $(CHROMIUM)
 
-# Both tiers. Test files run on two workers (each file stays on one worker: a module's
-# JupyterLab, hub or server is shared by its tests); most of a test's time is spent
-# waiting on servers, kernels and browsers, so two workers fit two cores.
+# Both tiers, on two workers: each test file stays on one worker (a module's JupyterLab,
+# hub or server is shared by its tests) and the browser files share one (tests/conftest.py).
+# Three workers measured no faster on two cores, and made browser timings flaky.
 PYTEST_WORKERS ?= 2
 test: $(STAMP) check-supply-chain system-deps js-test
 	@mkdir -p .ci/out
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest \
-		-n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+		-n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The fast tier: tests that start no server, kernel, browser or subprocess (< 1 min).
 test-fast: $(STAMP)

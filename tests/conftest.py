@@ -103,12 +103,23 @@ _FAST_FIXTURES = {
 }
 
 
+#: Modules that drive a real Chromium.
+_BROWSER_MODULES = ("test_browser", "test_hub_browser")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the fast tier (``make test-fast``, ``-m fast``): tests that start no server,
-    kernel, browser, hub or subprocess. Decided from the fixtures a test uses (every real
+    """Group tests for pytest-xdist (``--dist loadgroup``), and mark the fast tier
+    (``make test-fast``, ``-m fast``): tests that start no server, kernel, browser, hub
+    or subprocess. Decided from the fixtures a test uses (every real
     part comes from a fixture or from ``tmp_path``-backed helpers), so a new test joins
     the tier it belongs to without anyone remembering to mark it."""
     for item in items:
+        # Workers take whole files (a module's server, lab or hub is shared by its
+        # tests); the browser modules share one worker, one after another, so that no
+        # two Chromiums + JupyterLabs compete for the two cores during their timings.
+        module = item.nodeid.split("::", 1)[0]
+        group = "browser" if Path(module).name.startswith(_BROWSER_MODULES) else module
+        item.add_marker(pytest.mark.xdist_group(group))
         callspec = getattr(item, "callspec", None)
         params = set(callspec.params) if callspec is not None else set()
         if set(getattr(item, "fixturenames", ())) - params <= _FAST_FIXTURES:

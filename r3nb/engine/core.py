@@ -257,6 +257,7 @@ class Engine:
         header = await self.store.get_conversation(cid)
         if header is None:
             raise NotFound(f"no conversation {cid}")
+        self._one_reply_at_a_time(cid)  # before spending a rate-limit token on it
         await self._admit(caller)
         context = self.store.cached_context(cid)
         if context is None:
@@ -269,8 +270,8 @@ class Engine:
             "assistant", "", "streaming", model=model.name, author=caller.name,
             source=caller.source, streaming_for=kernel_id, id=new_id(),
         )  # fmt: skip
-        # Checked here, with no await between the check and ``hub.start``, so two sends
-        # racing into one conversation cannot both pass.
+        # Checked again here, with no await between the check and ``hub.start``, so two
+        # sends racing into one conversation cannot both pass.
         self._one_reply_at_a_time(cid)
         # The rows are written while the provider is already being asked: the commit
         # (milliseconds) overlaps the provider's time to first token instead of adding
@@ -290,6 +291,7 @@ class Engine:
         )
         stream = self.hub.start(placeholder, model, fitted.messages)
         stream.left_out = fitted.left_out
+        stream.on_end = lambda final: self._note_outcome(model.name, final)
         try:
             begun = await insert
         except BaseException:
@@ -304,7 +306,6 @@ class Engine:
             raise NotFound(f"no conversation {cid}")
         user, assistant = begun
         stream.message = assistant
-        stream.on_end = lambda final: self._note_outcome(model.name, final)
         return user, assistant, stream
 
     async def _admit(self, caller: Caller) -> None:
