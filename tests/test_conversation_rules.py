@@ -40,14 +40,28 @@ async def test_anyone_who_sees_a_reply_can_stop_it_and_the_message_says_who(
     api: Api, provider: FakeProvider
 ) -> None:
     cid = await api.conversation()
-    sender = asyncio.create_task(api.send(cid, "!tokens=50 !gate=3"))
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def send() -> dict[str, Any]:
+        final: dict[str, Any] = {}
+        async for event, data in api.events(
+            "POST", f"conversations/{cid}/messages", {"content": "!tokens=50 !gate=3"}
+        ):
+            if event == "start":
+                started.set_result(data["assistant_message"]["id"])
+            elif event == "done":
+                final = data["message"]
+        return final
+
+    sender = asyncio.create_task(send())
+    mid = await asyncio.wait_for(started, 30)  # acknowledged, so visible to everyone
     await provider.await_sent(0, 3)
     snapshot = await api.ok("GET", f"conversations/{cid}")
-    streaming = next(m for m in snapshot["messages"] if m["status"] == "streaming")
-    stopped = (await api.ok("POST", f"messages/{streaming['id']}/cancel"))["message"]
+    assert next(m for m in snapshot["messages"] if m["id"] == mid)["status"] == "streaming"
+    stopped = (await api.ok("POST", f"messages/{mid}/cancel"))["message"]
     assert stopped["status"] == "cancelled"
     assert stopped["error"].startswith("stopped by ")
-    assert (await sender)["done"]["message"]["status"] == "cancelled"
+    assert (await sender)["status"] == "cancelled"
 
 
 async def test_the_model_is_remembered_per_conversation(api: Api) -> None:
