@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,30 @@ class JupyterLab(JupyterServer):
 
 
 # --- outside requests and dialogs -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_lab(workdir: Path, provider_url: str, **r3nb: Any) -> Iterator[JupyterLab]:
+    """A started JupyterLab whose r3nb answers with the test provider (model ``fake``,
+    the default; no rate limit), stopped afterwards even when the test fails. ``r3nb``
+    adds or overrides traits; ``models`` entries are added beside ``fake``."""
+    models = {
+        "fake": {"model": "openai/fake", "api_base": provider_url, "api_key": "sk-x"},
+        **r3nb.pop("models", {}),
+    }
+    config = {
+        "db_path": str(workdir / "r3nb.duckdb"),
+        "models": models,
+        "default_model": "fake",
+        "rate_limit_per_minute": 0,
+        **r3nb,
+    }
+    server = JupyterLab(workdir, config)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass

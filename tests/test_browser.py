@@ -34,6 +34,7 @@ from tests.lab import (
     open_notebook,
     panel_notebook,
     run_all_and_wait_for_panel,
+    running_lab,
     sampled_lengths,
     save_notebook,
     saw_responding,
@@ -76,23 +77,8 @@ def lab(
     tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider
 ) -> Iterator[JupyterLab]:
     workdir = tmp_path_factory.mktemp("lab")
-    server = JupyterLab(
-        workdir,
-        {
-            "db_path": str(workdir / "r3nb.duckdb"),
-            "models": {
-                "fake": {"model": "openai/fake", "api_base": lab_provider.url, "api_key": "sk-x"}
-            },
-            "default_model": "fake",
-            "snapshot_interval": SNAPSHOT_INTERVAL,
-            "rate_limit_per_minute": 0,
-        },
-    )
-    try:
-        server.start()
+    with running_lab(workdir, lab_provider.url, snapshot_interval=SNAPSHOT_INTERVAL) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

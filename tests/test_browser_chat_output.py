@@ -24,7 +24,7 @@ import pytest
 # This module's own browser fixtures (see tests/browsers.py for why they are imported).
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.hostile_corpus import EVIL, HOSTILE, PWN
-from tests.lab import Guard, JupyterLab, open_notebook, write_notebook
+from tests.lab import Guard, JupyterLab, open_notebook, running_lab, write_notebook
 from tests.provider import FakeProvider, Scenario
 
 require_chromium()
@@ -146,28 +146,11 @@ def lab_provider() -> Iterator[FakeProvider]:
 def lab(
     tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider, failing_provider: str
 ) -> Iterator[JupyterLab]:
-    workdir = tmp_path_factory.mktemp("lab")
-    server = JupyterLab(
-        workdir,
-        {
-            "db_path": str(workdir / "r3nb.duckdb"),
-            "models": {
-                "fake": {"model": "openai/fake", "api_base": lab_provider.url, "api_key": "sk-x"},
-                "broken": {
-                    "model": "openai/broken",
-                    "api_base": failing_provider,
-                    "api_key": "sk-x",
-                },
-            },
-            "default_model": "fake",
-            "rate_limit_per_minute": 0,
-        },
-    )
-    try:
-        server.start()
+    broken = {"model": "openai/broken", "api_base": failing_provider, "api_key": "sk-x"}
+    with running_lab(
+        tmp_path_factory.mktemp("lab"), lab_provider.url, models={"broken": broken}
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def chat_notebook(lab: JupyterLab, name: str, *, api: bool = True) -> tuple[str, list[str]]:

@@ -38,6 +38,7 @@ from tests.lab import (
     open_notebook,
     panel_notebook,
     run_all_and_wait_for_panel,
+    running_lab,
     send,
     wait_status,
 )
@@ -93,25 +94,14 @@ def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
 def lab(
     tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider
 ) -> Iterator[JupyterLab]:
-    workdir = tmp_path_factory.mktemp("lab")
-    server = JupyterLab(
-        workdir,
-        {
-            "db_path": str(workdir / "r3nb.duckdb"),
-            "models": {
-                "fake": {"model": "openai/fake", "api_base": lab_provider.url, "api_key": "sk-x"},
-                "fake2": {"model": "openai/fake2", "api_base": lab_provider.url, "api_key": "sk-x"},
-            },
-            "default_model": "fake",
-            "snapshot_interval": SNAPSHOT_INTERVAL,
-            "rate_limit_per_minute": 0,
-        },
-    )
-    try:
-        server.start()
+    fake2 = {"model": "openai/fake2", "api_base": lab_provider.url, "api_key": "sk-x"}
+    with running_lab(
+        tmp_path_factory.mktemp("lab"),
+        lab_provider.url,
+        models={"fake2": fake2},
+        snapshot_interval=SNAPSHOT_INTERVAL,
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from tests.lab import (
     open_notebook,
     panel_notebook,
     run_all_and_wait_for_panel,
+    running_lab,
     send,
     wait_status,
 )
@@ -71,24 +72,10 @@ def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
 def lab(
     tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider
 ) -> Iterator[JupyterLab]:
-    workdir = tmp_path_factory.mktemp("lab")
-    server = JupyterLab(
-        workdir,
-        {
-            "db_path": str(workdir / "r3nb.duckdb"),
-            "models": {
-                "fake": {"model": "openai/fake", "api_base": lab_provider.url, "api_key": "sk-x"}
-            },
-            "default_model": "fake",
-            "snapshot_interval": 0.5,
-            "rate_limit_per_minute": 0,
-        },
-    )
-    try:
-        server.start()
+    with running_lab(
+        tmp_path_factory.mktemp("lab"), lab_provider.url, snapshot_interval=0.5
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
