@@ -123,13 +123,11 @@ def provider_words(text: str) -> str:
 
 
 def _message_in(text: str) -> str | None:
+    """The message of the JSON value ``text`` starts with (trailing text ignored)."""
     try:
-        body: Any = json.loads(text)
+        body: Any = json.JSONDecoder().raw_decode(text)[0]
     except (ValueError, RecursionError):
-        try:
-            body, _ = json.JSONDecoder().raw_decode(text)
-        except (ValueError, RecursionError):
-            return None
+        return None
     if isinstance(body, list) and body:
         body = body[0]  # Gemini sends a list of one error
     return message_of(body)

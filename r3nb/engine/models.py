@@ -93,36 +93,35 @@ class ModelConfig:
         return str(self.params["model"])
 
     def call_params(self) -> dict[str, Any]:
-        """kwargs for ``litellm.acompletion``, with the key from wherever it lives."""
+        """kwargs for ``litellm.acompletion``, with the key from wherever it lives.
+        ``ValueError`` saying what to do when the model has no usable key."""
         params = dict(self.params)
         if "api_key" not in params:
-            key = self._key_from_file() if self.api_key_file else self.env_key
+            key = self._key()
             if key:
                 params["api_key"] = key
         return params
 
-    def _key_from_file(self) -> str | None:
-        try:
-            return read_key_file(self.api_key_file or "")
-        except (OSError, ValueError):
-            return None
-
-    def missing_key_reason(self) -> str | None:
-        """Why this model cannot be called for lack of a key; None when it can."""
-        if "api_key" in self.params:
-            return None
+    def _key(self) -> str | None:
         if self.api_key_file:
             try:
-                read_key_file(self.api_key_file)
+                return read_key_file(self.api_key_file)
             except (OSError, ValueError) as e:
-                return f"model {self.name!r} cannot use its key file: {e}"
-            return None
+                raise ValueError(f"model {self.name!r} cannot use its key file: {e}") from e
         if self.api_key_env and not self.env_key:
-            return (
+            raise ValueError(
                 f"model {self.name!r} needs an API key: set the environment variable "
                 f"{self.api_key_env} (or 'api_key_file') for the Jupyter server and "
                 "restart it"
             )
+        return self.env_key
+
+    def missing_key_reason(self) -> str | None:
+        """Why this model cannot be called for lack of a key; None when it can."""
+        try:
+            self.call_params()
+        except ValueError as e:
+            return str(e)
         return None
 
     def public(self) -> dict[str, Any]:

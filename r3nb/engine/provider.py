@@ -180,10 +180,10 @@ async def stream_reply(
     Faults become ``ProviderError`` with a short reason; text already yielded stays
     with the caller (a failed stream keeps its partial text).
     """
-    missing = model.missing_key_reason()
-    if missing:
-        raise ProviderError(missing)
-    params = model.call_params()
+    try:
+        params = model.call_params()  # the key is read once per call
+    except ValueError as e:
+        raise ProviderError(str(e)) from e
     raw: Any = None
     finish: str | None = None
     if model.lean:
