@@ -15,7 +15,7 @@ from r3nb.engine import provider as provider_module
 from tests.client import Api
 from tests.provider import FakeProvider
 
-pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.kernels"]
+pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.kernels", "tests.shared_lab"]
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # Start litellm's multi-second import now, in the background, instead of in the first test.

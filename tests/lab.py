@@ -192,6 +192,15 @@ class JupyterLab(JupyterServer):
                 return m
         raise KeyError(mid)
 
+    def shutdown_kernels(self) -> None:
+        """Shut down every session and kernel (a module's, when the lab is shared), so
+        none of them competes with the next module's timings."""
+        with httpx.Client(headers=self.headers, timeout=30) as client:
+            for session in client.get(self.url + "api/sessions").json():
+                client.delete(f"{self.url}api/sessions/{session['id']}")
+            for kernel in client.get(self.url + "api/kernels").json():
+                client.delete(f"{self.url}api/kernels/{kernel['id']}")
+
     def interrupt(self, kernel_id: str) -> None:
         r = httpx.post(
             f"{self.url}api/kernels/{kernel_id}/interrupt", headers=self.headers, timeout=30

@@ -34,7 +34,6 @@ from tests.lab import (
     open_notebook,
     panel_notebook,
     run_all_and_wait_for_panel,
-    running_lab,
     sampled_lengths,
     save_notebook,
     saw_responding,
@@ -52,16 +51,14 @@ REPO = Path(__file__).resolve().parent.parent
 #: Where the README's screenshots live; test runs write there only when asked
 #: (R3NB_SCREENSHOTS=1), so that running the suite leaves the checkout clean.
 README_SCREENSHOTS = REPO / "docs" / "screenshots"
-SNAPSHOT_INTERVAL = 0.5
 
 
 # --- module-wide real parts -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def lab_provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as p:
-        yield p
+def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
+    return shared_provider
 
 
 @pytest.fixture(autouse=True)
@@ -73,12 +70,10 @@ def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def lab(
-    tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider
-) -> Iterator[JupyterLab]:
-    workdir = tmp_path_factory.mktemp("lab")
-    with running_lab(workdir, lab_provider.url, snapshot_interval=SNAPSHOT_INTERVAL) as server:
-        yield server
+def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
+    """The session's JupyterLab (tests/shared_lab.py); this module's kernels go after it."""
+    yield shared_lab
+    shared_lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="module")

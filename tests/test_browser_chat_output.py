@@ -13,10 +13,7 @@ Needs Debian's chromium at /usr/bin/chromium; the module is skipped when it is m
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -24,7 +21,7 @@ import pytest
 # This module's own browser fixtures (see tests/browsers.py for why they are imported).
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.hostile_corpus import EVIL, HOSTILE, PWN
-from tests.lab import Guard, JupyterLab, open_notebook, running_lab, write_notebook
+from tests.lab import Guard, JupyterLab, open_notebook, write_notebook
 from tests.provider import FakeProvider, Scenario
 
 require_chromium()
@@ -38,11 +35,6 @@ HOSTILE_REPLY = (
     + "\n\n| col | val |\n|---|--:|\n| a | 1 |\n\n**End.**\n"
 )
 HOSTILE_PROMPT = f'<img src=x onerror="{PWN}"> <script>{PWN}</script> ![p]({EVIL}/prompt.png)'
-#: What the failing provider says (one line: the engine keeps the first line of a reason).
-HOSTILE_ERROR = (
-    f'<img src=x onerror="{PWN}"><script>{PWN}</script> '
-    f"[x](javascript:{PWN}) ![leak]({EVIL}/err.png)"
-)
 
 #: Elements and attributes none of r3nb's output may contain, checked in the live DOM.
 FIND_ACTIVE = """(roots) => {
@@ -103,54 +95,26 @@ SETTLE = (
 # --- module-wide real parts -------------------------------------------------------------
 
 
-class _FailingProvider(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint whose every answer is a 400 with a hostile message."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        body = json.dumps(
-            {"error": {"message": HOSTILE_ERROR, "type": "invalid_request_error", "code": None}}
-        ).encode()
-        self.send_response(400)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+@pytest.fixture(scope="module")
+def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
+    """The session's JupyterLab (tests/shared_lab.py): model ``broken`` answers every call
+    with ``tests.shared_lab.HOSTILE_ERROR``; this module's kernels are shut down after it."""
+    yield shared_lab
+    shared_lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="module")
-def failing_provider() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingProvider)
-    thread = threading.Thread(target=server.serve_forever, name="failing-provider", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
+    return shared_provider
 
 
-@pytest.fixture(scope="module")
-def lab_provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as p:
-        # Word-sized chunks 2 ms apart: the reply is shown live (half-received tags
-        # included) before its final render.
-        p.scenario = Scenario(text=HOSTILE_REPLY, delay=0.002)
-        yield p
-
-
-@pytest.fixture(scope="module")
-def lab(
-    tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider, failing_provider: str
-) -> Iterator[JupyterLab]:
-    broken = {"model": "openai/broken", "api_base": failing_provider, "api_key": "sk-x"}
-    with running_lab(
-        tmp_path_factory.mktemp("lab"), lab_provider.url, models={"broken": broken}
-    ) as server:
-        yield server
+@pytest.fixture(autouse=True)
+def _hostile_scenario(lab_provider: FakeProvider) -> Iterator[None]:
+    """Word-sized chunks 2 ms apart: the reply is shown live (half-received tags
+    included) before its final render."""
+    lab_provider.scenario = Scenario(text=HOSTILE_REPLY, delay=0.002)
+    yield
+    lab_provider.scenario = Scenario()
 
 
 def chat_notebook(lab: JupyterLab, name: str, *, api: bool = True) -> tuple[str, list[str]]:

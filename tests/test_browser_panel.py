@@ -38,7 +38,6 @@ from tests.lab import (
     open_notebook,
     panel_notebook,
     run_all_and_wait_for_panel,
-    running_lab,
     send,
     wait_status,
 )
@@ -46,7 +45,6 @@ from tests.provider import FakeProvider, Scenario
 
 require_chromium()
 
-SNAPSHOT_INTERVAL = 0.3
 ROOT = ".r3nb-root"
 PICKER = f"{ROOT} .r3nb-conversations"
 SEARCH = f"{ROOT} .r3nb-search"
@@ -77,9 +75,8 @@ NOTEBOOK_STATE = """() => {
 
 
 @pytest.fixture(scope="module")
-def lab_provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as p:
-        yield p
+def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
+    return shared_provider
 
 
 @pytest.fixture(autouse=True)
@@ -91,17 +88,11 @@ def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def lab(
-    tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider
-) -> Iterator[JupyterLab]:
-    fake2 = {"model": "openai/fake2", "api_base": lab_provider.url, "api_key": "sk-x"}
-    with running_lab(
-        tmp_path_factory.mktemp("lab"),
-        lab_provider.url,
-        models={"fake2": fake2},
-        snapshot_interval=SNAPSHOT_INTERVAL,
-    ) as server:
-        yield server
+def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
+    """The session's JupyterLab (tests/shared_lab.py: models ``fake`` and ``fake2``);
+    this module's kernels go after it."""
+    yield shared_lab
+    shared_lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="module")

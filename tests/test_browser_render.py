@@ -25,7 +25,6 @@ from tests.lab import (
     open_notebook,
     panel_notebook,
     run_all_and_wait_for_panel,
-    running_lab,
     send,
     wait_status,
 )
@@ -56,9 +55,8 @@ def big_table(size: int) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="module")
-def lab_provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as p:
-        yield p
+def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
+    return shared_provider
 
 
 @pytest.fixture(autouse=True)
@@ -69,13 +67,10 @@ def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def lab(
-    tmp_path_factory: pytest.TempPathFactory, lab_provider: FakeProvider
-) -> Iterator[JupyterLab]:
-    with running_lab(
-        tmp_path_factory.mktemp("lab"), lab_provider.url, snapshot_interval=0.5
-    ) as server:
-        yield server
+def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
+    """The session's JupyterLab (tests/shared_lab.py); this module's kernels go after it."""
+    yield shared_lab
+    shared_lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="module")
