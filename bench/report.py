@@ -41,6 +41,9 @@ SECTIONS = [
     "ceiling",
     "observers",
     "flushes",
+    "burst",
+    "diskbytes",
+    "coldstart",
     "kernel",
     "store",
     "browser",
@@ -178,6 +181,44 @@ def table(r: dict[str, Any]) -> str:
             "",
             "≤ duration/interval + 3",
             all(x["pass"] for x in fl),
+        )
+    b = r.get("burst")
+    if isinstance(b, dict) and "r3nb_first_delta_ms" in b:
+        add(
+            f"A burst of {b['sends']} sends in one instant: first delta p50 / p99",
+            f"{_f(b['r3nb_first_delta_ms']['p50'], ' ms')} / "
+            f"{_f(b['r3nb_first_delta_ms']['p99'], ' ms')} ({b['failed']} failed)",
+            f"straight to the provider {_f(b['direct_first_delta_ms']['p50'], ' ms')} / "
+            f"{_f(b['direct_first_delta_ms']['p99'], ' ms')}",
+            f"p99 ≤ direct + 100 ms (Δ {_f(b['p99_minus_direct_ms'], ' ms')})",
+            b["pass"],
+        )
+    d = r.get("diskbytes")
+    if isinstance(d, dict) and "rows" in d:
+        add(
+            "Bytes written to disk per reply byte (snapshot_interval 0.25)",
+            "; ".join(
+                f"{x['tokens']:,} tokens: {_f(x['write_bytes_per_text_byte'], '', 1)}"
+                f" (wchar {_f(x['wchar_per_text_byte'], '', 1)})"
+                for x in d["rows"]
+            ),
+            "",
+            "≤ 8 at 100k tokens, flat",
+            d["pass"],
+        )
+    cs = r.get("coldstart")
+    if isinstance(cs, dict) and "lean" in cs:
+        add(
+            "Cold start: health · first TTFT / warm · loop lag max",
+            "; ".join(
+                f"{p}: {_f(cs[p]['health_after_s'], ' s', 1)} · "
+                f"{_f(cs[p]['first_ttft_ms'], ' ms')} / {_f(cs[p]['warm_ttft_ms'], ' ms')} · "
+                f"{_f(cs[p]['loop_lag_max_ms'], ' ms')}"
+                for p in ("lean", "litellm")
+            ),
+            "",
+            "TTFT ≤ 3× warm + 50 ms; lag ≤ 100 ms",
+            cs["pass"],
         )
     k = r.get("kernel")
     if isinstance(k, dict) and "chat" in k:

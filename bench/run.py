@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling",
         "observers",
         "flushes",
+        "burst",
+        "diskbytes",
+        "coldstart",
         "kernel",
         "browser",
     } & set(wanted)
@@ -255,6 +258,18 @@ def _run_sections(
         if not quick:
             sizes += [(100_000, 0.0), (2_000, 0.005)]
         section("flushes", lambda: asyncio.run(streaming.flushes(server, sizes)))
+
+        from bench import round2
+
+        section(
+            "burst",
+            lambda: asyncio.run(round2.burst(server, provider, sends=50, reps=2 if quick else 5)),
+        )
+        disk_sizes = [(1_000, 0.005), (10_000, 0.001)]
+        if not quick:
+            disk_sizes += [(100_000, 0.0003)]
+        section("diskbytes", lambda: asyncio.run(round2.diskbytes(workdir, provider, disk_sizes)))
+        section("coldstart", lambda: round2.coldstart(workdir, provider))
 
         def kernel() -> dict[str, Any]:
             from bench import kernel as kbench

@@ -1,0 +1,217 @@
+"""Performance, round two (issue 16): a burst of sends, disk bytes per reply byte, cold start.
+
+Each figure is measured beside its baseline in the same run, as the rest of the bench:
+
+* ``burst``: 50 sends in one instant, first delta p50/p99 from the instant, against the
+  same burst sent straight to the provider (raw httpx), interleaved over repetitions.
+* ``diskbytes``: bytes the server process writes (``/proc/<pid>/io``: ``write_bytes``, what
+  reached the block layer, and ``wchar``, every byte passed to ``write``) per byte of
+  reply text, for replies of 1k to 100k tokens at ``snapshot_interval=0.25``.
+* ``coldstart``: from ``jupyter server`` launch: when health answers, when litellm is
+  loaded, the first reply's TTFT and time to ``done`` on each path against a warm
+  reply's, and the loop lag seen meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Provider,
+    Server,
+    StreamResult,
+    client,
+    httpx_stream,
+    model_entries,
+    new_conversation,
+    pct,
+    r3nb_send,
+)
+from bench.streaming import prompt
+from tests.provider import generated_text
+
+# --------------------------------------------------------------------------- burst
+
+
+def _firsts(results: list[StreamResult], t0: float) -> list[float]:
+    return [(r.t_first - t0) * 1000 for r in results if r.t_first is not None and not r.error]
+
+
+async def burst(server: Server, provider: Provider, sends: int, reps: int) -> dict[str, Any]:
+    """``sends`` POSTs released together (each in its own conversation) vs the same
+    burst straight to the provider. Latency is from the release instant to each first
+    delta, so queueing inside the server counts."""
+    r3nb: list[float] = []
+    direct: list[float] = []
+    failed = 0
+    p = prompt(20, 0.005)
+    async with client(server.api, server.headers, sends) as api, client("", n=sends) as raw:
+        for rep in range(reps + 1):  # the first round warms connections up
+            cids = [await new_conversation(api, "burst") for _ in range(sends)]
+            t0 = time.perf_counter()
+            ours = await asyncio.gather(*(r3nb_send(api, cid, p, "lean") for cid in cids))
+            t1 = time.perf_counter()
+            theirs = await asyncio.gather(
+                *(httpx_stream(raw, provider.url, p) for _ in range(sends))
+            )
+            if rep == 0:
+                continue
+            failed += sum(1 for r in ours if r.error or r.status != "complete")
+            r3nb += _firsts(ours, t0)
+            direct += _firsts(theirs, t1)
+    p99 = pct(r3nb, 99)
+    base99 = pct(direct, 99)
+    return {
+        "sends": sends,
+        "reps": reps,
+        "failed": failed,
+        "r3nb_first_delta_ms": {"p50": pct(r3nb, 50), "p99": p99},
+        "direct_first_delta_ms": {"p50": pct(direct, 50), "p99": base99},
+        "p99_minus_direct_ms": None if p99 is None or base99 is None else p99 - base99,
+        "target": "first delta p99 within 100 ms of the same burst sent to the provider",
+        "pass": None if p99 is None or base99 is None else p99 - base99 <= 100 and not failed,
+    }
+
+
+# --------------------------------------------------------------------------- disk bytes
+
+
+def _io(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = int(value)
+    return out
+
+
+async def diskbytes(
+    workdir: Path, provider: Provider, sizes: list[tuple[int, float]]
+) -> dict[str, Any]:
+    """One server at ``snapshot_interval=0.25``; each reply alone on it."""
+    server = Server(
+        workdir / "diskbytes",
+        {
+            "models": model_entries(provider.url),
+            "default_model": "lean",
+            "db_path": str(workdir / "diskbytes" / "bench.duckdb"),
+            "rate_limit_per_minute": 0,
+            "max_concurrent_streams": 0,
+            "snapshot_interval": 0.25,
+        },
+        probe=False,
+    )
+    (workdir / "diskbytes").mkdir(parents=True, exist_ok=True)
+    rows = []
+    server.start()
+    try:
+        async with client(server.api, server.headers) as api:
+            for tokens, delay in sizes:
+                cid = await new_conversation(api, "diskbytes")
+                before = _io(server.pid)
+                res = await r3nb_send(api, cid, prompt(tokens, delay), "lean")
+                await asyncio.sleep(1.0)  # the final write and any checkpoint it triggers
+                after = _io(server.pid)
+                text_bytes = len(res.text.encode())
+                ok = res.status == "complete" and res.text == generated_text(tokens)
+                rows.append(
+                    {
+                        "tokens": tokens,
+                        "duration_s": None if res.t_done is None else res.t_done - res.t_post,
+                        "text_bytes": text_bytes,
+                        "write_bytes_per_text_byte": (
+                            (after["write_bytes"] - before["write_bytes"]) / text_bytes
+                        ),
+                        "wchar_per_text_byte": (after["wchar"] - before["wchar"]) / text_bytes,
+                        "byte_exact": ok,
+                    }
+                )
+    finally:
+        server.stop()
+    big = [r for r in rows if r["tokens"] >= 100_000]
+    return {
+        "snapshot_interval": 0.25,
+        "rows": rows,
+        "target": "≤ 8 bytes written per text byte at 100k tokens, flat from 1k",
+        "pass": (
+            None
+            if not big
+            else all(r["write_bytes_per_text_byte"] <= 8 and r["byte_exact"] for r in big)
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- cold start
+
+
+def _launch(workdir: Path, provider: Provider, name: str) -> tuple[Server, float, float]:
+    """A fresh server, ready as soon as health answers (not when litellm is loaded).
+    Returns it, the launch instant and seconds to the first health answer."""
+    server = Server(
+        workdir / name,
+        {
+            "models": model_entries(provider.url),
+            "default_model": "lean",
+            "db_path": str(workdir / name / "bench.duckdb"),
+            "rate_limit_per_minute": 0,
+            "max_concurrent_streams": 0,
+        },
+    )
+    server.wait_for_provider = False
+    (workdir / name).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    server.start()
+    return server, t0, time.perf_counter() - t0
+
+
+async def _first_then_warm(server: Server, path: str, t0: float) -> dict[str, Any]:
+    """The first reply as soon as health answers, then (litellm loaded) five warm ones."""
+    async with client(server.api, server.headers) as api:
+        cid = await new_conversation(api, "cold")
+        first = await r3nb_send(api, cid, prompt(20), path)
+        loaded_after: float | None = None
+        for _ in range(1200):  # polling a flag nothing announces, for at most ~60 s
+            health = (await api.get("health")).json()
+            if health.get("provider_loaded"):
+                loaded_after = time.perf_counter() - t0
+                break
+            await asyncio.sleep(0.05)
+        warm = [await r3nb_send(api, cid, prompt(20), path) for _ in range(5)]
+
+    def ms(r: StreamResult, end: float | None) -> float | None:
+        return None if end is None else (end - r.t_post) * 1000
+
+    warm_ttft = sorted(ms(r, r.t_first) or 0 for r in warm)[len(warm) // 2]
+    return {
+        "first_ttft_ms": ms(first, first.t_first),
+        "first_done_ms": ms(first, first.t_done),
+        "first_error": first.error,
+        "warm_ttft_ms": warm_ttft,
+        "provider_loaded_after_s": loaded_after,
+    }
+
+
+def coldstart(workdir: Path, provider: Provider) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in ("lean", "litellm"):
+        server, t0, health_s = _launch(workdir, provider, f"cold-{path}")
+        try:
+            row = asyncio.run(_first_then_warm(server, path, t0))
+            row["health_after_s"] = health_s
+            lag = server.looplag() or {}
+            row["loop_lag_max_ms"] = lag.get("max_ms")
+            row["loop_lag_p99_ms"] = lag.get("p99_ms")
+            first, warm = row["first_ttft_ms"], row["warm_ttft_ms"]
+            row["pass"] = (
+                first is not None
+                and first <= 3 * warm + 50
+                and (row["loop_lag_max_ms"] or 0) <= 100
+            )
+        finally:
+            server.stop()
+        out[path] = row
+    out["target"] = "first TTFT ≤ 3× warm + 50 ms on each path; loop lag ≤ 100 ms from launch"
+    out["pass"] = all(out[p]["pass"] for p in ("lean", "litellm"))
+    return out
