@@ -225,6 +225,10 @@ def _encode_content(piece: str) -> bytes:
 class _Wire:
     """Pre-encoded SSE templates for one response: a chunk is ``prefix + content + suffix``."""
 
+    content_type = "text/event-stream"
+    #: What ``fault=malformed`` sends after the good chunks.
+    malformed = b"data: {not json\n\n"
+
     def __init__(self, request_index: int, model: str) -> None:
         head = json.dumps(
             {"id": f"chatcmpl-fake{request_index}", "object": "chat.completion.chunk",
@@ -247,6 +251,10 @@ class _Wire:
             parts.append(_encode_content(pieces[i]))
             parts.append(suffix)
         return b"".join(parts)
+
+    def empty(self) -> bytes:
+        """The opening of a reply with no content chunk at all."""
+        return self.first_prefix + b'""' + self.suffix
 
     def ending(
         self, prompt: int, completion: int, include_usage: bool, finish: str = "stop"
@@ -366,8 +374,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
                 },
             )
             return
-        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-        assert isinstance(messages, list)
+        messages = self.chat_messages(body)
         scenario = parse_directives(last_user_text(messages), provider.scenario)
         fault = str(scenario.fault) if scenario.fault is not None else None
         if fault == "slow":
@@ -376,7 +383,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
                 scenario = dataclasses.replace(scenario, first_delay=SLOW_FIRST_DELAY)
 
         if fault in _STATUS_FAULTS:
-            index = provider._record(body, "", self.request.headers.get("Authorization", ""))
+            index = provider._record(body, "", self._authorization(), self.request.uri or "")
             status, headers, error = _STATUS_FAULTS[fault]
             if scenario.error_message is not None:
                 error = {**error, "message": scenario.error_message}
@@ -393,17 +400,17 @@ class _CompletionsHandler(tornado.web.RequestHandler):
         else:
             pieces = [generated_word(i) for i in range(max(0, scenario.tokens))]
         index = provider._record(
-            body, "".join(pieces), self.request.headers.get("Authorization", "")
+            body, "".join(pieces), self._authorization(), self.request.uri or ""
         )
         model = str(body.get("model") or "fake")
-        wire = _Wire(index, model)
+        wire = self.wire(index, model)
         options = body.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
 
         provider._active_add(self)
         outcome = "error"
         try:
-            if body.get("stream"):
+            if self.streaming(body):
                 outcome = await self._stream(
                     index,
                     pieces,
@@ -420,6 +427,22 @@ class _CompletionsHandler(tornado.web.RequestHandler):
         finally:
             provider._active_discard(self)
             provider._finish(index, outcome)
+
+    # -- the dialect: what a subclass speaking another wire format overrides
+
+    def chat_messages(self, body: dict[str, Any]) -> list[Any]:
+        """The request's conversation as OpenAI-style ``{"role", "content"}`` messages."""
+        messages = body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    def streaming(self, body: dict[str, Any]) -> bool:
+        return bool(body.get("stream"))
+
+    def wire(self, index: int, model: str) -> _Wire:
+        return _Wire(index, model)
+
+    def _authorization(self) -> str:
+        return self.request.headers.get("Authorization", "")
 
     def _error(self, status: int, error: dict[str, Any]) -> None:
         self.set_status(status)
@@ -439,7 +462,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
         """Send the chunks on schedule; return the outcome for ``provider.outcomes``."""
         provider = self.provider
         loop = asyncio.get_running_loop()
-        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Content-Type", wire.content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         release_gen = provider._release_gen
@@ -496,7 +519,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
             return self._gone()
         if fault == "malformed":
             # End the HTTP response cleanly so the bad event is the only error the client sees.
-            self.write(b"data: {not json\n\n")
+            self.write(wire.malformed)
             try:
                 await self.finish()
             except tornado.iostream.StreamClosedError:
@@ -506,7 +529,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
         if delay > 0 and n > 0 and not await self._wait(t0 + n * delay):
             return self._gone()
         if n == 0:  # still announce the role, as OpenAI does
-            self.write(wire.first_prefix + b'""' + wire.suffix)
+            self.write(wire.empty())
         self.write(wire.ending(prompt, n, include_usage, sc.finish))
         try:
             await self.finish()
@@ -607,10 +630,15 @@ class FakeProvider:
         *,
         port: int = 0,
         host: str = "127.0.0.1",
+        ssl_options: Any = None,
     ) -> None:
         self.scenario: Scenario = scenario if scenario is not None else Scenario()
+        #: An ``ssl.SSLContext`` to serve HTTPS (``url`` then says ``https``).
+        self.ssl_options = ssl_options
         self.requests: list[dict[str, Any]] = []
         """Every request body received (parsed JSON), in order."""
+        self.paths: list[str] = []
+        """The path (with query) of each recorded request."""
         self.authorizations: list[str] = []
         """The ``Authorization`` header of each recorded request ("" when absent)."""
         self.replies: list[str] = []
@@ -643,7 +671,13 @@ class FakeProvider:
     @property
     def url(self) -> str:
         """The ``api_base`` for litellm: ``http://127.0.0.1:PORT/v1``."""
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self.root}/v1"
+
+    @property
+    def root(self) -> str:
+        """``http://127.0.0.1:PORT`` (``https`` when serving with ``ssl_options``)."""
+        scheme = "https" if self.ssl_options is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def active(self) -> int:
@@ -693,18 +727,10 @@ class FakeProvider:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        app = tornado.web.Application(
-            [
-                (
-                    r"/(?:v1/)?chat/completions/?",
-                    _CompletionsHandler,
-                    {"provider": self},
-                ),
-                (r"/(?:v1/)?models/?", _ModelsHandler),
-            ],
-            log_function=_quiet_log,
+        app = tornado.web.Application(self.routes(), log_function=_quiet_log)
+        server = tornado.httpserver.HTTPServer(
+            app, idle_connection_timeout=60, ssl_options=self.ssl_options
         )
-        server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
         sockets = tornado.netutil.bind_sockets(
             self.port, self.host, family=socket.AF_INET, backlog=1024
         )
@@ -719,6 +745,13 @@ class FakeProvider:
                 handler._abort()
             await server.close_all_connections()
             await asyncio.sleep(0)  # let aborted handlers unwind before the loop closes
+
+    def routes(self) -> list[Any]:
+        """The tornado route table (a provider speaking more dialects extends it)."""
+        return [
+            (r"/(?:v1/)?chat/completions/?", _CompletionsHandler, {"provider": self}),
+            (r"/(?:v1/)?models/?", _ModelsHandler),
+        ]
 
     # -- control
 
@@ -738,9 +771,12 @@ class FakeProvider:
 
     # -- bookkeeping (provider thread) and waiting (any thread / loop)
 
-    def _record(self, body: dict[str, Any], reply: str, authorization: str = "") -> int:
+    def _record(
+        self, body: dict[str, Any], reply: str, authorization: str = "", path: str = ""
+    ) -> int:
         with self._lock:
             self.requests.append(body)
+            self.paths.append(path)
             self.authorizations.append(authorization)
             self.replies.append(reply)
             self.sent.append("")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from typing import Any
 
 #: A stream that ends without saying why cannot be told from a cut one: it is an error.
@@ -65,8 +66,37 @@ def for_status(status: int, detail: str, *, who: str, name: str, model: str) -> 
     return template.format(who=who, status=status, detail=detail, name=name, model=model)
 
 
+_UNTRUSTED = (
+    "cannot reach {who}{where}: certificate not trusted ({detail}); set SSL_CERT_FILE "
+    "for the Jupyter server to your gateway's CA bundle"
+)
+_VERIFY_FAILED = re.compile(r"certificate verify failed:?\s*([^()\]\[']*)", re.IGNORECASE)
+
+
+def untrusted_certificate(error: BaseException, *, who: str, where: str) -> str | None:
+    """The reason for a TLS certificate the server does not trust, wherever in the
+    error's chain it hides (litellm's OpenAI path says only "Connection error.")."""
+    seen: set[int] = set()
+    pending: list[Any] = [error]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        found = _VERIFY_FAILED.search(str(current))
+        if isinstance(current, ssl.SSLCertVerificationError) or found:
+            detail = (found.group(1).strip(" .:") if found else "") or "verify failed"
+            return _UNTRUSTED.format(who=who, where=where, detail=detail)
+        pending += [current.__cause__, current.__context__]
+        pending.append(getattr(current, "original_exception", None))
+    return None
+
+
 def for_exception(error: BaseException, *, who: str, name: str, model: str, where: str) -> str:
     """The reason for a litellm exception (recognised by class name and status)."""
+    untrusted = untrusted_certificate(error, who=who, where=where)
+    if untrusted:
+        return untrusted
     cause = _unwrap(error)
     detail = provider_words(str(getattr(cause, "message", "") or cause))
     names = {cls.__name__ for cls in type(cause).__mro__}
@@ -78,6 +108,8 @@ def for_exception(error: BaseException, *, who: str, name: str, model: str, wher
     if "MidStreamFallbackError" in names:
         return f"the provider's stream broke off mid-reply: {detail}"
     status = _status(cause)
+    if status == 500 and "overloaded_error" in str(cause):
+        status = 529  # litellm reports Anthropic's 529 as a 500; its body says which
     if status is not None and status >= 400:
         return for_status(status, detail, who=who, name=name, model=model)
     return f"{type(cause).__name__}: {detail}"

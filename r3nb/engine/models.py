@@ -14,6 +14,7 @@ and every key value is registered with ``redact`` so no error text can carry one
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -33,6 +34,7 @@ DEMO_MODEL = f"{DEMO_PROVIDER}/demo"
 _OWN_KEYS = {
     "api_key_env", "api_key_file", "description", "input_cost_per_token",
     "output_cost_per_token", "stream_path", "system_prompt", "max_context_tokens",
+    "send_user",
 }  # fmt: skip
 #: What r3nb's lean reader may put in an OpenAI chat-completions body: the fields the
 #: OpenAI API defines for a streamed text reply. Anything else a provider wants goes in
@@ -77,6 +79,8 @@ class ModelConfig:
     system_prompt: str = ""
     #: The context window in tokens, when the entry says (else litellm's model info).
     max_context_tokens: int | None = None
+    #: Send the person's name as the OpenAI ``user`` field (a gateway attributes spend).
+    send_user: bool = False
     #: The value of ``api_key_env`` as read when the registry was built (never printed).
     env_key: str | None = field(default=None, repr=False, compare=False)
 
@@ -91,6 +95,13 @@ class ModelConfig:
     @property
     def litellm_model(self) -> str:
         return str(self.params["model"])
+
+    def for_person(self, name: str | None) -> ModelConfig:
+        """This model as called for ``name``: with ``user`` set when the entry opts in
+        (``"send_user": true``), so a gateway such as LiteLLM Proxy can attribute spend."""
+        if not self.send_user or not name:
+            return self
+        return dataclasses.replace(self, params={**self.params, "user": name})
 
     def call_params(self) -> dict[str, Any]:
         """kwargs for ``litellm.acompletion``, with the key from wherever it lives.
@@ -203,12 +214,16 @@ def _parse(name: str, entry: Any) -> ModelConfig:
         raise ValueError(
             f"c.R3nbApp.models[{name!r}]['stream_path'] must be one of {', '.join(STREAM_PATHS)}"
         )
+    send_user = entry.get("send_user", False)
+    if not isinstance(send_user, bool):
+        raise ValueError(f"c.R3nbApp.models[{name!r}]['send_user'] must be true or false")
     window = entry.get("max_context_tokens")
     if window is not None and (not isinstance(window, int) or window < 256):
         raise ValueError(
             f"c.R3nbApp.models[{name!r}]['max_context_tokens'] must be an integer ≥ 256"
         )
     config = ModelConfig(
+        send_user=send_user,
         max_context_tokens=window,
         system_prompt=system_prompt,
         stream_path=stream_path,

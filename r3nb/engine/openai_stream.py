@@ -12,7 +12,10 @@ in a model entry switches back). litellm stays the path for every other provider
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import ssl
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,13 +37,48 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient
 )
 
 
-def _http() -> httpx.AsyncClient:
+#: Variables naming a CA bundle to trust, in the order they are looked at
+#: (``SSL_CERT_FILE`` is OpenSSL's, ``REQUESTS_CA_BUNDLE`` what pip and requests read).
+CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def ca_bundle() -> str | None:
+    """The CA bundle the first of ``CA_BUNDLE_VARIABLES`` names, if that file exists."""
+    for name in CA_BUNDLE_VARIABLES:
+        path = os.environ.get(name)
+        if path and os.path.isfile(path):
+            return path
+    return None
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """What the lean reader trusts: the CA bundle an environment variable names (a
+    gateway, or a proxy that re-signs traffic), exactly as requests and OpenSSL do;
+    else certifi's roots plus the OS store. (httpx alone reads ``SSL_CERT_FILE`` only:
+    an organisation's CA set as ``REQUESTS_CA_BUNDLE``, what pip and requests use, was
+    not trusted.) The provider adapter gives litellm the same bundle."""
+    import certifi
+
+    bundle = ca_bundle()
+    if bundle:
+        return ssl.create_default_context(cafile=bundle)
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.load_default_certs()
+    return context
+
+
+def shared_client() -> httpx.AsyncClient:
+    """This loop's pooled client: proxies from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+    (``trust_env``), certificates from ``tls_context``."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
         client = _clients[loop] = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=15.0, read=None, write=30.0, pool=30.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+            verify=tls_context(),
+            trust_env=True,
         )
     return client
 
@@ -88,7 +126,7 @@ async def stream_chat(
     url, headers, body = _request(params, messages)
     finished = False
     try:
-        async with _http().stream("POST", url, headers=headers, json=body) as response:
+        async with shared_client().stream("POST", url, headers=headers, json=body) as response:
             if response.status_code >= 400:
                 raise ProviderError(await _http_failure(response, params))
             async for line in response.aiter_lines():
@@ -120,7 +158,9 @@ async def stream_chat(
                         finished = True
                         yield {"finish_reason": str(choice["finish_reason"])}
     except httpx.ConnectError as e:
-        raise ProviderError(f"cannot reach the provider at {url.rsplit('/', 2)[0]}: {e}") from e
+        where = url.rsplit("/", 2)[0]
+        untrusted = failures.untrusted_certificate(e, who="the provider", where=f" at {where}")
+        raise ProviderError(untrusted or f"cannot reach the provider at {where}: {e}") from e
     except httpx.TimeoutException as e:
         raise ProviderError("the provider did not answer in time; retry") from e
     except (httpx.RemoteProtocolError, httpx.ReadError) as e:

@@ -86,6 +86,12 @@ def _import_into(future: Future[ModuleType]) -> None:
         # Per-chunk logging costs ~0.25 ms of CPU per token; we keep our own counters.
         litellm.disable_streaming_logging = True
         litellm.telemetry = False
+        # litellm reads SSL_CERT_FILE itself, not REQUESTS_CA_BUNDLE: give it the
+        # bundle the lean reader trusts (a path: it ignores an SSLContext set here).
+        # Proxies need nothing: its clients and ours read HTTPS_PROXY and NO_PROXY.
+        bundle = openai_stream.ca_bundle()
+        if bundle and not os.environ.get("SSL_VERIFY"):
+            litellm.ssl_verify = bundle
         _register_demo(litellm)
         _warm_up(litellm)
         future.set_result(litellm)
@@ -203,6 +209,12 @@ async def stream_reply(
                            finish)  # fmt: skip
         return
     litellm = await load()
+    if model.litellm_model.split("/", 1)[0] in OLLAMA_PREFIXES:
+        await _describe_ollama(litellm, model, params)
+    if "user" in params and model.litellm_model.startswith("openai/"):
+        # litellm drops ``user`` for models not in OpenAI's own catalogue; a gateway
+        # (LiteLLM Proxy) behind ``openai/`` is exactly where it is wanted.
+        params["extra_body"] = {**(params.get("extra_body") or {}), "user": params["user"]}
     yield REQUESTED
     try:
         response = await litellm.acompletion(
@@ -231,6 +243,64 @@ async def stream_reply(
         raise ProviderError(failures.ENDED_EARLY)
     yield await _usage(model, getattr(raw, "prompt_tokens", None),
                        getattr(raw, "completion_tokens", None), finish)  # fmt: skip
+
+
+#: litellm prefixes of Ollama models.
+OLLAMA_PREFIXES = ("ollama", "ollama_chat")
+_described: set[str] = set()
+
+
+async def _describe_ollama(litellm: Any, model: ModelConfig, params: dict[str, Any]) -> None:
+    """Tell litellm about an Ollama model once, before its first call.
+
+    For a model not in its price list, litellm asks ``/api/show`` several times per
+    reply (cost, logging, a bridge check), at ``OLLAMA_API_BASE`` or localhost:11434,
+    never at the entry's ``api_base``: ~2 requests to the wrong host per reply, some
+    on the event loop. A registered model is never asked about. Its context window
+    is the entry's ``max_context_tokens``, else one ``/api/show`` at the entry's own
+    base, here, off the loop."""
+    name = model.litellm_model
+    if name in _described:
+        return
+    window = model.max_context_tokens or await _ollama_context(name, params)
+    _described.add(name)
+    info: dict[str, Any] = {
+        "litellm_provider": name.split("/", 1)[0], "mode": "chat",
+        "input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+    }  # fmt: skip
+    if window:
+        info.update(max_tokens=window, max_input_tokens=window, max_output_tokens=window)
+    # register_model first looks the name up (one more /api/show at the wrong host,
+    # on this loop) unless the price list already has it: seed the entry, then let
+    # register_model file it everywhere else litellm looks.
+    litellm.model_cost.setdefault(name, dict(info))
+    litellm.register_model({name: info})
+
+
+async def _ollama_context(name: str, params: dict[str, Any]) -> int | None:
+    """The context length ``/api/show`` reports at the entry's base; None if it cannot."""
+    base = str(
+        params.get("api_base")
+        or params.get("base_url")
+        or os.environ.get("OLLAMA_API_BASE")
+        or "http://localhost:11434"
+    ).rstrip("/")
+    base = base.removesuffix("/api/chat").removesuffix("/api/generate")
+    headers = {"Authorization": f"Bearer {params['api_key']}"} if params.get("api_key") else {}
+    try:
+        response = await openai_stream.shared_client().post(
+            f"{base}/api/show",
+            json={"model": name.split("/", 1)[1]},
+            headers=headers,
+            timeout=5.0,
+        )
+        info = response.json().get("model_info") or {}
+        for key, value in info.items():
+            if key.endswith("context_length") and isinstance(value, int) and value > 0:
+                return value
+    except Exception:  # unknown is fine: litellm then has no window either
+        log.debug("no context length from %s/api/show", base, exc_info=True)
+    return None
 
 
 async def _usage(

@@ -46,6 +46,15 @@ _WITHHELD = {
 }
 
 
+#: Finish reasons of a reply cut at the output-token limit (litellm maps Anthropic's
+#: ``max_tokens``, Gemini's ``MAX_TOKENS`` and Ollama's ``length`` to ``length``).
+_CUT = {"length", "max_tokens"}
+_CUT_NOTE = (
+    "the reply was cut at the model's output limit (finish_reason: {finish_reason}); "
+    "ask it to continue, or raise the model's max_tokens"
+)
+
+
 def judge_ending(length: int, finish_reason: str | None) -> tuple[str, str | None]:
     """The status and error of a reply whose stream ended without a fault.
 
@@ -59,6 +68,10 @@ def judge_ending(length: int, finish_reason: str | None) -> tuple[str, str | Non
         return "error", "the model sent an empty reply" + (
             f" (finish_reason: {finish_reason})" if finish_reason else ""
         )
+    if (finish_reason or "").lower() in _CUT:
+        # Complete, not error: the text is good as far as it goes and stays in the
+        # conversation, so "continue" works; the note says why it stops mid-thought.
+        return "complete", _CUT_NOTE.format(finish_reason=finish_reason)
     return "complete", None
 
 
@@ -161,8 +174,9 @@ class StreamHub:
     async def _run(self, stream: LiveStream, context: list[dict[str, Any]]) -> None:
         usage = Usage(None, None, None)
         status, error = "complete", None
+        model = stream.model.for_person(stream.author)
         try:
-            async for item in self.reply_source(stream.model, context):
+            async for item in self.reply_source(model, context):
                 if isinstance(item, str):
                     stream.append(item)
                 elif isinstance(item, Usage):
