@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from r3nb.errors import ProviderError
 
-from . import failures, openai_stream, redact
+from . import failures, openai_stream, prices, redact
 from .demo import demo_reply, word_chunks
 from .models import DEMO_PROVIDER, ModelConfig
 
@@ -61,7 +61,7 @@ def context_window(model: ModelConfig) -> int | None:
     if model.max_context_tokens:
         return model.max_context_tokens
     if not is_loaded() or _loaded is None:
-        return None
+        return prices.context_window(model.litellm_model)
     costs: dict[str, Any] = getattr(_loaded.result(), "model_cost", {})
     name = model.litellm_model
     info = costs.get(name) or costs.get(name.split("/", 1)[-1]) or {}
@@ -78,6 +78,7 @@ def _import_into(future: Future[ModuleType]) -> None:
     # not cancel the one import every later stream waits for.
     future.set_running_or_notify_cancel()
     try:
+        prices.entry("")  # the price list, read first: it answers until litellm is loaded
         # litellm fetches its cost map from the internet at import unless told not to.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
@@ -311,8 +312,14 @@ async def _usage(
     cost: float | None = None
     if model.cost_per_token is not None:
         cost = (prompt or 0) * model.cost_per_token[0] + (completion or 0) * model.cost_per_token[1]
+    elif not is_loaded():
+        # Never wait for litellm's import to say what a reply cost (seconds after a
+        # start): its price list, read without it (prices.py).
+        cost = await asyncio.to_thread(
+            prices.cost, model.litellm_model, prompt or 0, completion or 0
+        )
     else:
-        litellm = await load()  # long done: preloaded at start-up
+        litellm = await load()
         try:
             prompt_cost, completion_cost = litellm.cost_per_token(
                 model=model.litellm_model,
