@@ -73,6 +73,52 @@ HOSTILE: list[tuple[str, str]] = [
     ("css url in style block", f"<style>.r3nb-panel{{background-image:url('{EVIL}/css')}}</style>"),
     ("fake class injection", '<div class="jp-Dialog r3nb-send hljs">x</div>'),
     ("id clobbering", '<a id="jupyter-config-data" name="jupyterapp">clobber</a>'),
+    # --- math: typeset by r3nb into allow-listed MathML, or left as code ---------------
+    ("math href", f"$\\href{{javascript:{PWN}}}{{click}}$"),
+    ("math url", f"$$\\url{{javascript:{PWN}}}$$"),
+    ("math html class", "$\\htmlClass{jp-Dialog}{y}$ and \\(\\htmlId{jupyter-config-data}{z}\\)"),
+    ("math html data", f"$\\htmlData{{onclick={PWN}}}{{y}}$"),
+    (
+        "math style url",
+        f"$\\style{{background:url({EVIL}/m)}}{{x}}$ $\\htmlStyle{{color:red}}{{y}}$",
+    ),
+    ("math color url", f"$\\color{{url({EVIL}/c)}}{{x}}$"),
+    ("math includegraphics", f"\\[\\includegraphics{{{EVIL}/i.png}}\\]"),
+    ("math img", f"$<img src=x onerror={PWN}>$"),
+    ("math breakout", f"$$</math><img src=x onerror={PWN}>$$"),
+    ("math text html", f"$\\text{{<img src=x onerror={PWN}>}}$"),
+    ("math huge sizes", "$\\rule{100000em}{100000em}$ $\\kern{100000em}$ $\\hspace{1000cm}$"),
+    ("math macro loop", "$\\def\\a{\\a\\a}\\a$"),
+    ("math deep nesting", "$$" + "\\frac{" * 80 + "x" + "}{y}" * 80 + "$$"),
+    ("math too long", "$" + "x+" * 1001 + "y$"),
+    (
+        "raw math maction",
+        f'<math><maction actiontype="statusline"><mtext>{PWN}</mtext></maction></math>',
+    ),
+    ("raw math href", f'<math href="javascript:{PWN}"><mi>x</mi></math>'),
+    (
+        "raw math annotation-xml",
+        f'<math><annotation-xml encoding="text/html"><img src=x onerror={PWN}>'
+        "</annotation-xml></math>",
+    ),
 ]
+
+#: Every MathML element a reply's output may hold, and only inside a ``<math>`` typeset by
+#: r3nb (an independent copy of the renderers' allow-lists: widening theirs fails here).
+MATHML_ELEMENTS = frozenset({
+    "math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace",
+    "msup", "msub", "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover",
+    "mtable", "mtr", "mtd", "mstyle", "mpadded", "mphantom", "menclose", "merror",
+    "mmultiscripts", "mprescripts", "none",
+})  # fmt: skip
+#: Their attributes: layout only.
+MATHML_ATTRIBUTES = frozenset({
+    "display", "displaystyle", "scriptlevel", "mathvariant", "mathcolor", "mathbackground",
+    "stretchy", "fence", "separator", "form", "largeop", "movablelimits", "symmetric",
+    "accent", "accentunder", "lspace", "rspace", "minsize", "maxsize", "width", "height",
+    "depth", "voffset", "linethickness", "notation", "columnalign", "rowalign",
+    "columnspacing", "rowspacing", "columnlines", "rowlines", "frame", "framespacing",
+    "equalrows", "equalcolumns", "columnspan", "rowspan", "encoding",
+})  # fmt: skip
 
 assert len(HOSTILE) >= 30

@@ -21,7 +21,7 @@ import pytest
 
 # This module's own browser fixtures (see tests/browsers.py for why they are imported).
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
-from tests.hostile_corpus import HOSTILE
+from tests.hostile_corpus import HOSTILE, MATHML_ELEMENTS
 from tests.lab import (
     KERNEL_IDLE,
     NEW_ASSISTANT,
@@ -335,14 +335,26 @@ def test_hostile_replies_run_nothing_and_load_nothing(
         " requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 500))))"
     )
     bad = page_a.evaluate(
-        """(ids) => {
+        """([ids, mathml]) => {
       const found = [];
-      const dangerous = 'script,style,iframe,frame,object,embed,img,svg,math,form,input,textarea,' +
+      const dangerous = 'script,style,iframe,frame,object,embed,img,svg,form,input,textarea,' +
         'select,meta,base,link,video,audio,source,template,noscript,details,body';
       for (const id of ids) {
         const content = document.querySelector(`[data-message-id="${id}"] .r3nb-content`);
         if (!content || !content.textContent.includes('End.')) found.push(`${id}: not rendered`);
         for (const el of content.querySelectorAll(dangerous)) found.push(`element ${el.outerHTML}`);
+        // MathML only as r3nb typesets it (the reply's own <math> is text): allow-listed
+        // elements in the MathML namespace, in a <math> inside no other, no href/class/id.
+        for (const el of content.querySelectorAll('math, math *')) {
+          if (el.namespaceURI !== 'http://www.w3.org/1998/Math/MathML' ||
+              !mathml.includes(el.localName) ||
+              (el.localName === 'math' && el.parentElement.closest('math')))
+            found.push(`math element ${el.outerHTML.slice(0, 120)}`);
+          for (const attr of el.attributes)
+            if (['href', 'class', 'actiontype'].includes(attr.name) ||
+                /url[(]|script:/i.test(attr.value))
+              found.push(`math attribute ${attr.name} on ${el.localName}`);
+        }
         for (const el of content.querySelectorAll('button')) {
           if (!el.matches('.r3nb-img-load, .r3nb-copy')) found.push(`button ${el.outerHTML}`);
         }
@@ -365,7 +377,7 @@ def test_hostile_replies_run_nothing_and_load_nothing(
         found.push('meta/base reached the document');
       return found;
     }""",
-        mids,
+        [mids, sorted(MATHML_ELEMENTS)],
     )
     assert bad == []
     # Outside images became buttons naming the host, never loaded on their own.

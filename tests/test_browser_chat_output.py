@@ -20,14 +20,14 @@ import pytest
 
 # This module's own browser fixtures (see tests/browsers.py for why they are imported).
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
-from tests.hostile_corpus import EVIL, HOSTILE, PWN
+from tests.hostile_corpus import EVIL, HOSTILE, MATHML_ELEMENTS, PWN
 from tests.lab import Guard, JupyterLab, open_notebook, write_notebook
 from tests.provider import FakeProvider, Scenario
 
 require_chromium()
 
-#: One reply with every hostile entry (blank lines apart), math MathJax could turn into a
-#: link, and ordinary Markdown that must still render.
+#: One reply with every hostile entry (blank lines apart), math whose \href MathJax would
+#: turn into a link (r3nb typesets it, without), and ordinary Markdown that must still render.
 HOSTILE_REPLY = (
     "Ordinary **bold** and `code`, then the corpus:\n\n"
     + "\n\n".join(payload for _, payload in HOSTILE)
@@ -36,11 +36,16 @@ HOSTILE_REPLY = (
 )
 HOSTILE_PROMPT = f'<img src=x onerror="{PWN}"> <script>{PWN}</script> ![p]({EVIL}/prompt.png)'
 
-#: Elements and attributes none of r3nb's output may contain, checked in the live DOM.
-FIND_ACTIVE = """(roots) => {
+#: Elements and attributes none of r3nb's output may contain, checked in the live DOM;
+#: MathML only as r3nb's renderer makes it (allow-listed, in a <math> inside no other).
+FIND_ACTIVE = (
+    """(roots) => {
   const found = [];
+  const mathml = """
+    + str(sorted(MATHML_ELEMENTS))
+    + """;
   const dangerous = 'script,style,iframe,frame,object,embed,img,svg,' +
-    'math,form,input,textarea,select,button,meta,base,link,video,audio,source,template,' +
+    'form,input,textarea,select,button,meta,base,link,video,audio,source,template,' +
     'noscript,details,body,mjx-container';
   // What the outputs render (not JupyterLab's own prompt and collapse icon around them).
   roots.forEach((area, cell) => {
@@ -63,12 +68,23 @@ FIND_ACTIVE = """(roots) => {
         const href = a.getAttribute('href').replace(/[\\u0000-\\u0020]/g, '');
         if (!/^(https?|mailto):/i.test(href)) found.push(`cell ${cell}: ${a.outerHTML}`);
       }
+      for (const el of root.querySelectorAll('math, math *')) {
+        if (el.namespaceURI !== 'http://www.w3.org/1998/Math/MathML' ||
+            !mathml.includes(el.localName) ||
+            (el.localName === 'math' && el.parentElement.closest('math')))
+          found.push(`cell ${cell}: math element ${el.outerHTML.slice(0, 120)}`);
+        for (const attr of el.attributes)
+          if (['href', 'style', 'class', 'id', 'actiontype'].includes(attr.name) ||
+              /url[(]|script:/i.test(attr.value))
+            found.push(`cell ${cell}: math attribute ${attr.name} on ${el.localName}`);
+      }
     }
   });
   if (document.querySelector('meta[http-equiv], base[href]:not([href="/"])'))
     found.push('meta/base reached the document');
   return found;
 }"""
+)
 
 #: The output areas of every code cell of the current notebook, in order.
 OUTPUTS = """() => [...window.jupyterapp.shell.currentWidget.content.widgets]
@@ -170,7 +186,7 @@ def test_hostile_chat_output_history_and_export_run_and_load_nothing_in_jupyterl
         outputs = run_and_check(page, guard, cells)
         reply, error, history, export = outputs[1], outputs[2], outputs[3], outputs[4]
 
-        # The reply: ordinary Markdown rendered, the corpus shown as text, math as text.
+        # The reply: ordinary Markdown rendered, the corpus shown as text, math typeset.
         assert reply.eval_on_selector(".r3nb-reply strong", "e => e.textContent") == "bold"
         assert reply.eval_on_selector(".r3nb-reply code", "e => e.textContent") == "code"
         cells = reply.eval_on_selector_all(
@@ -180,7 +196,15 @@ def test_hostile_chat_output_history_and_export_run_and_load_nothing_in_jupyterl
         text = reply.eval_on_selector(".r3nb-reply", "e => e.textContent")
         assert f"<script>{PWN}</script>" in text
         assert f"[click me](javascript:{PWN})" in text
-        assert "\\href{javascript:" in text  # not typeset by MathJax
+        # Each formula r3nb typeset carries its TeX, from the reply; the reply's own <math>
+        # tags are text, and MathJax typeset nothing (no link from \href).
+        formulas = reply.eval_on_selector_all(
+            ".r3nb-reply math annotation", "els => els.map((e) => e.textContent)"
+        )
+        assert f"\\href{{javascript:{PWN}}}{{math link}}" in formulas
+        assert all(tex in HOSTILE_REPLY for tex in formulas)
+        assert '<math><maction actiontype="statusline">' in text
+        assert f'<math href="javascript:{PWN}">' in text
         assert "fake · complete" in text
         assert "End." in text
         # Outside images became links naming their host (loaded by nobody).

@@ -249,3 +249,88 @@ def test_user_message_shows_what_was_typed(page: Any) -> None:
     # Newlines and indentation stay on screen, not only in the DOM.
     assert "\n    def __init__(self, x):\n" in content.inner_text()
     assert message(page, reply).count() == 1
+
+
+# --- math (issue 13) --------------------------------------------------------------------
+
+#: Inline and display math in each notation, prices and code that must stay text, raw
+#: MathML the reply writes itself (text), then 150 more formulas to stream.
+MATH_REPLY = (
+    "Euler: $e^{i\\pi} + 1 = 0$ and \\(a^2 + b^2 = c^2\\); prices $5 and $10 stay text.\n\n"
+    "$$\n\\int_0^\\infty e^{-x^2}\\,dx = \\frac{\\sqrt{\\pi}}{2}\n$$\n\n"
+    "\\[\n\\sum_{k=1}^{n} k = \\frac{n(n+1)}{2}\n\\]\n\n"
+    'Raw <math><maction actiontype="statusline"><mi>x</mi></maction></math> and `$code$` '
+    "stay text, as does $\\href{javascript:window.__pwned++}{link}$'s link.\n\n"
+    + "\n\n".join(
+        f"Step {i}: $x_{{{i}}}^2 + \\frac{{a_{i}}}{{b}}$ and $$\\int_0^{{{i}}} f(t)\\,dt$$"
+        for i in range(150)
+    )
+    + "\n\nEnd of the math.\n"
+)
+
+#: What the panel made of a message's math: each formula's TeX and layout, and anything
+#: inside a <math> that is not allow-listed MathML.
+MATH_IN_PANEL = """([sel, allowed]) => {
+  const content = document.querySelector(sel);
+  const NS = 'http://www.w3.org/1998/Math/MathML';
+  const bad = [];
+  for (const el of content.querySelectorAll('math, math *')) {
+    if (el.namespaceURI !== NS || !allowed.includes(el.localName)) bad.push(el.outerHTML);
+    for (const a of el.attributes)
+      if (a.name.startsWith('on') || ['href', 'style', 'class', 'id', 'src'].includes(a.name) ||
+          a.name.includes(':')) bad.push(`${el.localName} ${a.name}`);
+  }
+  const formulas = [...content.querySelectorAll('math')].map((m) => {
+    const box = m.getBoundingClientRect();
+    return [m.querySelector('annotation')?.textContent, m.getAttribute('display') || 'inline',
+            getComputedStyle(m).display, Math.round(box.width), Math.round(box.height)];
+  });
+  const code = [...content.querySelectorAll('code')].map((c) => c.textContent);
+  return { formulas, code, bad, text: content.textContent };
+}"""
+
+
+def test_reply_math_renders_as_allow_listed_mathml_in_the_panel(
+    lab_provider: FakeProvider, page: Any
+) -> None:
+    from tests.hostile_corpus import MATHML_ELEMENTS
+
+    lab_provider.scenario.text = MATH_REPLY
+    lab_provider.scenario.delay = 0.001
+    page.evaluate("() => { window.__pwned = 0; }")
+    page.evaluate(LONG_TASKS)
+    mid = send(page, "some math please")
+    wait_status(page, mid, "complete", timeout=120_000)
+    sel = f"{MESSAGES}[data-message-id='{mid}'] .r3nb-content"
+    page.wait_for_function(
+        "(sel) => { const c = document.querySelector(sel); return c &&"
+        " !c.querySelector('.r3nb-soft > *, .r3nb-tail > *') &&"
+        " c.querySelectorAll('math').length >= 304; }",
+        arg=sel,
+        timeout=60_000,
+    )
+    tasks = long_tasks(page)
+    shown = page.evaluate(MATH_IN_PANEL, [sel, sorted(MATHML_ELEMENTS)])
+    print(f"long tasks (ms) while streaming {len(MATH_REPLY)} chars of math: {tasks}")
+
+    formulas = shown["formulas"]
+    assert [(tex, display) for tex, display, *_ in formulas[:5]] == [
+        ("e^{i\\pi} + 1 = 0", "inline"),
+        ("a^2 + b^2 = c^2", "inline"),
+        ("\\int_0^\\infty e^{-x^2}\\,dx = \\frac{\\sqrt{\\pi}}{2}", "block"),
+        ("\\sum_{k=1}^{n} k = \\frac{n(n+1)}{2}", "block"),
+        ("\\href{javascript:window.__pwned++}{link}", "inline"),
+    ]
+    assert len(formulas) == 5 + 2 * 150
+    # Chromium lays the MathML out itself (no fonts, no CSS): display math on its own line.
+    for tex, display, css_display, width, height in formulas:
+        assert width > 0, (tex, width)
+        assert height > 0, (tex, height)
+        assert css_display == ("block math" if display == "block" else "math"), (tex, css_display)
+    assert shown["bad"] == []
+    assert "$code$" in shown["code"]
+    assert "prices $5 and $10 stay text" in shown["text"]
+    assert '<math><maction actiontype="statusline"><mi>x</mi></maction></math>' in shown["text"]
+    assert page.evaluate("() => window.__pwned") == 0
+    assert page.locator(f"{sel} a[href^='javascript'], {sel} maction").count() == 0
+    assert max(tasks, default=0) <= LONG_TASK_LIMIT_MS, tasks

@@ -18,6 +18,7 @@ import shell from "highlight.js/lib/languages/shell";
 import sql from "highlight.js/lib/languages/sql";
 import xml from "highlight.js/lib/languages/xml";
 import yaml from "highlight.js/lib/languages/yaml";
+import { mathExtension } from "./math.js";
 
 // A handful of languages keeps the bundle small; the full set would add over 1 MB.
 // Aliases (py, js, sh, html, yml, ...) come with each definition.
@@ -145,6 +146,8 @@ marked.use({
     },
   },
 });
+// `$…$`, `$$…$$`, `\(…\)`, `\[…\]` as placeholders, typeset after sanitizing (math.js).
+marked.use(mathExtension(escapeHtml));
 
 /**
  * @param {string} text  markdown

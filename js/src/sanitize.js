@@ -5,6 +5,7 @@
 // second pass for what DOMPurify does not decide for us (link targets, images, classes).
 
 import DOMPurify from "dompurify";
+import { createTypesetter } from "./math.js";
 
 /** Elements a reply may contain; everything else is dropped (its text kept when harmless). */
 const ALLOWED_TAGS = [
@@ -21,8 +22,8 @@ const FORBID_TAGS = [
 const ALLOWED_ATTR = ["href", "title", "alt", "src", "class", "start", "align"];
 /** Relative URLs and these schemes only; DOMPurify strips whitespace/control chars first. */
 const ALLOWED_URI_REGEXP = /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i;
-/** Classes our own renderer emits (highlight.js spans, code languages). */
-const SAFE_CLASS = /^(?:hljs(?:-[a-z0-9-]+)?|language-[\w+#.-]+|[a-z]+_+)$/;
+/** Classes our own renderer emits (highlight.js spans, code languages, math placeholders). */
+const SAFE_CLASS = /^(?:hljs(?:-[a-z0-9-]+)?|language-[\w+#.-]+|[a-z]+_+|r3nb-math(?:-display)?)$/;
 
 const CONFIG = {
   ALLOWED_TAGS,
@@ -83,13 +84,18 @@ export function imageUrl(src) {
 
 /**
  * @param {Window & typeof globalThis} win  the window whose document receives the fragments
+ * @param {{ mathBudgetMs?: number }} [options]  KaTeX time per task (see math.js)
  * @returns {Sanitize}
  */
-export function createSanitizer(win) {
+export function createSanitizer(win, { mathBudgetMs } = {}) {
   const purify = DOMPurify(win);
+  const typeset = createTypesetter(win, { budgetMs: mathBudgetMs });
   return (html, options = {}) => {
     const fragment = purify.sanitize(html, CONFIG);
     secure(fragment, win.document, options.loadedImages ?? new Set());
+    // Math placeholders become MathML only now, after every check above: the reply's own
+    // <math> and <svg> were stripped, and typesetting goes through its own allow-list.
+    typeset(fragment);
     decorate(fragment, win.document);
     return fragment;
   };
