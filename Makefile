@@ -31,9 +31,9 @@ js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 	cd js && npm ci --no-audit --no-fund
 
 # The widget's own tests (sanitizer corpus, SSE parser, incremental renderer, session),
-# its type check, and proof that the committed bundle is what the sources build to.
+# its lint and type check, and proof that the committed bundle is what the sources build to.
 js-test: js/node_modules/.package-lock.json
-	cd js && npm run check && npm test && npm run verify
+	cd js && npm run lint && npm run check && npm test && npm run verify
 
 check-supply-chain: $(STAMP)
 	@$(BIN)/python tests/check_supply_chain.py
@@ -66,10 +66,11 @@ test-fast: $(STAMP)
 	@mkdir -p .ci/out
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest-fast -m fast $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) js/node_modules/.package-lock.json
 	$(BIN)/ruff check r3nb tests bench
 	$(BIN)/ruff format --check r3nb tests bench
 	$(BIN)/mypy
+	cd js && npm run lint && npm run check
 
 # Root (containers, CI machines) needs JupyterLab's explicit consent.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--ServerApp.allow_root=True)

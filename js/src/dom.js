@@ -116,7 +116,7 @@ export async function copyText(doc, text) {
   area.style.opacity = "0";
   doc.body.append(area);
   area.select();
-  let ok = false;
+  let ok;
   try {
     ok = doc.execCommand("copy");
   } catch {

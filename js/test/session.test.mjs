@@ -34,7 +34,7 @@ function fakeTransport() {
   const streams = [];
   return {
     calls, replies, streams, kind: "direct", close() {},
-    async request(method, path, body) {
+    async request(method, path, _body) {
       calls.push(`${method} ${path}`);
       const next = replies.shift();
       if (!next) throw new Error(`no reply queued for ${method} ${path}`);
