@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 #: Every message status. User messages are born ``complete``; an assistant message
 #: starts ``streaming`` and ends in exactly one of the three others.
@@ -65,6 +65,10 @@ class MessageDict(TypedDict):
     created_at: float
     updated_at: float
     revision: int
+    parent_id: str | None  # the message this one follows (None: a first message)
+    #: This message and its other versions (same parent: a regenerated reply, an edited
+    #: prompt), oldest first; only when there are several. The panel's "‹ 2/3 ›".
+    siblings: NotRequired[list[str]]
 
 
 class SnapshotMessage(MessageDict, total=False):
@@ -84,13 +88,18 @@ class ConversationDict(TypedDict):
     message_count: int
     model: str | None  # the model it last used or was set to (the picker follows it)
     system_prompt: str | None  # its own system prompt (None: its model's)
+    head_id: str | None  # the last message of the current branch (None: empty, e.g. cleared)
 
 
 class Snapshot(TypedDict):
     """``GET conversations/{cid}?since=REV``: what changed after REV."""
 
     conversation: ConversationDict | None  # None: unchanged since ``since``
-    messages: list[SnapshotMessage]
+    messages: list[SnapshotMessage]  # of the current branch only, in its order
+    #: The ids of the current branch, in order, whenever ``conversation`` is given (the
+    #: branch changes only with the header); None otherwise. A client drops held messages
+    #: not in it, and loads again from ``since=0`` if it names one it holds nowhere.
+    branch: list[str] | None
     revision: int  # pass back as ``since`` next time
     streaming: bool  # any message of the conversation still streaming
 

@@ -22,6 +22,11 @@ AUTHENTICATED = {
     ("PATCH", "conversations/{cid}"): 404,
     ("DELETE", "conversations/{cid}"): 404,
     ("POST", "conversations/{cid}/messages"): 404,
+    ("POST", "conversations/{cid}/messages/{mid}/edit"): 404,
+    ("POST", "conversations/{cid}/messages/{mid}/regenerate"): 404,
+    ("DELETE", "conversations/{cid}/messages/{mid}"): 404,
+    ("POST", "conversations/{cid}/head"): 400,  # the body names no message_id
+    ("POST", "conversations/{cid}/clear"): 404,
     ("GET", "messages/{mid}/stream"): 404,
     ("POST", "messages/{mid}/cancel"): 404,
 }

@@ -636,3 +636,98 @@ def test_copy_as_markdown_code_language_labels_and_author_labels(
     assert reply.locator(".r3nb-asker").is_hidden()
     # Today's message: the time of day only.
     assert re.fullmatch(r"\d{1,2}:\d{2}( [AP]M)?", reply.locator(".r3nb-time").text_content() or "")
+
+
+# --- branches: regenerate, versions, edit and resend, delete a turn ----------------------
+
+
+def shown_texts(page: Any, role: str) -> list[str]:
+    return [
+        str(t).strip()
+        for t in page.eval_on_selector_all(
+            f"{MESSAGES}[data-role={role}] .r3nb-content", "els => els.map((e) => e.textContent)"
+        )
+    ]
+
+
+def test_regenerate_switch_versions_edit_and_resend_and_delete_a_turn(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
+) -> None:
+    cid = new_conversation(page)
+    lab_provider.scenario = Scenario(text="The first answer.")
+    first = send(page, "What is one?")
+    wait_status(page, first, "complete")
+    lab_provider.scenario = Scenario(text="The old answer.")
+    old = send(page, "What is two?")
+    wait_status(page, old, "complete")
+
+    # Regenerate the last reply: the new version replaces it on screen, "2/2".
+    lab_provider.scenario = Scenario(text="The new answer.")
+    message(page, old).locator(".r3nb-regenerate").click()
+    new = str(page.wait_for_function(NEW_ASSISTANT, arg=[first, old]).json_value())
+    wait_status(page, new, "complete")
+    assert assistant_ids(page) == [first, new]
+    assert message(page, new).locator(".r3nb-version-label").text_content() == "2/2"
+    assert lab_provider.requests[-1]["messages"][-1]["content"] == "What is two?"
+
+    # ‹ switches back to the old reply, by keyboard; the server's branch follows.
+    previous = message(page, new).locator(".r3nb-version-prev")
+    assert previous.get_attribute("aria-label") == "Previous version of this reply (1 of 2)"
+    previous.press("Enter")
+    message(page, old).wait_for()
+    assert assistant_ids(page) == [first, old]
+    assert shown_texts(page, "assistant")[-1] == "The old answer."
+    assert message(page, old).locator(".r3nb-version-label").text_content() == "1/2"
+    assert [m["id"] for m in lab.messages(cid)][-1] == old
+
+    # Edit: the prompt goes back in the input; Escape cancels; Send makes a new version.
+    box = page.locator(INPUT)
+    box.fill("a draft")
+    prompt = page.locator(f"{MESSAGES}[data-role=user]").nth(1)
+    prompt.locator(".r3nb-edit").click()
+    assert box.input_value() == "What is two?"
+    assert page.evaluate("(sel) => document.activeElement === document.querySelector(sel)", INPUT)
+    assert page.locator(f"{ROOT} .r3nb-edit-note").is_visible()
+    page.keyboard.press("Escape")
+    assert box.input_value() == "a draft"
+    assert page.locator(f"{ROOT} .r3nb-edit-note").is_hidden()
+    prompt.locator(".r3nb-edit").click()
+    box.fill("What is two, exactly?")
+    lab_provider.scenario = Scenario(text="Exactly two.")
+    before = assistant_ids(page)
+    box.press("Enter")
+    edited = str(page.wait_for_function(NEW_ASSISTANT, arg=before).json_value())
+    wait_status(page, edited, "complete")
+    assert shown_texts(page, "user") == ["What is one?", "What is two, exactly?"]
+    assert assistant_ids(page) == [first, edited]
+    assert box.input_value() == ""
+    user_turns = page.locator(f"{MESSAGES}[data-role=user]")
+    assert user_turns.nth(1).locator(".r3nb-version-label").text_content() == "2/2"
+    sent = [m["content"] for m in lab_provider.requests[-1]["messages"]]
+    assert sent[-3:] == ["What is one?", "The first answer.", "What is two, exactly?"]
+
+    # Delete a turn: the first press asks, the second deletes it for everyone.
+    delete = user_turns.nth(1).locator(".r3nb-delete-turn")
+    delete.click()
+    assert delete.text_content() == "Confirm delete"
+    delete.click()
+    page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 2", arg=MESSAGES)
+    assert [m["content"] for m in lab.messages(cid)] == ["What is one?", "The first answer."]
+    assert assistant_ids(page) == [first]
+
+    # Clear: an empty list; the next prompt starts afresh, and ‹ brings the old turns back.
+    page.locator(f"{ROOT} .r3nb-clear").click()
+    page.wait_for_function("(sel) => document.querySelectorAll(sel).length === 0", arg=MESSAGES)
+    assert lab.call("GET", f"conversations/{cid}")["conversation"]["head_id"] is None
+    lab_provider.scenario = Scenario(text="A fresh start.")
+    fresh = send(page, "Start over")
+    wait_status(page, fresh, "complete")
+    assert [m["content"] for m in lab_provider.requests[-1]["messages"]][-1:] == ["Start over"]
+    assert len(lab_provider.requests[-1]["messages"]) <= 2  # a system prompt at most
+    restart = page.locator(f"{MESSAGES}[data-role=user]").nth(0)
+    assert restart.locator(".r3nb-version-label").text_content() == "2/2"
+    restart.locator(".r3nb-version-prev").click()
+    message(page, first).wait_for()
+    # The newest turn under it: the first prompt of "What is two?" (the edited one was
+    # deleted) with its newest reply.
+    assert assistant_ids(page) == [first, new]

@@ -1,4 +1,6 @@
-// Rename and delete the open conversation, from the header, by keyboard as well as mouse.
+// Rename, clear and delete the open conversation, from the header, by keyboard as well as
+// mouse. Clear deletes nothing (the next prompt starts afresh; the earlier turns stay one
+// version switch away), so it asks no question.
 //
 // Rename swaps the picker for a text box (Enter saves, Escape cancels); Delete asks in the
 // panel itself — never `window.confirm`, which blocks the page and which notebooks' hosts
@@ -18,6 +20,7 @@ import { call, isAbort } from "./transport.js";
  * @property {() => ConversationDict | null} info   what is known of it
  * @property {(conversation: ConversationDict) => void} onRenamed
  * @property {(cid: string) => void} onDeleted
+ * @property {(conversation: ConversationDict) => void} onCleared   its branch is now empty
  * @property {(text: string) => void} setStatus      "" clears
  * @property {HTMLElement} picker                     hidden while renaming; focus returns to it
  */
@@ -30,6 +33,7 @@ export class ConversationActions {
   constructor(doc, host) {
     this.host = host;
     this.renameButton = h(doc, "button", { type: "button", class: "r3nb-rename", "aria-label": "Rename this conversation", title: "Rename" }, ["Rename"]);
+    this.clearButton = h(doc, "button", { type: "button", class: "r3nb-clear", "aria-label": "Clear: start afresh in this conversation (earlier turns stay as another version)", title: "Clear" }, ["Clear"]);
     this.deleteButton = h(doc, "button", { type: "button", class: "r3nb-delete", "aria-label": "Delete this conversation", title: "Delete" }, ["Delete"]);
     this.renameInput = h(doc, "input", { type: "text", class: "r3nb-rename-input", "aria-label": "New title (Enter saves, Escape cancels)", maxlength: "200", hidden: true });
     this.confirmText = h(doc, "span", { class: "r3nb-confirm-text" });
@@ -58,6 +62,7 @@ export class ConversationActions {
     }, { signal });
     this.renameInput.addEventListener("blur", () => { if (!this.busy) this.endRename(false); }, { signal });
     this.deleteButton.addEventListener("click", () => this.askDelete(), { signal });
+    this.clearButton.addEventListener("click", () => void this.clearCurrent(), { signal });
     this.confirmCancel.addEventListener("click", () => this.closeConfirm(), { signal });
     this.confirmDelete.addEventListener("click", () => void this.deleteCurrent(), { signal });
     this.confirmBar.addEventListener("keydown", (e) => {
@@ -73,6 +78,7 @@ export class ConversationActions {
     const none = this.host.current() === "";
     this.renameButton.disabled = none || this.busy;
     this.deleteButton.disabled = none || this.busy;
+    this.clearButton.disabled = none || this.busy;
     if (none) {
       this.endRename(false);
       this.closeConfirm(false);
@@ -136,6 +142,25 @@ export class ConversationActions {
     if (this.confirmBar.hidden) return;
     this.confirmBar.hidden = true;
     if (refocus) this.deleteButton.focus();
+  }
+
+  async clearCurrent() {
+    const cid = this.host.current();
+    const transport = this.host.transport();
+    if (!cid || !transport || this.busy) return;
+    this.busy = true;
+    this.update();
+    try {
+      const reply = await call(transport, "POST", `conversations/${encodeURIComponent(cid)}/clear`, {}, this.host.signal);
+      this.host.setStatus("");
+      this.host.onCleared(/** @type {ConversationDict} */ (reply.conversation));
+    } catch (err) {
+      if (isAbort(err)) return;
+      this.host.setStatus(`Clear failed: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      this.busy = false;
+      this.update();
+    }
   }
 
   async deleteCurrent() {

@@ -3,6 +3,7 @@
 // PlainTextView. A reply that fails to render falls back to plain text here: one message
 // never takes the others, or the session's state, with it.
 
+import { versionLabel } from "./branches.js";
 import { formatTime, formatUsage, h } from "./dom.js";
 import { MarkdownView } from "./incremental.js";
 import { highlightCode } from "./markdown.js";
@@ -81,6 +82,7 @@ export class MessageView {
     el.dataset.status = msg.status;
     el.dataset.author = msg.author ?? "";
     el.dataset.role = msg.role;
+    el.dataset.versions = versionLabel(msg); // "2/3" when it has other versions (branches.js)
     el.className = `r3nb-message r3nb-message-${msg.role}`;
     el.setAttribute("aria-busy", String(msg.status === "streaming"));
 

@@ -4,6 +4,7 @@
 // conversation — lives in the model, so two views of one widget (Notebook 7 renders twice)
 // follow each other without interfering.
 
+import { BranchActions, EditNote } from "./branches.js";
 import { Composer } from "./composer.js";
 import { h, isolateTyping } from "./dom.js";
 import { MessageExtras } from "./extras.js";
@@ -83,11 +84,20 @@ export class ChatPanel {
       info: () => this.picker.currentInfo,
       onRenamed: (c) => this.noteConversation(c),
       onDeleted: (cid) => void this.conversationGone(cid, ""),
+      onCleared: (c) => {
+        this.noteConversation(c);
+        this.cancelEdit();
+        this.session?.schedulePoll(0); // its branch, now empty, replaces the list
+      },
       setStatus: (text) => this.setStatus("manage", text),
       picker: this.picker.select,
     });
     this.usage = new UsageLine(doc, { transport: () => this.transport, signal });
-    this.ui = buildDom(doc, this.picker, this.composer, this.models, this.actions, this.usage);
+    /** @type {string} the prompt being edited ("" for none), and the draft it displaced */
+    this.editing = "";
+    this.draftBeforeEdit = "";
+    this.editNote = new EditNote(doc, { signal, onCancel: () => this.cancelEdit(true) });
+    this.ui = buildDom(doc, this.picker, this.composer, this.models, this.actions, this.usage, this.editNote);
     this.extras = new MessageExtras(this.ui.list, {
       message: (id) => this.session?.entries.get(id)?.msg ?? null,
       messages: () => Array.from(this.session?.entries.values() ?? [], (e) => e.msg),
@@ -101,6 +111,14 @@ export class ChatPanel {
         if (entry?.live) this.session?.stop();
         else if (entry) void this.session?.cancel(entry);
       },
+      signal,
+    });
+    this.branches = new BranchActions(this.ui.list, {
+      message: (id) => this.session?.entries.get(id)?.msg ?? null,
+      onRegenerate: (id) => void this.regenerate(id),
+      onEdit: (id) => this.startEdit(id),
+      onDelete: (id) => void this.session?.deleteTurn(id),
+      onSwitch: (id) => void this.session?.switchTo(id),
       signal,
     });
     this.follower = new ScrollFollower(this.ui.list, this.ui.jumpButton, this.controller.signal);
@@ -117,6 +135,13 @@ export class ChatPanel {
     this.ui.newButton.addEventListener("click", () => void this.createConversation(undefined, true), { signal });
     this.picker.select.addEventListener("focus", () => void this.refreshConversations(), { signal });
     this.ui.jumpButton.addEventListener("click", () => this.composer.input.focus(), { signal });
+    this.composer.input.addEventListener("keydown", (e) => {
+      // Escape stops a reply while one is written (the composer's); otherwise it ends editing.
+      if (e.key === "Escape" && !e.isComposing && this.editing && !this.composer.busy) {
+        e.preventDefault();
+        this.cancelEdit(true);
+      }
+    }, { signal });
     isolateTyping(this.ui.root, signal);
 
     this.onModel("change:conversation_id", () => void this.open(this.model.get("conversation_id") || "", false));
@@ -233,6 +258,7 @@ export class ChatPanel {
     if ((this.session?.cid ?? "") === cid) return this.session?.start(); // e.g. our own model.set echoing back
     this.session?.dispose();
     this.session = null;
+    this.cancelEdit();
     this.ui.list.replaceChildren();
     this.follower.reset();
     this.setStatus("poll", "");
@@ -353,32 +379,88 @@ export class ChatPanel {
     // Our last reply has ended but its stream may still be closing: let it.
     if (this.inflight && !this.replyBeingWritten() && !this.creating) await this.inflight;
     if (!this.composerState().sendable) return; // the reason is on screen; the text stays
+    const replaces = this.editing;
     input.value = "";
-    const accepted = await this.sendContent(content);
+    const accepted = await this.sendContent(content, replaces);
     // Never lose a prompt (e.g. a 409: someone else's reply started first).
     if (!accepted) input.value = input.value ? `${content}\n${input.value}` : content;
+    else if (replaces && this.editing === replaces) this.endEdit();
   }
 
   /**
    * @param {string} content
+   * @param {string} [replaces]   the prompt this is a new version of (Edit)
    * @returns {Promise<boolean>}
    */
-  async sendContent(content) {
+  async sendContent(content, replaces = "") {
     if (!this.session) {
       const title = content.trim().split("\n")[0].slice(0, 60);
       if (!(await this.createConversation(title))) return false;
     }
     const session = this.session;
     if (!session) return false;
-    const sent = session.send(content, this.models.value);
-    this.inflight = sent;
+    return this.track(session.send(content, this.models.value, replaces));
+  }
+
+  /**
+   * A new version of reply `id`, from the model chosen in the picker.
+   * @param {string} id
+   */
+  async regenerate(id) {
+    if (!this.session || this.isBusy()) return;
+    await this.track(this.session.regenerate(id, this.models.value));
+  }
+
+  /**
+   * Keeps our request in flight known (Send waits for it) until it ends.
+   * @param {Promise<boolean>} request
+   */
+  async track(request) {
+    this.inflight = request;
     this.updateBusy();
     try {
-      return await sent;
+      return await request;
     } finally {
-      if (this.inflight === sent) this.inflight = null;
+      if (this.inflight === request) this.inflight = null;
       this.updateBusy();
     }
+  }
+
+  // --- editing a prompt ----------------------------------------------------------------
+
+  /**
+   * Puts prompt `id` back in the input; Send then makes a new version of it.
+   * @param {string} id
+   */
+  startEdit(id) {
+    const msg = this.session?.entries.get(id)?.msg;
+    if (!msg || msg.role !== "user") return;
+    const input = this.composer.input;
+    if (!this.editing) this.draftBeforeEdit = input.value;
+    this.editing = id;
+    input.value = msg.content;
+    this.editNote.show(true);
+    this.branches.setEditing(id);
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+  }
+
+  /** @param {boolean} [restore]  put back the draft that editing displaced (Escape, Cancel) */
+  cancelEdit(restore = false) {
+    if (!this.editing) return;
+    const draft = this.draftBeforeEdit;
+    this.endEdit();
+    if (restore) {
+      this.composer.input.value = draft;
+      this.composer.input.focus();
+    }
+  }
+
+  endEdit() {
+    this.editing = "";
+    this.draftBeforeEdit = "";
+    this.editNote.show(false);
+    this.branches.setEditing("");
   }
 
   /** Stop, or Escape in the input: stops the reply being written, whoever asked for it. */
@@ -423,6 +505,7 @@ export class ChatPanel {
     const reply = this.replyBeingWritten();
     if (reply) this.models.noteStreaming(reply);
     this.composer.update({ busy: state.busy, reason: state.reason });
+    this.branches?.setBusy(!state.sendable);
     this.ui.newButton.disabled = this.creating;
   }
 
@@ -469,21 +552,22 @@ function seconds(value, fallback) {
  * @param {ModelPicker} models
  * @param {ConversationActions} actions
  * @param {UsageLine} usage
+ * @param {EditNote} editNote
  */
-function buildDom(doc, picker, composer, models, actions, usage) {
+function buildDom(doc, picker, composer, models, actions, usage, editNote) {
   const newButton = h(doc, "button", { type: "button", class: "r3nb-new", "aria-label": "New conversation" }, ["New"]);
   const modeNote = h(doc, "span", { class: "r3nb-mode", hidden: true }, ["embedded mode (single kernel)"]);
   const list = h(doc, "div", { class: "r3nb-list", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: "0" });
   const status = h(doc, "div", { class: "r3nb-status", role: "status", "aria-live": "polite", hidden: true });
   const jumpButton = h(doc, "button", { type: "button", class: "r3nb-jump", "aria-label": "Jump to the latest message", hidden: true }, ["↓ Latest"]);
   const header = h(doc, "div", { class: "r3nb-header" }, [
-    picker.select, actions.renameInput, picker.search, newButton, actions.renameButton, actions.deleteButton,
+    picker.select, actions.renameInput, picker.search, newButton, actions.renameButton, actions.clearButton, actions.deleteButton,
     models.select, modeNote, usage.el,
   ]);
   const body = h(doc, "div", { class: "r3nb-body" }, [list, jumpButton]);
   // No JupyterLab shortcut fires from inside the panel (see isolateTyping for typing).
   const root = h(doc, "div", { class: "r3nb-panel", "data-lm-suppress-shortcuts": "true" }, [
-    header, actions.confirmBar, body, status, composer.el,
+    header, actions.confirmBar, body, status, editNote.el, composer.el,
   ]);
   return { root, newButton, modeNote, list, jumpButton, status };
 }

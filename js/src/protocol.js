@@ -35,6 +35,8 @@
  * @property {number} created_at             epoch seconds
  * @property {number} updated_at
  * @property {number} revision
+ * @property {string | null} parent_id      the message it follows (null: a first message)
+ * @property {string[]} [siblings]          it and its other versions (same parent), oldest first; only when several
  */
 
 /**
@@ -53,6 +55,8 @@
  * @property {number} revision
  * @property {number} message_count
  * @property {string | null} model   the model it last used or was set to (PATCH), null: the default
+ * @property {string | null} [system_prompt]
+ * @property {string | null} head_id  the last message of the current branch (null: empty, e.g. cleared)
  */
 
 /**
@@ -68,7 +72,9 @@
  * `GET conversations/{cid}?since=REV`: what changed after REV.
  * @typedef {object} Snapshot
  * @property {ConversationDict | null} conversation  null: unchanged since `since`
- * @property {SnapshotMessage[]} messages   ordered by seq
+ * @property {string[] | null} branch       the current branch's ids, in order, whenever `conversation`
+ *   is given (null otherwise): drop held messages not in it; one held nowhere → load again without `since`
+ * @property {SnapshotMessage[]} messages   of the current branch, ordered by seq
  * @property {number} revision              pass back as `since` next time
  * @property {boolean} streaming            any message of the conversation still streaming
  */
@@ -97,11 +103,34 @@
  * @property {string} message_id   the reply in the way
  */
 
+// --- Branches ---
+//
+// POST conversations/{cid}/messages/{mid}/edit  {content, model?, kernel_id?, attachments?}
+//   edit and resend: a new version of user message `mid`; streams like posting a message.
+// POST conversations/{cid}/messages/{mid}/regenerate  {model?, kernel_id?}
+//   a new version of reply `mid`; streams (`start.user_message` is null).
+// POST conversations/{cid}/head  {message_id}  → {conversation}: the branch through it, down
+//   to the newest message under it (the ‹ › switcher).
+// POST conversations/{cid}/clear  → {conversation}: an empty branch; nothing is deleted.
+// DELETE conversations/{cid}/messages/{mid}  → DeleteTurnReply: prompt `mid` and its replies.
+// Each answers 409 ConflictReply while a reply in the conversation is being written.
+
+/**
+ * @typedef {object} HeadRequest
+ * @property {string} message_id
+ */
+
+/**
+ * @typedef {object} DeleteTurnReply
+ * @property {ConversationDict} conversation
+ * @property {string[]} deleted   the prompt and every version of its reply
+ */
+
 // --- SSE events (POST conversations/{cid}/messages, GET messages/{mid}/stream) ---
 
 /**
  * @typedef {object} StartEvent
- * @property {MessageDict | null} user_message   null on GET messages/{mid}/stream
+ * @property {MessageDict | null} user_message   null on GET messages/{mid}/stream and on regenerate
  * @property {MessageDict} assistant_message
  */
 

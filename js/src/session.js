@@ -7,6 +7,10 @@
 //   (`from=MID:N`) so the server sends only the new text.
 // A message is owned by exactly one of the two at a time (`entry.live`); snapshots skip live
 // ones. When a live stream stalls or fails, the poll takes over from that message's revision.
+//
+// Only the conversation's current branch is shown. A snapshot whose header changed names the
+// branch's ids: messages not in it go (another version was chosen, a turn was deleted), and
+// one we hold nowhere means another branch was chosen: load the whole conversation again.
 
 import { MessageView } from "./message_view.js";
 import { FINAL_STATUSES, codePointLength, codePointSlice } from "./protocol.js";
@@ -191,9 +195,44 @@ export class Session {
       else if (entry && entry.length === msg.offset) this.upsert({ ...entry.msg, ...msg, content: entry.msg.content + msg.content }, msg.content);
       else resync = true; // we no longer hold what the server appended to: reload everything
     }
+    if (Array.isArray(snapshot.branch) && !this.followBranch(snapshot.branch, snapshot.revision)) resync = true;
     this.revision = resync ? null : Math.max(this.revision ?? 0, snapshot.revision);
     for (const entry of this.entries.values()) this.maybeFollow(entry);
     if (resync) this.schedulePoll(0);
+  }
+
+  /**
+   * Keeps only the messages of the current branch.
+   * @param {string[]} branch   its ids, in order
+   * @param {number} revision   what the snapshot naming it is consistent with
+   * @returns {boolean} false when it names a message held nowhere (reload everything)
+   */
+  followBranch(branch, revision) {
+    const on = new Set(branch);
+    for (const [id, entry] of this.entries) {
+      // A message we learned of after this snapshot (our own prompt's `start`) stays.
+      if (!on.has(id) && !entry.live && entry.msg.revision <= revision) this.drop(id);
+    }
+    return branch.every((id) => this.entries.has(id));
+  }
+
+  /** @param {string} id */
+  drop(id) {
+    const entry = this.entries.get(id);
+    if (!entry) return;
+    entry.view.dispose();
+    this.entries.delete(id);
+  }
+
+  /**
+   * A new version of a message starts: it and what followed it leave the branch shown.
+   * @param {number} seq            the replaced message's
+   * @param {string[]} keep         the new messages
+   */
+  dropFrom(seq, keep) {
+    for (const [id, entry] of this.entries) {
+      if (entry.msg.seq >= seq && !keep.includes(id) && !entry.live) this.drop(id);
+    }
   }
 
   // --- messages --------------------------------------------------------------------------
@@ -259,7 +298,7 @@ export class Session {
   /**
    * The handler for start/delta/done/error events of a stream that owns `getEntry()`.
    * @param {() => Entry | null} getEntry
-   * @param {(entry: Entry) => void} onStart
+   * @param {(entry: Entry, start: import("./protocol.js").StartEvent) => void} onStart
    * @returns {(event: string, data: any) => void}
    */
   streamHandler(getEntry, onStart) {
@@ -268,7 +307,7 @@ export class Session {
         if (data.user_message) this.upsert(data.user_message);
         const entry = this.adoptMetadata(data.assistant_message);
         entry.live = true;
-        onStart(entry);
+        onStart(entry, data);
       } else if (event === "delta") {
         const entry = getEntry();
         if (entry && data.message_id === entry.msg.id) this.applyDelta(entry, data.offset, data.text);
@@ -345,9 +384,40 @@ export class Session {
    * Sends a prompt and follows the reply live.
    * @param {string} content
    * @param {string} model   "" for the server's default
+   * @param {string} [replaces]   a user message this prompt is a new version of (edit)
    * @returns {Promise<boolean>} whether the server accepted it (false → give the text back)
    */
-  async send(content, model) {
+  send(content, model, replaces = "") {
+    /** @type {Record<string, string>} */
+    const body = { content };
+    if (model) body.model = model;
+    const base = `conversations/${encodeURIComponent(this.cid)}/messages`;
+    if (!replaces) return this.exchange(base, body, null);
+    return this.exchange(`${base}/${encodeURIComponent(replaces)}/edit`, body, this.entries.get(replaces)?.msg.seq ?? null);
+  }
+
+  /**
+   * Asks for a new version of reply `id` and follows it live.
+   * @param {string} id
+   * @param {string} model   "" for the model of that reply
+   * @returns {Promise<boolean>} whether the server accepted it
+   */
+  regenerate(id, model) {
+    /** @type {Record<string, string>} */
+    const body = {};
+    if (model) body.model = model;
+    const path = `conversations/${encodeURIComponent(this.cid)}/messages/${encodeURIComponent(id)}/regenerate`;
+    return this.exchange(path, body, this.entries.get(id)?.msg.seq ?? null);
+  }
+
+  /**
+   * Posts a prompt (or a regenerate) and follows the reply live.
+   * @param {string} path
+   * @param {Record<string, string>} body
+   * @param {number | null} forkSeq   the replaced message's seq: it and what follows go
+   * @returns {Promise<boolean>}
+   */
+  async exchange(path, body, forkSeq) {
     if (this.sending) return false;
     this.sending = true;
     this.stopRequested = false;
@@ -356,17 +426,14 @@ export class Session {
     this.host.onBusyChange();
     /** @type {Entry | null} */
     let reply = null;
-    const handler = this.streamHandler(() => reply, (entry) => {
+    const handler = this.streamHandler(() => reply, (entry, start) => {
       reply = entry;
+      if (forkSeq !== null) this.dropFrom(forkSeq, [entry.msg.id, start.user_message?.id ?? ""]);
       if (this.stopRequested) void this.cancel(entry);
     });
-    /** @type {Record<string, string>} */
-    const body = { content };
-    if (model) body.model = model;
     const kernelId = this.host.kernelId();
     if (kernelId) body.kernel_id = kernelId;
     try {
-      const path = `conversations/${encodeURIComponent(this.cid)}/messages`;
       await this.host.transport.stream("POST", path, body, handler, this.controller.signal);
     } catch (err) {
       if (this.disposed || isAbort(err)) return reply !== null;
@@ -384,6 +451,50 @@ export class Session {
     this.host.onBusyChange();
     this.schedulePoll(0);
     return started !== null;
+  }
+
+  // --- branches --------------------------------------------------------------------------
+
+  /**
+   * Shows the version `id` of a message (and the newest turn under it).
+   * @param {string} id
+   */
+  async switchTo(id) {
+    const path = `conversations/${encodeURIComponent(this.cid)}/head`;
+    if (!(await this.branchCall("POST", path, { message_id: id }, "Switching versions"))) return;
+    this.revision = null; // another branch: load it whole
+    this.schedulePoll(0);
+  }
+
+  /**
+   * Deletes the turn of prompt `id`.
+   * @param {string} id
+   */
+  async deleteTurn(id) {
+    const path = `conversations/${encodeURIComponent(this.cid)}/messages/${encodeURIComponent(id)}`;
+    const reply = await this.branchCall("DELETE", path, undefined, "Delete");
+    if (!reply) return;
+    for (const gone of reply.deleted ?? []) this.drop(gone);
+    this.schedulePoll(0);
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} body
+   * @param {string} what   names the action in an error
+   * @returns {Promise<any>} the reply, null when it failed (the status line says why)
+   */
+  async branchCall(method, path, body, what) {
+    try {
+      const reply = await call(this.host.transport, method, path, body, this.controller.signal);
+      this.host.setStatus("send", "");
+      return reply ?? {};
+    } catch (err) {
+      if (this.disposed || isAbort(err)) return null;
+      this.host.setStatus("send", `${what} failed: ${err instanceof Error ? err.message : String(err)}`);
+      return null;
+    }
   }
 
   /** Stop: cancels every stream this panel follows live (usually one). */

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r3nb.errors import BadRequest, NotFound, R3nbError
-from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS
+from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS, MessageDict
 
 from . import usage
 from .core import Caller, Engine
@@ -179,21 +179,55 @@ async def delete_conversation(engine: Engine, call: Call) -> Reply:
     return JsonReply({"deleted": call.params["cid"]})
 
 
-async def post_message(engine: Engine, call: Call) -> Reply:
-    cid = _id(call, "cid", "conversation")
-    body = _object_body(call)
+def _prompt(body: dict[str, Any]) -> str:
     content = body.get("content")
     if not isinstance(content, str) or not content.strip():
         raise BadRequest("'content' must be a non-empty string")
+    return content
+
+
+async def post_message(engine: Engine, call: Call) -> Reply:
+    return await _send(engine, call, replaces=None)
+
+
+async def edit_message(engine: Engine, call: Call) -> Reply:
+    """Edit and resend: a new version of user message ``mid``, on a new branch."""
+    return await _send(engine, call, replaces=_id(call, "mid", "message"))
+
+
+async def _send(engine: Engine, call: Call, replaces: str | None) -> Reply:
+    cid = _id(call, "cid", "conversation")
+    body = _object_body(call)
     user, assistant, stream = await engine.send(
         call.caller,
         cid,
-        content,
+        _prompt(body),
         model_name=_optional_str(body, "model"),
         kernel_id=_optional_str(body, "kernel_id"),
         attachments=_attachments(body),
+        replaces=replaces,
     )
+    return _reply_events(engine, user, assistant, stream.left_out)
 
+
+async def regenerate_message(engine: Engine, call: Call) -> Reply:
+    """A new version of reply ``mid`` (same prompt), on a new branch."""
+    cid = _id(call, "cid", "conversation")
+    mid = _id(call, "mid", "message")
+    body = _object_body(call)
+    assistant, stream = await engine.regenerate(
+        call.caller,
+        cid,
+        mid,
+        model_name=_optional_str(body, "model"),
+        kernel_id=_optional_str(body, "kernel_id"),
+    )
+    return _reply_events(engine, None, assistant, stream.left_out)
+
+
+def _reply_events(
+    engine: Engine, user: MessageDict | None, assistant: MessageDict, left_out: int
+) -> StreamReply:
     async def events() -> AsyncIterator[Event]:
         yield (
             "start",
@@ -201,13 +235,36 @@ async def post_message(engine: Engine, call: Call) -> Reply:
                 "user_message": user,
                 "assistant_message": assistant,
                 # Earlier turns left out to fit the model's context window (0: all sent).
-                "context_left_out": stream.left_out,
+                "context_left_out": left_out,
             },
         )
         async for event in engine.hub.follow(assistant["id"], 0, SSE_HEARTBEAT_SECONDS):
             yield event
 
     return StreamReply(events())
+
+
+async def move_head(engine: Engine, call: Call) -> Reply:
+    """Switch branch: the one through ``message_id``, down to its newest message."""
+    cid = _id(call, "cid", "conversation")
+    mid = _object_body(call).get("message_id")
+    if not isinstance(mid, str):
+        raise BadRequest("'message_id' must be the id of a message of this conversation")
+    if not ID_PATTERN.match(mid):
+        raise NotFound(f"no message {mid[:40]!r}")
+    return JsonReply({"conversation": await engine.move_head(cid, mid)})
+
+
+async def clear_conversation(engine: Engine, call: Call) -> Reply:
+    """An empty branch: the next prompt starts afresh; older messages stay reachable."""
+    cid = _id(call, "cid", "conversation")
+    return JsonReply({"conversation": await engine.move_head(cid, None)})
+
+
+async def delete_turn(engine: Engine, call: Call) -> Reply:
+    cid = _id(call, "cid", "conversation")
+    conversation, deleted = await engine.delete_turn(cid, _id(call, "mid", "message"))
+    return JsonReply({"conversation": conversation, "deleted": deleted})
 
 
 async def stream_message(engine: Engine, call: Call) -> Reply:
@@ -257,6 +314,11 @@ ROUTES: list[Route] = [
     Route("PATCH", "conversations/{cid}", update_conversation),
     Route("DELETE", "conversations/{cid}", delete_conversation),
     Route("POST", "conversations/{cid}/messages", post_message),
+    Route("POST", "conversations/{cid}/messages/{mid}/edit", edit_message),
+    Route("POST", "conversations/{cid}/messages/{mid}/regenerate", regenerate_message),
+    Route("DELETE", "conversations/{cid}/messages/{mid}", delete_turn),
+    Route("POST", "conversations/{cid}/head", move_head),
+    Route("POST", "conversations/{cid}/clear", clear_conversation),
     Route("GET", "messages/{mid}/stream", stream_message),
     Route("POST", "messages/{mid}/cancel", cancel_message),
 ]

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r3nb import __version__
-from r3nb.errors import Conflict, NotFound, RateLimited, StoreUnavailable
+from r3nb.errors import BadRequest, Conflict, NotFound, RateLimited, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
 
 from . import limits, openai_stream, provider, usage
 from .context import fit
 from .metrics import LoopLag
-from .models import ModelRegistry
+from .models import ModelConfig, ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store, new_id
 from .streams import LiveStream, ReplySource, StreamHub
 from .sweeper import Sweeper
@@ -216,7 +216,7 @@ class Engine:
         found = await self.store.snapshot(cid, since)
         if found is None:
             raise NotFound(f"no conversation {cid}")
-        conversation, messages, revision, streaming = found
+        conversation, messages, revision, streaming, branch = found
         out: list[SnapshotMessage] = []
         for message in messages:
             held = offsets.get(message["id"])
@@ -230,11 +230,12 @@ class Engine:
                 out.append(update)  # type: ignore[arg-type]
             else:
                 out.append(message)  # type: ignore[arg-type]
+        # The header only when it changed (or on a first load): it is ~250 bytes. The
+        # branch changes only with it (every branch change is a new header revision).
+        changed = since == 0 or conversation["revision"] > since
         return {
-            # The header only when it changed (or on a first load): it is ~250 bytes.
-            "conversation": conversation
-            if since == 0 or conversation["revision"] > since
-            else None,
+            "conversation": conversation if changed else None,
+            "branch": branch if changed else None,
             "messages": out,
             "revision": revision,
             "streaming": streaming,
@@ -249,23 +250,72 @@ class Engine:
         model_name: str | None = None,
         kernel_id: str | None = None,
         attachments: list[dict[str, str]] | None = None,
+        replaces: str | None = None,
     ) -> tuple[MessageDict, MessageDict, LiveStream]:
-        """Store the prompt and a ``streaming`` placeholder, then start the reply."""
+        """Store the prompt and a ``streaming`` placeholder, then start the reply.
+
+        The prompt follows the conversation's head; with ``replaces`` (edit and resend)
+        it is a new version of that user message instead: it follows the same parent,
+        on a new branch, and the old version stays."""
         size = len(content) + sum(len(a.get("summary", "")) for a in attachments or [])
         limits.check_prompt_size(size, self.settings.max_prompt_chars)
         model = self.models.resolve(model_name)
-        header = await self.store.get_conversation(cid)
-        if header is None:
-            raise NotFound(f"no conversation {cid}")
+        header = await self._conversation(cid)
+        parent = header["head_id"]
+        if replaces is not None:
+            parent = (await self._message_in(cid, replaces, "user", "edit"))["parent_id"]
         self._one_reply_at_a_time(cid)  # before spending a rate-limit token on it
         await self._admit(caller)
-        context = self.store.cached_context(cid)
-        if context is None:
-            context = await self.store.context_for(cid, 1 << 30)
         prompt = NewMessage(
             "user", content, "complete", author=caller.name, source=caller.source,
             attachments=tuple(attachments or ()), id=new_id(),
         )  # fmt: skip
+        turn = ("user", content, list(attachments or []))
+        created, stream = await self._exchange(
+            caller, header, model, parent, prompt, turn, kernel_id
+        )
+        user, assistant = created
+        return user, assistant, stream
+
+    async def regenerate(
+        self,
+        caller: Caller,
+        cid: str,
+        mid: str,
+        *,
+        model_name: str | None = None,
+        kernel_id: str | None = None,
+    ) -> tuple[MessageDict, LiveStream]:
+        """A new version of reply ``mid``: the same prompt asked again (of ``model_name``,
+        else the model of ``mid``), on a new branch; the old reply stays retrievable."""
+        header = await self._conversation(cid)
+        old = await self._message_in(cid, mid, "assistant", "regenerate")
+        if old["parent_id"] is None:
+            raise BadRequest(f"message {mid} follows no prompt: there is nothing to ask again")
+        model = self.models.resolve(model_name or _known(self.models, old["model"]))
+        self._one_reply_at_a_time(cid)
+        await self._admit(caller)
+        created, stream = await self._exchange(
+            caller, header, model, old["parent_id"], None, None, kernel_id
+        )
+        return created[0], stream
+
+    async def _exchange(
+        self,
+        caller: Caller,
+        header: ConversationDict,
+        model: ModelConfig,
+        parent: str | None,
+        prompt: NewMessage | None,
+        turn: tuple[str, str, list[dict[str, str]]] | None,
+        kernel_id: str | None,
+    ) -> tuple[list[MessageDict], LiveStream]:
+        """Write ``prompt`` (if any) and a streaming reply after ``parent`` and start the
+        reply; the model sees the branch ending at ``parent`` (then ``turn``)."""
+        cid = header["id"]
+        context = self.store.cached_context(cid, parent)
+        if context is None:
+            context = await self.store.context_for(cid, parent)
         reply = NewMessage(
             "assistant", "", "streaming", model=model.name, author=caller.name,
             source=caller.source, streaming_for=kernel_id, id=new_id(),
@@ -278,14 +328,14 @@ class Engine:
         # to it. The insert is queued on the DB thread before anything the stream can
         # write (flushes, the end), so it always lands first; ``start`` still waits for
         # the commit, so nothing is acknowledged before it is durable.
-        insert = asyncio.ensure_future(
-            self.store.begin_exchange(cid, prompt, reply, title_hint=_title_from(content))
-        )
+        rows = [prompt, reply] if prompt is not None else [reply]
+        title = _title_from(prompt.content) if prompt is not None else ""
+        insert = asyncio.ensure_future(self.store.begin_exchange(cid, rows, title, parent))
         placeholder = _placeholder(cid, reply)
-        turns = [*context, ("user", content, list(attachments or []))]
+        turns = [*context, turn] if turn is not None else context
         system = header.get("system_prompt") or model.system_prompt
         prompt_messages = [{"role": "system", "content": system}] if system else []
-        prompt_messages += [_for_model(*turn) for turn in turns]
+        prompt_messages += [_for_model(*t) for t in turns]
         fitted = fit(
             prompt_messages, provider.context_window(model), model.params.get("max_tokens")
         )
@@ -293,20 +343,61 @@ class Engine:
         stream.left_out = fitted.left_out
         stream.on_end = lambda final: self._note_outcome(model.name, final)
         try:
-            begun = await insert
+            created = await insert
         except BaseException:
             stream.end_reason = "the message could not be stored"
             if stream.task is not None:
                 stream.task.cancel()
             raise
-        if begun is None:
+        if created is None:
             stream.end_reason = "the conversation was deleted"
             if stream.task is not None:
                 stream.task.cancel()
+            raise NotFound(f"no conversation {cid}, or the message to follow was deleted")
+        stream.message = created[-1]
+        return created, stream
+
+    async def _conversation(self, cid: str) -> ConversationDict:
+        header = await self.store.get_conversation(cid)
+        if header is None:
             raise NotFound(f"no conversation {cid}")
-        user, assistant = begun
-        stream.message = assistant
-        return user, assistant, stream
+        return header
+
+    async def _message_in(self, cid: str, mid: str, role: str, action: str) -> MessageDict:
+        """Message ``mid`` of conversation ``cid``: 404 if it is not there, 400 if it is
+        not a ``role`` message (what ``action`` applies to)."""
+        message = self.store.recent.get(mid) or await self.store.get_message(mid)
+        if message is None or message["conversation_id"] != cid:
+            raise NotFound(f"no message {mid} in conversation {cid}")
+        if message["role"] != role:
+            raise BadRequest(
+                f"message {mid} is a{'n' if message['role'][0] in 'aeiou' else ''}"
+                f" {message['role']} message; {action} applies to {role} messages"
+            )
+        return message
+
+    # --- branches --------------------------------------------------------------------
+
+    async def move_head(self, cid: str, mid: str | None) -> ConversationDict:
+        """Show the branch through message ``mid``, down to its most recently written
+        message (the panel's ‹ › switcher); ``None`` clears: an empty branch whose next
+        prompt starts afresh, every older message kept and reachable by switching."""
+        await self._conversation(cid)
+        self._one_reply_at_a_time(cid)
+        try:
+            return await self.store.move_head(cid, mid, newest=True)
+        except LookupError:
+            raise NotFound(f"no message {mid} in conversation {cid}") from None
+
+    async def delete_turn(self, cid: str, mid: str) -> tuple[ConversationDict, list[str]]:
+        """Delete prompt ``mid`` and every reply to it; the turns after it stay."""
+        await self._conversation(cid)
+        await self._message_in(cid, mid, "user", "deleting a turn (give its prompt)")
+        self._one_reply_at_a_time(cid)
+        try:
+            return await self.store.delete_turn(cid, mid)
+        except LookupError:
+            raise NotFound(f"no message {mid} in conversation {cid}") from None
 
     async def _admit(self, caller: Caller) -> None:
         """Per-person limits: rate, concurrent streams, daily budgets (429 each)."""
@@ -367,8 +458,13 @@ def _placeholder(cid: str, reply: NewMessage) -> MessageDict:
         "content": "", "status": "streaming", "model": reply.model, "author": reply.author,
         "source": reply.source, "streaming_for": reply.streaming_for, "error": None,
         "prompt_tokens": None, "completion_tokens": None, "cost": None, "attachments": [],
-        "created_at": now, "updated_at": now, "revision": 0,
+        "created_at": now, "updated_at": now, "revision": 0, "parent_id": None,
     }  # fmt: skip
+
+
+def _known(models: ModelRegistry, name: str | None) -> str | None:
+    """``name`` if it is still configured, else None (the default model)."""
+    return name if name in models.names() else None
 
 
 def _title_from(content: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from r3nb.protocol import Attachment, ConversationDict, MessageDict
+from r3nb.protocol import ConversationDict, MessageDict
 
 
 class RecentWrites:
@@ -80,6 +80,15 @@ class RecentWrites:
             self._streaming.pop(cid, None)
             self.visible = max(self.visible, revision)
 
+    def drop_messages(self, cid: str, mids: list[str]) -> None:
+        """Forget deleted messages (the header put next says the count and revision)."""
+        with self.lock:
+            held = self._messages.get(cid, {})
+            for mid in mids:
+                held.pop(mid, None)
+                self._order.pop(mid, None)
+                self._streaming.get(cid, set()).discard(mid)
+
     def advance(self, revision: int) -> None:
         with self.lock:
             self.visible = max(self.visible, revision)
@@ -103,29 +112,6 @@ class RecentWrites:
             changed.sort(key=lambda m: m["seq"])
             return conversation, changed, self.visible, bool(self._streaming.get(cid))
 
-    def context(self, cid: str) -> list[tuple[str, str, list[dict[str, str]]]] | None:
-        """(role, content, attachments) of the completed turns, when every message of
-        the conversation is here; None otherwise (some are only in the database)."""
-        with self.lock:
-            conversation = self.conversations.get(cid)
-            messages = self._messages.get(cid, {})
-            if conversation is None or len(messages) != conversation["message_count"]:
-                return None
-            ordered = sorted(messages.values(), key=lambda m: m["seq"])
-        return [
-            (m["role"], m["content"], [_plain(a) for a in m["attachments"]])
-            for m in ordered
-            if m["status"] == "complete"
-        ]
-
     def streaming_in(self, cid: str) -> bool:
         with self.lock:
             return bool(self._streaming.get(cid))
-
-
-def _plain(attachment: Attachment) -> dict[str, str]:
-    return {
-        "kind": attachment["kind"],
-        "name": attachment["name"],
-        "summary": attachment["summary"],
-    }

@@ -15,25 +15,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import json
 import logging
 import os
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import duckdb
 
 from r3nb.errors import BadRequest, StoreUnavailable
-from r3nb.protocol import ConversationDict, MessageDict
+from r3nb.protocol import Attachment, ConversationDict, MessageDict
 
 from . import filemodes
+from .branches import Tree
 from .recent import RecentWrites
 
 log = logging.getLogger("r3nb.store")
@@ -81,22 +84,55 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "0003_conversation_system_prompt",
         ["ALTER TABLE conversations ADD COLUMN system_prompt VARCHAR"],
     ),
+    # Branches: a regenerated reply or an edited prompt is a sibling, not an overwrite.
+    # Existing conversations become one branch: each message follows the one before it.
+    (
+        "0004_message_branches",
+        [
+            "ALTER TABLE messages ADD COLUMN parent_id VARCHAR",
+            "ALTER TABLE conversations ADD COLUMN head_id VARCHAR",
+            """UPDATE messages SET parent_id = p.previous
+               FROM (SELECT id, lag(id) OVER (PARTITION BY conversation_id ORDER BY seq)
+                     AS previous FROM messages) AS p
+               WHERE messages.id = p.id""",
+            """UPDATE conversations SET head_id = h.last
+               FROM (SELECT conversation_id, arg_max(id, seq) AS last FROM messages
+                     GROUP BY conversation_id) AS h
+               WHERE conversations.id = h.conversation_id""",
+        ],
+    ),
 ]
 
 _MESSAGE_COLUMNS = (
     "id, conversation_id, seq, role, content, status, model, author, source, streaming_for,"
     " error, prompt_tokens, completion_tokens, cost, attachments, created_at, updated_at,"
-    " revision"
+    " revision, parent_id"
 )
 _CONVERSATION_SELECT = """
     SELECT c.id, c.title, c.author, c.created_at, c.updated_at, c.revision,
            (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count,
-           c.model, c.system_prompt
+           c.model, c.system_prompt, c.head_id
     FROM conversations c
 """
 MEMORY_LIMIT = "512MB"
 #: How many per-message write counts to remember (for health and tests); bounded.
 _WRITE_COUNT_MEMORY = 10_000
+#: Conversation trees (ids and parents) kept in memory; others are read again when used.
+_TREE_MEMORY = 2_000
+
+Context = list[tuple[str, str, list[dict[str, str]]]]
+#: A snapshot's parts: header, changed messages of the current branch, the revision they
+#: are consistent with, whether anything streams, and the current branch's ids.
+SnapshotParts = tuple[ConversationDict, list[MessageDict], int, bool, list[str]]
+
+
+class _Head(enum.Enum):
+    HEAD = "head"
+
+
+#: "After the conversation's current head": where a new prompt goes by default.
+HEAD = _Head.HEAD
+Parent = str | None | Literal[_Head.HEAD]
 
 
 def new_id() -> str:
@@ -152,6 +188,7 @@ def _message(row: Sequence[Any]) -> MessageDict:
         "created_at": row[15],
         "updated_at": row[16],
         "revision": row[17],
+        "parent_id": row[18],
     }
 
 
@@ -166,6 +203,7 @@ def _conversation(row: Sequence[Any]) -> ConversationDict:
         "message_count": row[6],
         "model": row[7],
         "system_prompt": row[8],
+        "head_id": row[9],
     }
 
 
@@ -210,6 +248,9 @@ class Store:
         self.recent = RecentWrites(0)
         self.writes = 0
         self.write_counts: OrderedDict[str, int] = OrderedDict()
+        #: Each conversation's tree, loaded when first needed; DB thread writes, any reads.
+        self._trees: OrderedDict[str, Tree] = OrderedDict()
+        self._trees_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -246,6 +287,8 @@ class Store:
             ).fetchone()
             self._revision = int(row[0]) if row else 0
             self.recent = RecentWrites(self._revision)
+            with self._trees_lock:
+                self._trees.clear()
             for conversation in self.con.execute(_CONVERSATION_SELECT).fetchall():
                 self.recent.put_conversation(_conversation(conversation))
             self.error = None
@@ -374,7 +417,10 @@ class Store:
             "message_count": 0,
             "model": None,
             "system_prompt": None,
+            "head_id": None,
         }
+        with self._trees_lock:
+            self._remember_tree(cid, Tree((), None))
         self.recent.put_conversation(conversation)
         return conversation
 
@@ -461,44 +507,59 @@ class Store:
         except BaseException:
             con.rollback()
             raise
+        with self._trees_lock:
+            self._trees.pop(cid, None)
         self.recent.drop_conversation(cid, self._next_revision())
         return bool(deleted)
 
     # --- messages --------------------------------------------------------------------
 
     async def add_messages(
-        self, cid: str, messages: Sequence[NewMessage], title_hint: str | None = None
+        self,
+        cid: str,
+        messages: Sequence[NewMessage],
+        title_hint: str | None = None,
+        parent: Parent = HEAD,
     ) -> list[MessageDict]:
         """Insert ``messages`` in order, in one transaction, and touch the conversation.
 
-        ``title_hint`` renames a conversation that still has its placeholder title
-        (first prompt becomes the title, as people expect from chat apps)."""
-        return await self._run(self._add_messages, cid, messages, title_hint)
+        Each message follows the one before it, the first follows ``parent`` (by default
+        the conversation's head), and the last becomes the head. ``title_hint`` renames a
+        conversation that still has its placeholder title (first prompt becomes the
+        title, as people expect from chat apps)."""
+        return await self._run(self._add_messages, cid, messages, title_hint, True, parent)
 
     def _add_messages(
         self,
         cid: str,
         messages: Sequence[NewMessage],
         title_hint: str | None,
-        *,
         touch_now: bool = True,
+        parent: Parent = HEAD,
     ) -> list[MessageDict]:
         now = time.time()
+        tree = self._tree(cid)
         conversation = self.recent.conversations.get(cid)
-        if conversation is None:
+        if conversation is None or tree is None:
             raise LookupError(cid)
+        with self._trees_lock:
+            above = tree.head if parent is HEAD else parent
+            if above is not None and above not in tree.parent:
+                raise LookupError(above)
         # seq runs 1..n per conversation, so the mirrored count is the last seq: no
         # max(seq) scan over every message on each insert.
         seq = conversation["message_count"]
         rows = []
         for m in messages:
             seq += 1
+            mid = m.id or new_id()
             rows.append([
-                m.id or new_id(), cid, seq, m.role, m.content, m.status, m.model, m.author,
+                mid, cid, seq, m.role, m.content, m.status, m.model, m.author,
                 m.source, m.streaming_for, None, None, None, None,
-                json.dumps(list(m.attachments)), now, now, self._next_revision(),
+                json.dumps(list(m.attachments)), now, now, self._next_revision(), above,
             ])  # fmt: skip
-        placeholders = ", ".join(["(" + ", ".join("?" * 18) + ")"] * len(rows))
+            above = mid
+        placeholders = ", ".join(["(" + ", ".join("?" * 19) + ")"] * len(rows))
         # One statement, one implicit transaction: this commit is on every reply's time
         # to first token (the `start` event waits for it).
         self.con.execute(
@@ -507,6 +568,12 @@ class Store:
         )
         created = [_message(row) for row in rows]
         self._count_write(m["id"] for m in created)
+        # The tree first: a poll between these steps then sees a new message on the
+        # branch only once the message itself is there (never the reverse).
+        with self._trees_lock:
+            for message in created:
+                tree.add(message["id"], message["parent_id"])
+            tree.set_head(above)
         self.recent.put_many(created)
         title = title_hint if title_hint and conversation["title"] == DEFAULT_TITLE else None
         header: ConversationDict = {
@@ -516,59 +583,212 @@ class Store:
             "message_count": seq,
             "title": title or conversation["title"],
             "model": next((m.model for m in messages if m.model), conversation["model"]),
+            "head_id": above,
         }
         self.recent.put_conversation(header)
         if touch_now:
             self._touch_conversation(header)
-        return created
+        with self._trees_lock:
+            return [_decorated(tree, m) for m in created]
 
     def _touch_conversation(self, header: ConversationDict) -> None:
         """Persist a conversation's header (activity time, revision, first-prompt title).
         Derived data: after an exchange it is written right after the acknowledgement."""
         self.con.execute(
             "UPDATE conversations SET updated_at = ?, revision = ?, title = ?, model = ?,"
-            " system_prompt = ? WHERE id = ?",
+            " system_prompt = ?, head_id = ? WHERE id = ?",
             [
                 header["updated_at"],
                 header["revision"],
                 header["title"],
                 header["model"],
                 header["system_prompt"],
+                header["head_id"],
                 header["id"],
             ],
         )
 
     async def begin_exchange(
-        self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
-    ) -> tuple[MessageDict, MessageDict] | None:
-        """Store a prompt and its ``streaming`` reply in one statement; None if the
-        conversation does not exist (any more). The conversation's header follows in its
-        own write, queued at once but off the time to first token."""
-        found = await self._run(self._begin_exchange, cid, prompt, reply, title_hint)
+        self, cid: str, messages: Sequence[NewMessage], title_hint: str, parent: Parent = HEAD
+    ) -> list[MessageDict] | None:
+        """Store a prompt (none for a regenerated reply) and its ``streaming`` reply in one
+        statement, after ``parent``; None if the conversation or ``parent`` does not exist
+        (any more). The conversation's header follows in its own write, queued at once
+        but off the time to first token."""
+        found = await self._run(self._begin_exchange, cid, messages, title_hint, parent)
         if found is None:
             return None
-        user, assistant, header = found
+        created, header = found
         touch = asyncio.ensure_future(self._run(self._touch_conversation, header))
         touch.add_done_callback(_log_failure)
-        return user, assistant
+        return created
 
     def _begin_exchange(
-        self, cid: str, prompt: NewMessage, reply: NewMessage, title_hint: str
-    ) -> tuple[MessageDict, MessageDict, ConversationDict] | None:
+        self, cid: str, messages: Sequence[NewMessage], title_hint: str, parent: Parent
+    ) -> tuple[list[MessageDict], ConversationDict] | None:
         try:
-            user, assistant = self._add_messages(cid, [prompt, reply], title_hint, touch_now=False)
+            created = self._add_messages(cid, messages, title_hint, False, parent)
         except LookupError:
             return None
-        header = self.recent.conversations[cid]
-        return user, assistant, header
+        return created, self.recent.conversations[cid]
 
-    def cached_context(self, cid: str) -> list[tuple[str, str, list[dict[str, str]]]] | None:
-        """The model's context from memory when every message of the conversation is
-        mirrored (the usual case for a conversation in use); None: ask the database."""
-        return self.recent.context(cid)
+    # --- branches --------------------------------------------------------------------
+
+    def _remember_tree(self, cid: str, tree: Tree) -> None:
+        """Keep ``tree`` (call with ``_trees_lock`` held); the least used ones go."""
+        self._trees[cid] = tree
+        self._trees.move_to_end(cid)
+        while len(self._trees) > _TREE_MEMORY:
+            self._trees.popitem(last=False)
+
+    def _cached_tree(self, cid: str) -> Tree | None:
+        """Call with ``_trees_lock`` held."""
+        tree = self._trees.get(cid)
+        if tree is not None:
+            self._trees.move_to_end(cid)
+        return tree
+
+    def _tree(self, cid: str) -> Tree | None:
+        """(DB thread) The conversation's tree, read once from the file when not in
+        memory; None for an unknown conversation."""
+        with self._trees_lock:
+            tree = self._cached_tree(cid)
+        if tree is not None:
+            return tree
+        header = self.recent.conversations.get(cid)
+        if header is None:
+            return None
+        rows = self.con.execute(
+            "SELECT id, parent_id FROM messages WHERE conversation_id = ? ORDER BY seq", [cid]
+        ).fetchall()
+        tree = Tree(((r[0], r[1]) for r in rows), header["head_id"])
+        with self._trees_lock:
+            self._remember_tree(cid, tree)
+        return tree
+
+    def _decorate(self, message: MessageDict) -> MessageDict:
+        """(DB thread) ``message`` with its ``siblings``, as clients are given it."""
+        tree = self._tree(message["conversation_id"])
+        if tree is None:
+            return message
+        with self._trees_lock:
+            return _decorated(tree, message)
+
+    def _branch_view(
+        self, tree: Tree, found: tuple[ConversationDict, list[MessageDict], int, bool]
+    ) -> SnapshotParts:
+        conversation, messages, revision, streaming = found
+        with self._trees_lock:
+            kept = [_decorated(tree, m) for m in messages if tree.on_branch(m["id"])]
+            branch = list(tree.branch())
+        return conversation, kept, revision, streaming, branch
+
+    async def move_head(self, cid: str, mid: str | None, *, newest: bool) -> ConversationDict:
+        """Make the branch through ``mid`` current (``newest``: down to the most recently
+        written message under it); ``None`` clears the branch (the next prompt starts a
+        new first message). ``LookupError`` for an unknown conversation or message."""
+        return await self._run(self._move_head, cid, mid, newest)
+
+    def _move_head(self, cid: str, mid: str | None, newest: bool) -> ConversationDict:
+        tree = self._tree(cid)
+        header = self.recent.conversations.get(cid)
+        if tree is None or header is None:
+            raise LookupError(cid)
+        with self._trees_lock:
+            if mid is not None and mid not in tree.parent:
+                raise LookupError(mid)
+            head = tree.newest_leaf(mid) if mid is not None and newest else mid
+        # A new revision, so observers' next poll carries the new branch.
+        moved: ConversationDict = {**header, "head_id": head, "revision": self._next_revision()}
+        self._touch_conversation(moved)
+        with self._trees_lock:
+            tree.set_head(head)
+        self.recent.put_conversation(moved)
+        return moved
+
+    async def delete_turn(self, cid: str, mid: str) -> tuple[ConversationDict, list[str]]:
+        """Delete prompt ``mid`` and every reply to it (all versions); what followed a
+        reply now follows the prompt's parent, so the rest of each branch stays.
+        Returns the header and the deleted ids; ``LookupError`` if unknown."""
+        return await self._run(self._delete_turn, cid, mid)
+
+    def _delete_turn(self, cid: str, mid: str) -> tuple[ConversationDict, list[str]]:
+        tree = self._tree(cid)
+        header = self.recent.conversations.get(cid)
+        if tree is None or header is None:
+            raise LookupError(cid)
+        with self._trees_lock:
+            if mid not in tree.parent:
+                raise LookupError(mid)
+            above = tree.parent[mid]
+            deleted = [mid, *tree.children().get(mid, [])]
+            moved = [m for d in deleted[1:] for m in tree.children().get(d, [])]
+        revision = self._next_revision()
+        con = self.con
+        con.begin()
+        try:
+            con.execute(
+                "DELETE FROM messages WHERE conversation_id = ?"
+                " AND list_contains(?::VARCHAR[], id)",
+                [cid, deleted],
+            )
+            changed = con.execute(
+                "UPDATE messages SET parent_id = ?, revision = ? WHERE conversation_id = ?"
+                f" AND list_contains(?::VARCHAR[], id) RETURNING {_MESSAGE_COLUMNS}",
+                [above, revision, cid, moved],
+            ).fetchall()
+            # seq stays 1..n (a new message's seq is the count + 1).
+            changed += con.execute(
+                "UPDATE messages SET seq = r.n, revision = ? FROM (SELECT id, row_number()"
+                " OVER (ORDER BY seq) AS n FROM messages WHERE conversation_id = ?) AS r"
+                f" WHERE messages.id = r.id AND messages.seq <> r.n RETURNING {_MESSAGE_COLUMNS}",
+                [revision, cid],
+            ).fetchall()
+            with self._trees_lock:
+                head = above if tree.head in deleted else tree.head
+            shrunk: ConversationDict = {
+                **header,
+                "head_id": head,
+                "message_count": header["message_count"] - len(deleted),
+                "revision": self._next_revision(),
+            }
+            self._touch_conversation(shrunk)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        self._count_write(r[0] for r in changed)
+        with self._trees_lock:
+            tree.remove_turn(mid)
+        self.recent.drop_messages(cid, deleted)
+        self.recent.put_many([_message(r) for r in changed])  # the last version of each wins
+        self.recent.put_conversation(shrunk)
+        return shrunk, deleted
+
+    def cached_context(self, cid: str, upto: Parent = HEAD) -> Context | None:
+        """The model's context — the completed turns of the branch ending at ``upto`` —
+        from memory when all of them are mirrored (the usual case for a conversation in
+        use); None: ask the database (``context_for``)."""
+        with self._trees_lock:
+            tree = self._cached_tree(cid)
+            if tree is None:
+                return None
+            path = tree.path_to(tree.head if upto is HEAD else upto)
+        messages = [self.recent.get(mid) for mid in path]
+        if any(m is None for m in messages):
+            return None
+        return [
+            (m["role"], m["content"], [_plain(a) for a in m["attachments"]])
+            for m in messages
+            if m is not None and m["status"] == "complete"
+        ]
 
     async def get_message(self, mid: str) -> MessageDict | None:
-        return await self._run(self._get_message, mid)
+        return await self._run(self._message_for_client, mid)
+
+    def _message_for_client(self, mid: str) -> MessageDict | None:
+        message = self._get_message(mid)
+        return self._decorate(message) if message is not None else None
 
     def _get_message(self, mid: str) -> MessageDict | None:
         row = self.con.execute(
@@ -589,50 +809,53 @@ class Store:
         ).fetchall()
         return [_message(r) for r in rows]
 
-    async def context_for(
-        self, cid: str, before_seq: int
-    ) -> list[tuple[str, str, list[dict[str, str]]]]:
-        """(role, content, attachments) of the turns a model should see before
-        message ``before_seq``.
+    async def context_for(self, cid: str, upto: Parent = HEAD) -> Context:
+        """(role, content, attachments) of the turns a model should see: the branch
+        ending at ``upto`` (by default the head), first turn first.
 
         Failed and cancelled replies are left out: their text is partial, and feeding it
         back would teach the model to continue a broken answer."""
-        return await self._run(self._context_for, cid, before_seq)
+        return await self._run(self._context_for, cid, upto)
 
-    def _context_for(
-        self, cid: str, before_seq: int
-    ) -> list[tuple[str, str, list[dict[str, str]]]]:
+    def _context_for(self, cid: str, upto: Parent) -> Context:
+        tree = self._tree(cid)
+        if tree is None:
+            return []
+        with self._trees_lock:
+            path = tree.path_to(tree.head if upto is HEAD else upto)
         rows = self.con.execute(
-            "SELECT role, content, attachments FROM messages WHERE conversation_id = ?"
-            " AND seq < ? AND status = 'complete' ORDER BY seq",
-            [cid, before_seq],
+            "SELECT id, role, content, attachments FROM messages WHERE conversation_id = ?"
+            " AND list_contains(?::VARCHAR[], id) AND status = 'complete'",
+            [cid, path],
         ).fetchall()
-        return [(r[0], r[1], json.loads(r[2] or "[]")) for r in rows]
+        found = {r[0]: (r[1], r[2], json.loads(r[3] or "[]")) for r in rows}
+        return [found[mid] for mid in path if mid in found]
 
-    async def snapshot(
-        self, cid: str, since: int
-    ) -> tuple[ConversationDict, list[MessageDict], int, bool] | None:
-        """Conversation, its rows written after ``since``, the revision they are
-        consistent with, and whether anything still streams. From memory when ``since``
-        is recent (every poll but a panel's first); else one DB-thread call."""
+    async def snapshot(self, cid: str, since: int) -> SnapshotParts | None:
+        """Conversation, its current branch's rows written after ``since``, the revision
+        they are consistent with, whether anything still streams, and the branch's ids.
+        From memory when ``since`` is recent (every poll but a panel's first); else one
+        DB-thread call."""
         self._require_open()
         with self.recent.lock:
             if cid not in self.recent.conversations:
                 return None
-        found = self.recent.snapshot(cid, since)
-        if found is not None:
-            return found
+        with self._trees_lock:
+            tree = self._cached_tree(cid)
+        found = self.recent.snapshot(cid, since) if tree is not None else None
+        if tree is not None and found is not None:
+            return self._branch_view(tree, found)
         return await self._run(self._snapshot, cid, since)
 
-    def _snapshot(
-        self, cid: str, since: int
-    ) -> tuple[ConversationDict, list[MessageDict], int, bool] | None:
+    def _snapshot(self, cid: str, since: int) -> SnapshotParts | None:
         with self.recent.lock:
             conversation = self.recent.conversations.get(cid)
-        if conversation is None:
+        tree = self._tree(cid)
+        if conversation is None or tree is None:
             return None
         messages = self._messages_since(cid, since)
-        return conversation, messages, self._revision, self.recent.streaming_in(cid)
+        found = (conversation, messages, self._revision, self.recent.streaming_in(cid))
+        return self._branch_view(tree, found)
 
     async def flush_partials(self, partials: Sequence[tuple[str, str]]) -> None:
         """Write the partial text of many streaming messages in ONE transaction.
@@ -693,10 +916,10 @@ class Store:
         ).fetchone()
         self._count_write([mid])
         if row is None:
-            return self._get_message(mid)
+            return self._message_for_client(mid)
         message = _message(row)
         self.recent.put(message)
-        return message
+        return self._decorate(message)
 
     async def fail_streaming(
         self, reason: str, *, older_than: float | None = None, exclude: Iterable[str] = ()
@@ -768,6 +991,17 @@ class Store:
 
 
 DEFAULT_TITLE = "New conversation"
+
+
+def _decorated(tree: Tree, message: MessageDict) -> MessageDict:
+    """``message`` with ``siblings`` when it has other versions (``_trees_lock`` held).
+    A copy: the mirror keeps rows as stored, since a later version would make it stale."""
+    siblings = tree.siblings(message["id"])
+    return {**message, "siblings": list(siblings)} if len(siblings) > 1 else message
+
+
+def _plain(attachment: Attachment) -> dict[str, str]:
+    return {k: attachment[k] for k in ("kind", "name", "summary")}
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:

@@ -18,6 +18,7 @@ _COLUMNS = [
 
 
 def _messages(conversation: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The conversation and its current branch (what the panel shows), in order."""
     client = get_client()
     cid = conversation_or_latest(client, conversation, create=False, remember=False)
     snap = client.snapshot(cid)
@@ -25,8 +26,9 @@ def _messages(conversation: str | None) -> tuple[dict[str, Any], list[dict[str, 
 
 
 def history(conversation: str | None = None) -> Any:
-    """The messages of a conversation (the current or most recent one by default) as a
-    pandas DataFrame, one row per message, timestamps as UTC datetimes."""
+    """The messages of a conversation (the current or most recent one by default; its
+    current branch: regenerated and edited versions it moved away from are left out) as
+    a pandas DataFrame, one row per message, timestamps as UTC datetimes."""
     import pandas as pd
 
     _, messages = _messages(conversation)
@@ -68,7 +70,11 @@ def export(
             who += f" ({m.get('model') or '?'})"
         elif m.get("author"):
             who += f" ({m['author']})"
-        lines += ["", f"## {who} · {_when(m['created_at'])}", "", m["content"] or "*(no text)*"]
+        # Only the current branch is exported; other versions of a message are noted.
+        siblings = m.get("siblings") or []
+        version = f" · version {siblings.index(m['id']) + 1} of {len(siblings)}" if siblings else ""
+        lines += ["", f"## {who} · {_when(m['created_at'])}{version}", "",
+                  m["content"] or "*(no text)*"]  # fmt: skip
         for a in m.get("attachments") or []:
             lines += ["", f"<details><summary>@{a['name']}</summary>", "", "```text",
                       a["summary"], "```", "", "</details>"]  # fmt: skip

@@ -36,11 +36,12 @@ RELAY_RATE = 30.0
 
 
 def is_stream(method: str, path: str) -> bool:
-    """The two API calls that answer with server-sent events."""
-    parts = path.strip("/").split("/")
-    return (
-        method == "POST" and len(parts) == 3 and parts[::2] == ["conversations", "messages"]
-    ) or (method == "GET" and len(parts) == 3 and parts[::2] == ["messages", "stream"])
+    """The API calls that answer with server-sent events: a prompt (new, or an edited
+    one), a regenerated reply, and following a message."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    if method == "POST" and parts[:1] == ["conversations"] and parts[2:3] == ["messages"]:
+        return len(parts) == 3 or (len(parts) == 5 and parts[4] in ("edit", "regenerate"))
+    return method == "GET" and len(parts) == 3 and parts[::2] == ["messages", "stream"]
 
 
 class ChatPanel(anywidget.AnyWidget):
