@@ -7,6 +7,10 @@ same for embedded mode.
 
 from __future__ import annotations
 
+from typing import Any
+
+from r3nb.protocol import RETRY_AFTER_HEADER
+
 
 class R3nbError(Exception):
     """Base of every error a client may see. ``message`` is for a person to act on."""
@@ -17,8 +21,18 @@ class R3nbError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
-        #: More fields of the error body, beside ``error`` (for clients, not people).
-        self.extra: dict[str, str] = {}
+        #: More fields of the error body (``protocol.ErrorBody``), beside ``error``.
+        self.extra: dict[str, Any] = {}
+        #: Whole seconds after which the call may succeed (429, 503), else None.
+        self.retry_after: int | None = None
+
+    def retry_in(self, seconds: float) -> None:
+        """Say when to try again, both ways: the ``Retry-After`` header for HTTP clients
+        and a ``retry_after`` body field for the comm relay, which carries no headers."""
+        whole = max(1, int(seconds + 0.999))
+        self.retry_after = whole
+        self.headers[RETRY_AFTER_HEADER] = str(whole)
+        self.extra["retry_after"] = whole
 
 
 class BadRequest(R3nbError):
@@ -48,15 +62,23 @@ class RateLimited(R3nbError):
     status = 429
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        seconds = max(1, int(retry_after + 0.999))
-        super().__init__(message, headers={"Retry-After": str(seconds)})
-        self.retry_after = seconds
+        super().__init__(message)
+        self.retry_in(retry_after)
+
+
+#: The sweeper tries to reopen a failed store at each tick (``cleanup_interval``, 60 s
+#: unless configured): when a 503 suggests trying again.
+STORE_RETRY_SECONDS = 60.0
 
 
 class StoreUnavailable(R3nbError):
     """The DuckDB file cannot be used (locked by another process, unwritable, corrupt)."""
 
     status = 503
+
+    def __init__(self, message: str, *, retry_after: float = STORE_RETRY_SECONDS) -> None:
+        super().__init__(message)
+        self.retry_in(retry_after)
 
 
 class ProviderError(Exception):

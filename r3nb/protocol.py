@@ -1,11 +1,15 @@
 """Wire shapes shared by the server, the kernel clients and (mirrored in JSDoc) the widget.
 
 Everything that crosses a process boundary is declared here once, so the Python ends
-cannot drift apart. Timestamps are float seconds since the epoch (UTC); text offsets
-count Unicode code points (Python ``str`` indices), not UTF-16 units or bytes.
-"""
+cannot drift apart; ``tests/test_wire_contract.py`` fails when ``js/src/protocol.js``, the
+README's API table or the real server's replies disagree with it. Timestamps are float
+seconds since the epoch (UTC); text offsets count Unicode code points (Python ``str``
+indices), not UTF-16 units or bytes.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` in this module: with it, Python 3.11 counts
+every ``NotRequired`` key as required at run time (``__required_keys__``), and the
+contract test reads them there.
+"""
 
 import json
 import re
@@ -17,9 +21,35 @@ Status = Literal["streaming", "complete", "error", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"complete", "error", "cancelled"})
 Role = Literal["user", "assistant", "system"]
 
+#: Who made the call that wrote a message: a person through the HTTP API (the panel, any
+#: API client), a kernel with the kernel secret (``%%chat``, ``r3nb.chat()``), or the
+#: engine inside a kernel (embedded mode).
+Source = Literal["user", "kernel", "embedded"]
+#: A person's mark on a message: always sent to the model, or never.
+ContextMark = Literal["pinned", "excluded"]
+
 #: Ids are random hex. Validating their shape up front turns junk into a clean 404
 #: before any SQL runs.
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+
+# --- Names the processes must spell alike --------------------------------------------
+
+#: Set by the server extension in its own environment, inherited by the kernels it
+#: starts: where the API is (``{connection_url}r3nb/api/``) and the secret that
+#: authenticates a kernel (sent in ``SECRET_HEADER``).
+ENV_URL = "R3NB_URL"
+ENV_SECRET = "R3NB_SECRET"  # noqa: S105 (a variable's name, not a secret)
+SECRET_HEADER = "X-R3nb-Secret"  # noqa: S105
+#: Embedded mode's settings (a kernel with no server extension): its DuckDB file, its
+#: models (JSON, the shape of ``c.R3nbApp.models``) and their default.
+ENV_DB = "R3NB_DB"
+ENV_MODELS = "R3NB_MODELS"
+ENV_DEFAULT_MODEL = "R3NB_DEFAULT_MODEL"
+#: Seconds between the offline demo model's tokens (a test and demo knob).
+ENV_DEMO_DELAY = "R3NB_DEMO_DELAY"
+#: Every 429 and 503 says when to try again twice: this header (HTTP clients) and a
+#: ``retry_after`` field of its body (``ErrorBody``; the comm relay carries no headers).
+RETRY_AFTER_HEADER = "Retry-After"
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -55,7 +85,7 @@ class MessageDict(TypedDict):
     status: Status
     model: str | None
     author: str | None
-    source: str | None  # "browser", "kernel" or "embedded": who made the call
+    source: Source | None  # who made the call (see ``Source``)
     streaming_for: str | None  # kernel id of the panel/kernel that sent the prompt
     error: str | None
     prompt_tokens: int | None
@@ -66,6 +96,10 @@ class MessageDict(TypedDict):
     updated_at: float
     revision: int
     parent_id: str | None  # the message this one follows (None: a first message)
+    context: ContextMark | None  # pinned: always sent to the model; excluded: never
+    #: On a reply: how many earlier messages its prompt left out to fit the model's
+    #: context window (None: not a reply, or written before this was recorded).
+    context_left_out: int | None
     #: This message and its other versions (same parent: a regenerated reply, an edited
     #: prompt), oldest first; only when there are several. The panel's "‹ 2/3 ›".
     siblings: NotRequired[list[str]]
@@ -75,6 +109,23 @@ class SnapshotMessage(MessageDict, total=False):
     #: Present when the client named this message in ``from=MID:N``: ``content`` then
     #: holds only the text after code point N, and only the fields that change while a
     #: message streams are sent (merge them into the message held).
+    offset: int
+
+
+class MessageUpdate(TypedDict):
+    """What a ``SnapshotMessage`` with ``offset`` holds: the fields that change while a
+    message streams, and ``content`` from code point ``offset`` on."""
+
+    id: str
+    status: Status
+    error: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: float | None
+    updated_at: float
+    revision: int
+    context: ContextMark | None
+    content: str
     offset: int
 
 
@@ -104,12 +155,80 @@ class Snapshot(TypedDict):
     streaming: bool  # any message of the conversation still streaming
 
 
+class ConversationPage(TypedDict):
+    """``GET conversations?limit=N&cursor=C&q=TEXT``: one page, most recently active first."""
+
+    conversations: list[ConversationDict]
+    next_cursor: str | None  # pass back as ``cursor``; None on the last page
+
+
+class ConversationReply(TypedDict):
+    """``POST conversations`` (201), ``PATCH conversations/{cid}``, ``POST …/head``, ``…/clear``."""
+
+    conversation: ConversationDict
+
+
+class ConversationUpdate(TypedDict, total=False):
+    """The body of ``PATCH conversations/{cid}``: at least one of these."""
+
+    title: str
+    model: str  # the model its next replies use (400 for an unknown one)
+    system_prompt: str  # its own system prompt; "" clears it
+
+
+class HeadRequest(TypedDict):
+    """The body of ``POST conversations/{cid}/head``: the branch through this message."""
+
+    message_id: str
+
+
+class DeleteTurnReply(TypedDict):
+    """``DELETE conversations/{cid}/messages/{mid}``."""
+
+    conversation: ConversationDict
+    deleted: list[str]  # the prompt and every version of its reply
+
+
+class MessageReply(TypedDict):
+    """``POST messages/{mid}/cancel``: the message as it ended."""
+
+    message: MessageDict
+
+
+class ModelInfo(TypedDict):
+    name: str
+    model: str  # the provider's model id, e.g. "openai/gpt-4o-mini"
+    description: str
+    ready: bool  # False: ``reason`` says why it cannot answer now (no key, loading…)
+    reason: str | None
+
+
+class ModelsReply(TypedDict):
+    """``GET models``: never a key."""
+
+    models: list[ModelInfo]
+    default: str
+
+
+class ErrorBody(TypedDict):
+    """Every 4xx/5xx body (never HTML, never a traceback)."""
+
+    error: str  # for a person to act on
+    message_id: NotRequired[str]  # 409: the reply still being written (follow or stop it)
+    retry_after: NotRequired[int]  # 429, 503: seconds, also in the Retry-After header
+
+
 # --- SSE events (POST conversations/{cid}/messages, GET messages/{mid}/stream) ---
 
 
 class StartEvent(TypedDict):
-    user_message: MessageDict | None  # None on GET messages/{mid}/stream
+    user_message: MessageDict | None  # None on GET messages/{mid}/stream and on regenerate
     assistant_message: MessageDict
+    #: How many earlier turns were left out to fit the model's context window (0: all
+    #: sent). Only on a new reply (post, edit, regenerate), not on GET messages/{mid}/stream.
+    context_left_out: NotRequired[int]
+    #: The pinned messages alone exceed the context window (they were sent anyway).
+    context_pinned_over_budget: NotRequired[bool]
 
 
 class DeltaEvent(TypedDict):
@@ -120,6 +239,13 @@ class DeltaEvent(TypedDict):
 
 class DoneEvent(TypedDict):
     message: MessageDict  # final status, error, usage
+
+
+class StreamError(TypedDict):
+    """The ``error`` event: a failure after the stream's headers were sent (before
+    them, the request gets an ``ErrorBody`` with its status instead)."""
+
+    error: str
 
 
 SseEventName = Literal["start", "delta", "done", "error"]
@@ -134,6 +260,9 @@ def sse_frame(event: str, data: Any) -> bytes:
 #: (through JupyterHub's proxy a dead server leaves the connection open and silent).
 SSE_HEARTBEAT_SECONDS = 10.0
 SSE_HEARTBEAT = b": ping\n\n"
+#: A client that receives no byte (not even a heartbeat) for this long takes the stream
+#: for dead and follows the message by polling snapshots instead. Three heartbeats.
+STALL_SECONDS = 30.0
 
 # --- Comm relay between the widget and its kernel (embedded mode, or no direct route) ---
 

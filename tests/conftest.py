@@ -4,6 +4,7 @@ OpenAI-compatible SSE provider that litellm reaches through its ordinary path.""
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,19 +108,51 @@ _FAST_FIXTURES = {
 _BROWSER_MODULES = ("test_browser", "test_hub_browser")
 
 
+def _scope(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return "browser" if Path(module).name.startswith(_BROWSER_MODULES) else module
+
+
+class _BrowserFirst(OrderedDict[str, Any]):
+    """xdist's queue of work units, with the browser unit (the longest) at its head."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if key == "browser":
+            self.move_to_end(key, last=False)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test``'s scheduler (``-n 2 --dist loadgroup``): workers take whole files (a
+    module's server, lab or hub is shared by its tests), and the browser modules are one
+    unit (one worker, one JupyterLab: tests/shared_lab.py), one after another, so that no
+    two Chromiums + JupyterLabs compete for the two cores during their timings; that unit
+    goes first because it is the longest.
+
+    A scheduler, not ``xdist_group`` marks: xdist 3.8.0's worker never applied them
+    (measured: every test of a file spread over both workers, each starting the file's
+    server, with marks from a conftest hook or a decorator alike)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):  # type: ignore[misc]
+        def __init__(self, config: pytest.Config, log: Any) -> None:
+            super().__init__(config, log)
+            self.workqueue = _BrowserFirst()
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ByFile(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist (``--dist loadgroup``), and mark the fast tier
-    (``make test-fast``, ``-m fast``): tests that start no server, kernel, browser, hub
-    or subprocess. Decided from the fixtures a test uses (every real
+    """Mark the fast tier (``make test-fast``, ``-m fast``): tests that start no server,
+    kernel, browser, hub or subprocess. Decided from the fixtures a test uses (every real
     part comes from a fixture or from ``tmp_path``-backed helpers), so a new test joins
     the tier it belongs to without anyone remembering to mark it."""
     for item in items:
-        # Workers take whole files (a module's server, lab or hub is shared by its
-        # tests); the browser modules share one worker, one after another, so that no
-        # two Chromiums + JupyterLabs compete for the two cores during their timings.
-        module = item.nodeid.split("::", 1)[0]
-        group = "browser" if Path(module).name.startswith(_BROWSER_MODULES) else module
-        item.add_marker(pytest.mark.xdist_group(group))
         callspec = getattr(item, "callspec", None)
         params = set(callspec.params) if callspec is not None else set()
         if set(getattr(item, "fixturenames", ())) - params <= _FAST_FIXTURES:

@@ -82,13 +82,19 @@ def shared_lab(
     tmp_path_factory: pytest.TempPathFactory, shared_provider: FakeProvider, failing_provider: str
 ) -> Iterator[JupyterLab]:
     """The one JupyterLab of the browser modules: models ``fake`` (the default), ``fake2``
-    (the same provider, for the model picker) and ``broken`` (every call a hostile 400)."""
+    (the same provider, for the model picker), ``broken`` (every call a hostile 400) and
+    ``small`` (the same provider, a 300-token context window)."""
     fake2 = {"model": "openai/fake2", "api_base": shared_provider.url, "api_key": "sk-x"}
     broken = {"model": "openai/broken", "api_base": failing_provider, "api_key": "sk-x"}
+    # The same provider with a small context window: older turns are left out to fit it.
+    small = {
+        "model": "openai/small", "api_base": shared_provider.url, "api_key": "sk-x",
+        "max_context_tokens": 300, "max_tokens": 100,
+    }  # fmt: skip
     with running_lab(
         tmp_path_factory.mktemp("lab"),
         shared_provider.url,
-        models={"fake2": fake2, "broken": broken},
+        models={"fake2": fake2, "broken": broken, "small": small},
         snapshot_interval=SNAPSHOT_INTERVAL,
     ) as server:
         yield server

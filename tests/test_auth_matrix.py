@@ -24,6 +24,7 @@ AUTHENTICATED = {
     ("POST", "conversations/{cid}/messages"): 404,
     ("POST", "conversations/{cid}/messages/{mid}/edit"): 404,
     ("POST", "conversations/{cid}/messages/{mid}/regenerate"): 404,
+    ("PATCH", "conversations/{cid}/messages/{mid}"): 400,  # the body names no context
     ("DELETE", "conversations/{cid}/messages/{mid}"): 404,
     ("POST", "conversations/{cid}/head"): 400,  # the body names no message_id
     ("POST", "conversations/{cid}/clear"): 404,

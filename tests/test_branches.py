@@ -273,8 +273,8 @@ def test_an_old_file_is_migrated_into_one_branch_per_conversation(tmp_path: Path
             assert (await store.get_conversation("d" * 16))["head_id"] == "d" + "0" * 14 + "1"  # type: ignore[index]
             assert (await store.get_conversation("e" * 16))["head_id"] is None  # type: ignore[index]
             assert await store.context_for("c" * 16) == [
-                ("user", "text 1", []), ("assistant", "text 2", []),
-                ("user", "text 3", []), ("assistant", "text 4", []),
+                ("user", "text 1", [], None), ("assistant", "text 2", [], None),
+                ("user", "text 3", [], None), ("assistant", "text 4", [], None),
             ]  # fmt: skip
             (new,) = await store.add_messages("c" * 16, [NewMessage("user", "new", "complete")])
             assert (new["parent_id"], new["seq"]) == (ids[-1], 5)

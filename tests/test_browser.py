@@ -23,6 +23,7 @@ import pytest
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.hostile_corpus import HOSTILE, MATHML_ELEMENTS
 from tests.lab import (
+    ASSISTANT,
     KERNEL_IDLE,
     NEW_ASSISTANT,
     Guard,
@@ -438,7 +439,7 @@ df.groupby("region")["revenue"].sum().sort_values()
 | south  |  9,870  |
 
 - `parse_dates` turns the column into real dates
-- `groupby` + `sum` gives one total per region
+- `groupby` + `sum` gives one total per region: $R_g = \\sum_{i \\in g} r_i$
 """
 
 
@@ -446,17 +447,25 @@ def test_screenshots_light_and_dark(
     lab_provider: FakeProvider, page_a: Any, tmp_path: Path
 ) -> None:
     shots = README_SCREENSHOTS if os.environ.get("R3NB_SCREENSHOTS") else tmp_path
-    old = page_a.locator(".r3nb-root .r3nb-conversations").input_value()
+    # New is a draft (saved by its first message); the reply is then regenerated once,
+    # so the shot shows the version switcher too.
     page_a.locator(".r3nb-root .r3nb-new").click()
     page_a.wait_for_function(
-        "(old) => { const s = document.querySelector('.r3nb-root .r3nb-conversations');"
-        " return !!s.value && s.value !== old; }",
-        arg=old,
+        "() => document.querySelector('.r3nb-root .r3nb-conversations').value === ''"
     )
     lab_provider.scenario.text = SCREENSHOT_REPLY
     lab_provider.scenario.delay = 0.002
-    mid = send(page_a, "How do I total revenue per region from a CSV?")
-    wait_status(page_a, mid, "complete")
+    first = send(page_a, "How do I total revenue per region from a CSV?")
+    wait_status(page_a, first, "complete")
+    message(page_a, first).locator(".r3nb-regenerate").click()
+    page_a.wait_for_function(
+        "(old) => { const els = document.querySelectorAll('ASSISTANT');"
+        " const el = els[els.length - 1];"
+        " return el && el.dataset.messageId !== old && el.dataset.status === 'complete'; }".replace(
+            "ASSISTANT", ASSISTANT
+        ),
+        arg=first,
+    )
     lab_provider.scenario.text = None
     page_a.locator(".r3nb-root .r3nb-input").fill("And plot it?")
     page_a.mouse.move(0, 0)

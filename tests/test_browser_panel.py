@@ -107,16 +107,49 @@ def page(lab: JupyterLab, browser: Any, guard: Guard) -> Iterator[Any]:
     page.context.close()
 
 
+#: Saves an empty conversation through the API, from the page (its token and XSRF cookie).
+CREATE_CONVERSATION = """async (title) => {
+  const config = JSON.parse(document.getElementById('jupyter-config-data').textContent);
+  const headers = { 'Content-Type': 'application/json' };
+  if (config.token) headers.Authorization = `token ${config.token}`;
+  const xsrf = document.cookie.match(/(?:^|; )_xsrf=([^;]*)/);
+  if (xsrf) headers['X-XSRFToken'] = decodeURIComponent(xsrf[1]);
+  const r = await fetch(`${config.baseUrl}r3nb/api/conversations`, {
+    method: 'POST', credentials: 'same-origin', headers, body: JSON.stringify({ title }),
+  });
+  return (await r.json()).conversation.id;
+}"""
+_created = 0
+
+
 def new_conversation(page: Any) -> str:
-    """Click New and return the id of the conversation it opened."""
-    old = page.locator(PICKER).input_value()
-    page.locator(f"{ROOT} .r3nb-new").click()
-    handle = page.wait_for_function(
-        "(old) => { const s = document.querySelector('.r3nb-root .r3nb-conversations');"
-        " return s.value && s.value !== old ? s.value : null; }",
-        arg=old,
+    """A fresh, saved, empty conversation, open in the panel: New (a draft, saved only by
+    its first message), then one saved through the API and chosen in the picker (found
+    with its search box, which reloads the list at once)."""
+    global _created
+    page.locator(".r3nb-root .r3nb-new").click()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.r3nb-root .r3nb-conversations');"
+        " return s.value === '' && s.selectedOptions[0]?.textContent === 'New conversation'; }"
     )
-    return str(handle.json_value())
+    _created += 1
+    title = f"fresh {_created} {page.evaluate('() => Math.random().toString(36).slice(2)')}"
+    cid = str(page.evaluate(CREATE_CONVERSATION, title))
+    search = page.locator(".r3nb-root .r3nb-search")
+    search.fill(title)
+    search.press("Enter")
+    page.wait_for_function(
+        "(id) => [...document.querySelector('.r3nb-root .r3nb-conversations').options]"
+        ".some((o) => o.value === id)",
+        arg=cid,
+    )
+    page.locator(".r3nb-root .r3nb-conversations").select_option(cid)
+    search.fill("")
+    search.press("Enter")
+    page.wait_for_function(
+        "(id) => document.querySelector('.r3nb-root .r3nb-conversations').value === id", arg=cid
+    )
+    return cid
 
 
 def picker_options(page: Any) -> list[tuple[str, str]]:
@@ -266,7 +299,7 @@ BREAK_NEXT_STREAM = """() => {
 def test_new_focuses_the_input_and_a_lost_stream_banner_clears_once_recovered(
     lab_provider: FakeProvider, page: Any
 ) -> None:
-    new_conversation(page)
+    page.locator(f"{ROOT} .r3nb-new").click()  # a draft: its first Send below saves it
     # "New" leaves the caret in the input, ready for typing.
     page.wait_for_function(
         "(sel) => document.activeElement === document.querySelector(sel)", arg=INPUT, timeout=5_000
@@ -731,3 +764,134 @@ def test_regenerate_switch_versions_edit_and_resend_and_delete_a_turn(
     # The newest turn under it: the first prompt of "What is two?" (the edited one was
     # deleted) with its newest reply.
     assert assistant_ids(page) == [first, new]
+
+
+# --- what the model sees; drafts; Retry (issue 13) ------------------------------------------
+
+
+def sent_contents(provider: FakeProvider) -> list[str]:
+    return [str(m["content"]) for m in provider.requests[-1]["messages"]]
+
+
+def test_pin_and_exclude_change_what_the_model_receives_and_a_reply_says_what_was_left_out(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
+) -> None:
+    cid = new_conversation(page)
+    with page.expect_response(lambda r: r.request.method == "PATCH"):
+        page.locator(MODELS).select_option("small")  # a 300-token window
+    lab_provider.scenario = Scenario(text="Noted.")
+    first_prompt = "Remember: " + "alpha " * 60
+    first = send(page, first_prompt)
+    wait_status(page, first, "complete")
+    second = send(page, "Also: " + "beta " * 90)
+    wait_status(page, second, "complete")
+    users = page.locator(f"{MESSAGES}[data-role=user]")
+
+    # Pinned (by keyboard), the first prompt is sent although older turns are left out.
+    pin = users.nth(0).locator(".r3nb-pin")
+    assert pin.get_attribute("aria-pressed") == "false"
+    pin.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.getAttribute('aria-pressed') === 'true'",
+        arg=f"{MESSAGES}[data-role=user] .r3nb-pin",
+    )
+    third = send(page, "What did I ask you to remember?")
+    wait_status(page, third, "complete")
+    assert sent_contents(lab_provider) == [first_prompt, "What did I ask you to remember?"]
+    note = message(page, third).locator(".r3nb-left-out")
+    assert note.text_content() == "3 older messages were left out to fit small's context window"
+    assert message(page, first).locator(".r3nb-left-out").count() == 0  # nothing left out
+
+    # Excluded: never sent, dimmed, and it says so; the mark is on the server.
+    users.nth(0).locator(".r3nb-exclude").click()
+    excluded = page.locator(f"{MESSAGES}[data-role=user][data-context=excluded]")
+    excluded.wait_for()
+    assert excluded.locator(".r3nb-excluded-note").text_content() == "not sent to the model"
+    assert excluded.locator(".r3nb-pin").get_attribute("aria-pressed") == "false"
+    opacity = excluded.locator(".r3nb-content").evaluate("(e) => getComputedStyle(e).opacity")
+    assert float(opacity) < 1
+    marks = {m["content"]: m["context"] for m in lab.messages(cid) if m["role"] == "user"}
+    assert marks[first_prompt] == "excluded"
+    fourth = send(page, "And now?")
+    wait_status(page, fourth, "complete")
+    assert first_prompt not in sent_contents(lab_provider)
+
+    # After a reload (a fresh first snapshot) the note and the marks are still there.
+    new_conversation(page)
+    page.locator(PICKER).select_option(cid)
+    message(page, third).locator(".r3nb-left-out").wait_for()
+    excluded.wait_for()
+
+
+def test_new_three_times_saves_nothing_and_the_first_send_saves_one(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
+) -> None:
+    before = len(lab.call("GET", "conversations?limit=500")["conversations"])
+    for _ in range(3):
+        page.locator(f"{ROOT} .r3nb-new").click()
+    page.wait_for_function(
+        "(sel) => document.activeElement === document.querySelector(sel)", arg=INPUT
+    )
+    assert page.locator(PICKER).input_value() == ""
+    assert page.locator(f"{PICKER} option:checked").text_content() == "New conversation"
+    assert page.locator(MESSAGES).count() == 0
+    assert len(lab.call("GET", "conversations?limit=500")["conversations"]) == before
+    mid = send(page, "A first question saves the conversation")
+    wait_status(page, mid, "complete")
+    listed = lab.call("GET", "conversations?limit=500")["conversations"]
+    assert len(listed) == before + 1
+    cid = page.locator(PICKER).input_value()
+    assert listed[0]["id"] == cid
+    assert lab.messages(cid)[0]["content"] == "A first question saves the conversation"
+
+
+def test_retry_after_a_provider_error_makes_a_new_version_not_a_new_turn(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
+) -> None:
+    cid = new_conversation(page)
+    with page.expect_response(lambda r: r.request.method == "PATCH"):
+        page.locator(MODELS).select_option("broken")
+    failed = send(page, "Will this work?")
+    wait_status(page, failed, "error")
+    with page.expect_response(lambda r: r.request.method == "PATCH"):
+        page.locator(MODELS).select_option("fake")
+    lab_provider.scenario = Scenario(text="It works now.")
+    message(page, failed).locator(".r3nb-retry").click()
+    retried = str(page.wait_for_function(NEW_ASSISTANT, arg=[failed]).json_value())
+    wait_status(page, retried, "complete")
+    assert assistant_ids(page) == [retried]
+    assert shown_texts(page, "user") == ["Will this work?"]
+    assert message(page, retried).locator(".r3nb-version-label").text_content() == "2/2"
+    stored = lab.messages(cid)
+    assert [m["role"] for m in stored] == ["user", "assistant"]  # the branch: one turn
+    assert stored[1]["parent_id"] == stored[0]["id"]
+    assert sent_contents(lab_provider) == ["Will this work?"]  # asked once, not twice
+
+
+def test_branch_switcher_in_notebook7(
+    lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
+) -> None:
+    cid = lab.create_conversation("notebook 7 versions")
+    panel_notebook(lab.root / "nb7.ipynb", cid)  # the notebook (and kernel) of the keys test
+    page7 = guard.new_page(browser)
+    try:
+        open_notebook(page7, lab.notebook7_url("nb7.ipynb"))
+        run_all_and_wait_for_panel(page7)
+        lab_provider.scenario = Scenario(text="Version one.")
+        old = send(page7, "Two versions, please")
+        wait_status(page7, old, "complete")
+        lab_provider.scenario = Scenario(text="Version two.")
+        message(page7, old).locator(".r3nb-regenerate").click()
+        new = str(page7.wait_for_function(NEW_ASSISTANT, arg=[old]).json_value())
+        wait_status(page7, new, "complete")
+        assert message(page7, new).locator(".r3nb-version-label").text_content() == "2/2"
+        message(page7, new).locator(".r3nb-version-prev").press("Enter")
+        message(page7, old).wait_for()
+        assert shown_texts(page7, "assistant") == ["Version one."]
+        message(page7, old).locator(".r3nb-version-next").click()
+        message(page7, new).wait_for()
+        assert shown_texts(page7, "assistant") == ["Version two."]
+        assert lab.call("GET", f"conversations/{cid}")["conversation"]["head_id"] == new
+    finally:
+        page7.context.close()

@@ -76,7 +76,7 @@ async def test_embedded_chat_runs_the_demo_model_in_the_kernel(
     state = await plain_kernel.json(
         "(lambda c: {'mode': c.mode, 'db': c.db_path, 'health': c.health()['ok'],"
         " 'n': len(c.snapshot(c.conversations()[0]['id'])['messages'])})"
-        "(__import__('r3nb.kernel.client', fromlist=['x']).get_client())"
+        "(__import__('r3nb.kernel.connect', fromlist=['x']).get_client())"
     )
     assert state == {"mode": "embedded", "db": str(tmp_path / "embedded.duckdb"),
                      "health": True, "n": 2}  # fmt: skip
@@ -139,7 +139,7 @@ async def test_a_second_embedded_kernel_gets_its_own_store_and_says_so(tmp_path:
     env = embedded_env(tmp_path)
     del env["R3NB_DB"]  # the shared default under JUPYTER_DATA_DIR
     probe = (
-        "from r3nb.kernel.client import get_client as g; c = g(); print(c.db_path); print(c.note)"
+        "from r3nb.kernel.connect import get_client as g; c = g(); print(c.db_path); print(c.note)"
     )
     started = []
     try:

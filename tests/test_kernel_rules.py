@@ -25,7 +25,8 @@ async def test_reading_a_conversation_never_changes_where_chat_sends(
 ) -> None:
     out = await server_kernel.ok(
         "import r3nb, json\n"
-        "from r3nb.kernel.client import current_conversation, get_client\n"
+        "from r3nb.kernel.client import current_conversation\n"
+        "from r3nb.kernel.connect import get_client\n"
         "r3nb.chat('in the current one !tokens=2')\n"
         "current = current_conversation()\n"
         "other = get_client().create_conversation('other')['id']\n"

@@ -29,7 +29,8 @@ async def test_kernel_reaches_the_api_with_the_inherited_secret_as_the_owner(
 ) -> None:
     out = await server_kernel.ok(
         "import r3nb, os\n"
-        "from r3nb.kernel.client import get_client, ServerClient, R3nbClientError\n"
+        "from r3nb.kernel.client import ServerClient, R3nbClientError\n"
+        "from r3nb.kernel.connect import get_client\n"
         "print(get_client().mode)\n"
         "print(r3nb.chat('hello from a kernel !tokens=5'))\n"
         "try:\n"
@@ -160,7 +161,7 @@ async def test_panel_relays_api_calls_and_paces_deltas(
 ) -> None:
     out = await server_kernel.ok(
         "import r3nb, json, time\n"
-        "from r3nb.kernel.client import get_client\n"
+        "from r3nb.kernel.connect import get_client\n"
         "cid = get_client().create_conversation('relay')['id']\n"
         "panel = r3nb.ChatPanel(conversation_id=cid)\n"
         "sent = []\n"

@@ -16,7 +16,7 @@ import { loadImage } from "./sanitize.js";
  * @property {(id: string) => MessageDict | null} message   what the session holds of it
  * @property {() => Iterable<MessageDict>} messages         every message shown
  * @property {(id: string) => Set<string>} loadedImages      the images a person chose to load
- * @property {(id: string) => void} onRetry                  send the question before it again
+ * @property {(id: string) => void} onRetry                  ask for that reply again (a new version)
  * @property {(id: string) => void} onStop                   stop that reply
  * @property {AbortSignal} signal
  */
@@ -123,7 +123,7 @@ export class MessageExtras {
       const who = msg.error ? capitalize(msg.error) : "Stopped";
       parts.push(
         h(doc, "span", { class: "r3nb-stopped", role: "note" }, [who]),
-        h(doc, "button", { type: "button", class: "r3nb-retry", "aria-label": "Retry: send the question again" }, ["Retry"]),
+        h(doc, "button", { type: "button", class: "r3nb-retry", "aria-label": "Retry: ask for this reply again (a new version)" }, ["Retry"]),
       );
     }
     if (msg.role === "assistant" && msg.status === "streaming") {

@@ -4,6 +4,7 @@
 // never takes the others, or the session's state, with it.
 
 import { versionLabel } from "./branches.js";
+import { contextOf } from "./context_marks.js";
 import { formatTime, formatUsage, h } from "./dom.js";
 import { MarkdownView } from "./incremental.js";
 import { highlightCode } from "./markdown.js";
@@ -83,6 +84,9 @@ export class MessageView {
     el.dataset.author = msg.author ?? "";
     el.dataset.role = msg.role;
     el.dataset.versions = versionLabel(msg); // "2/3" when it has other versions (branches.js)
+    const { mark, leftOut } = contextOf(msg); // pinned/excluded, left out (context_marks.js)
+    el.dataset.context = mark ?? "";
+    el.dataset.leftOut = String(leftOut);
     el.className = `r3nb-message r3nb-message-${msg.role}`;
     el.setAttribute("aria-busy", String(msg.status === "streaming"));
 
@@ -109,7 +113,7 @@ export class MessageView {
       footer.push(
         h(doc, "div", { class: "r3nb-error", role: "alert" }, [
           h(doc, "span", { class: "r3nb-error-text" }, [`Error: ${msg.error || "the reply failed"}`]),
-          h(doc, "button", { type: "button", class: "r3nb-retry", "aria-label": "Retry: send the question again" }, ["Retry"]),
+          h(doc, "button", { type: "button", class: "r3nb-retry", "aria-label": "Retry: ask for this reply again (a new version)" }, ["Retry"]),
         ]),
       );
     }

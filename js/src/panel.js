@@ -6,6 +6,7 @@
 
 import { BranchActions, EditNote } from "./branches.js";
 import { Composer } from "./composer.js";
+import { ContextMarks } from "./context_marks.js";
 import { h, isolateTyping } from "./dom.js";
 import { MessageExtras } from "./extras.js";
 import { ScrollFollower } from "./follow.js";
@@ -102,10 +103,9 @@ export class ChatPanel {
       message: (id) => this.session?.entries.get(id)?.msg ?? null,
       messages: () => Array.from(this.session?.entries.values() ?? [], (e) => e.msg),
       loadedImages: (id) => this.session?.entries.get(id)?.view.content.loadedImages ?? new Set(),
-      onRetry: (id) => {
-        const content = this.session?.retryContent(id);
-        if (content && !this.isBusy()) void this.sendContent(content);
-      },
+      // A new version of the failed or stopped reply, not the question again as a new
+      // turn: the history keeps one question and its versions (branches.js shows them).
+      onRetry: (id) => void this.regenerate(id),
       onStop: (id) => {
         const entry = this.session?.entries.get(id);
         if (entry?.live) this.session?.stop();
@@ -121,6 +121,12 @@ export class ChatPanel {
       onSwitch: (id) => void this.session?.switchTo(id),
       signal,
     });
+    this.contextMarks = new ContextMarks(this.ui.list, {
+      message: (id) => this.session?.entries.get(id)?.msg ?? null,
+      overBudget: (id) => this.session?.overBudget.has(id) ?? false,
+      onMark: (id, mark) => void this.session?.mark(id, mark),
+      signal,
+    });
     this.follower = new ScrollFollower(this.ui.list, this.ui.jumpButton, this.controller.signal);
     el.classList.add("r3nb-root");
     el.dataset.polls = "0";
@@ -132,7 +138,7 @@ export class ChatPanel {
 
   listen() {
     const signal = this.controller.signal;
-    this.ui.newButton.addEventListener("click", () => void this.createConversation(undefined, true), { signal });
+    this.ui.newButton.addEventListener("click", () => void this.startDraft(), { signal });
     this.picker.select.addEventListener("focus", () => void this.refreshConversations(), { signal });
     this.ui.jumpButton.addEventListener("click", () => this.composer.input.focus(), { signal });
     this.composer.input.addEventListener("keydown", (e) => {
@@ -346,8 +352,21 @@ export class ChatPanel {
   }
 
   /**
+   * New: an empty conversation of this panel only, saved by its first Send (so clicking
+   * New three times leaves no three empty conversations behind). The caret goes to the input.
+   */
+  async startDraft() {
+    if (!this.transport || this.creating) return;
+    this.picker.draft = true;
+    await this.open("", true);
+    this.picker.render();
+    if (!this.controller.signal.aborted) this.composer.input.focus();
+  }
+
+  /**
+   * Saves a new conversation (the first Send of a draft), and opens it.
    * @param {string} [title]
-   * @param {boolean} [focusInput]  the New button: the caret goes to the input for typing
+   * @param {boolean} [focusInput]  the caret goes to the input for typing
    */
   async createConversation(title, focusInput = false) {
     if (!this.transport || this.creating) return null;

@@ -57,6 +57,8 @@ export class ConversationPicker {
     this.current = "";
     /** @type {ConversationDict | null} */
     this.currentInfo = null;
+    /** No conversation is open because New was chosen: it is saved by its first message. */
+    this.draft = false;
     /** Bumped by every new listing: replies to older ones are dropped. */
     this.generation = 0;
     this.loadingMore = false;
@@ -178,6 +180,7 @@ export class ConversationPicker {
    * @param {string} cid
    */
   setCurrent(cid) {
+    if (cid) this.draft = false;
     if (cid !== this.current) this.currentInfo = this.items.find((c) => c.id === cid) ?? null;
     this.current = cid;
     this.render();
@@ -216,7 +219,10 @@ export class ConversationPicker {
       const info = this.currentInfo ?? { id: this.current, title: "", message_count: 0, updated_at: 0 };
       options.unshift(option(doc, /** @type {ConversationDict} */ (info)));
     }
-    if (!this.current) options.unshift(h(doc, "option", { value: "", disabled: true }, ["No conversation yet"]));
+    if (!this.current) {
+      const label = this.draft ? "New conversation" : "No conversation yet";
+      options.unshift(h(doc, "option", { value: "", disabled: true, class: this.draft ? "r3nb-draft" : "" }, [label]));
+    }
     if (this.nextCursor) options.push(h(doc, "option", { value: MORE, class: "r3nb-more" }, ["Load more…"]));
     if (this.query && this.items.length === 0) {
       options.push(h(doc, "option", { value: "", disabled: true, class: "r3nb-no-match" }, [`No conversation matches “${this.query}”`]));

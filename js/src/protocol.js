@@ -1,11 +1,25 @@
-// Wire shapes, mirrored from r3nb/protocol.py (the single source of truth).
+// Wire shapes and constants, mirrored from r3nb/protocol.py (the single source of truth).
 // Keep field names and meanings identical; change them there first.
+// tests/test_wire_contract.py fails when a typedef here and a TypedDict there differ in
+// name, fields or optionality (`[name]`), or an exported constant in value.
 //
 // Text offsets count Unicode code points (Python `str` indices), never UTF-16 units:
 // use `codePointLength` / `codePointSlice` below, not `.length` / `.slice`.
 
 /** @typedef {"streaming" | "complete" | "error" | "cancelled"} Status */
 /** @typedef {"user" | "assistant" | "system"} Role */
+/**
+ * Who made the call: a person through the HTTP API (the panel), a kernel with the kernel
+ * secret (`%%chat`, `r3nb.chat()`), or the engine inside a kernel (embedded mode).
+ * @typedef {"user" | "kernel" | "embedded"} Source
+ */
+/** A person's mark on a message: always sent to the model, or never.
+ * @typedef {"pinned" | "excluded"} ContextMark */
+
+/** Seconds between `: ping` comments on a quiet event stream. */
+export const SSE_HEARTBEAT_SECONDS = 10;
+/** No byte (not even a heartbeat) for this long: the stream is dead; poll instead. */
+export const STALL_SECONDS = 30;
 
 /**
  * Context attached to a user message, e.g. a kernel variable named with `@name`.
@@ -25,7 +39,7 @@
  * @property {Status} status
  * @property {string | null} model
  * @property {string | null} author
- * @property {string | null} source          "browser", "kernel" or "embedded"
+ * @property {Source | null} source          who made the call
  * @property {string | null} streaming_for   kernel id of the panel/kernel that sent the prompt
  * @property {string | null} error
  * @property {number | null} prompt_tokens
@@ -36,13 +50,31 @@
  * @property {number} updated_at
  * @property {number} revision
  * @property {string | null} parent_id      the message it follows (null: a first message)
+ * @property {ContextMark | null} context    pinned: always sent to the model; excluded: never
+ * @property {number | null} context_left_out  on a reply: earlier messages left out to fit the context window
  * @property {string[]} [siblings]          it and its other versions (same parent), oldest first; only when several
  */
 
 /**
  * A message in a snapshot. When the client named it in `from=MID:N`, `offset` is N and
- * `content` holds only the text after code point N.
+ * it holds only a MessageUpdate's fields, `content` being the text after code point N.
  * @typedef {MessageDict & { offset?: number }} SnapshotMessage
+ */
+
+/**
+ * What a SnapshotMessage with `offset` holds: the fields that change while it streams.
+ * @typedef {object} MessageUpdate
+ * @property {string} id
+ * @property {Status} status
+ * @property {string | null} error
+ * @property {number | null} prompt_tokens
+ * @property {number | null} completion_tokens
+ * @property {number | null} cost
+ * @property {number} updated_at
+ * @property {number} revision
+ * @property {ContextMark | null} context
+ * @property {string} content   the text after code point `offset`
+ * @property {number} offset
  */
 
 /**
@@ -55,7 +87,7 @@
  * @property {number} revision
  * @property {number} message_count
  * @property {string | null} model   the model it last used or was set to (PATCH), null: the default
- * @property {string | null} [system_prompt]
+ * @property {string | null} system_prompt   its own system prompt (null: its model's)
  * @property {string | null} head_id  the last message of the current branch (null: empty, e.g. cleared)
  */
 
@@ -80,27 +112,50 @@
  */
 
 /**
- * @typedef {object} ModelInfo
- * @property {string} name
- * @property {string} [model]
- * @property {string} [description]
+ * `POST conversations` (201), `PATCH conversations/{cid}`, `POST …/head`, `POST …/clear`.
+ * @typedef {object} ConversationReply
+ * @property {ConversationDict} conversation
  */
 
-/** @typedef {{ models: ModelInfo[], default: string | null }} ModelsReply */
+/**
+ * `POST messages/{mid}/cancel`: the message as it ended.
+ * @typedef {object} MessageReply
+ * @property {MessageDict} message
+ */
 
 /**
- * `PATCH conversations/{cid}` `{title?, model?}`: renames and/or stores the model its next
- * replies use (400 for an unknown model). Answers `{conversation}`.
+ * @typedef {object} ModelInfo
+ * @property {string} name
+ * @property {string} model          the provider's model id, e.g. "openai/gpt-4o-mini"
+ * @property {string} description
+ * @property {boolean} ready         false: `reason` says why it cannot answer now
+ * @property {string | null} reason
+ */
+
+/**
+ * `GET models` (never a key).
+ * @typedef {object} ModelsReply
+ * @property {ModelInfo[]} models
+ * @property {string} default
+ */
+
+/**
+ * `PATCH conversations/{cid}` `{title?, model?, system_prompt?}`: renames, stores the model
+ * its next replies use (400 for an unknown model), sets its own system prompt ("" clears
+ * it). Answers ConversationReply.
  * @typedef {object} ConversationUpdate
  * @property {string} [title]
  * @property {string} [model]
+ * @property {string} [system_prompt]
  */
 
 /**
- * 409 from `POST conversations/{cid}/messages`: a reply is still being written there.
- * @typedef {object} ConflictReply
- * @property {string} error        names who asked; says to wait or stop it
- * @property {string} message_id   the reply in the way
+ * Every 4xx/5xx body. 409 (a reply in this conversation is still being written) names the
+ * reply in the way; 429 and 503 say when to retry (also in the Retry-After header).
+ * @typedef {object} ErrorBody
+ * @property {string} error          for a person: names who asked, says to wait or stop it
+ * @property {string} [message_id]   409: the reply in the way
+ * @property {number} [retry_after]  429, 503: seconds
  */
 
 // --- Branches ---
@@ -113,7 +168,7 @@
 //   to the newest message under it (the ‹ › switcher).
 // POST conversations/{cid}/clear  → {conversation}: an empty branch; nothing is deleted.
 // DELETE conversations/{cid}/messages/{mid}  → DeleteTurnReply: prompt `mid` and its replies.
-// Each answers 409 ConflictReply while a reply in the conversation is being written.
+// Each answers 409 ErrorBody (with message_id) while a reply in the conversation is being written.
 
 /**
  * @typedef {object} HeadRequest
@@ -132,6 +187,9 @@
  * @typedef {object} StartEvent
  * @property {MessageDict | null} user_message   null on GET messages/{mid}/stream and on regenerate
  * @property {MessageDict} assistant_message
+ * @property {number} [context_left_out]  earlier turns left out to fit the model's context
+ *   window (0: all sent); only on a new reply, not on GET messages/{mid}/stream
+ * @property {boolean} [context_pinned_over_budget]  the pinned messages alone exceed that window (sent anyway)
  */
 
 /**
@@ -144,6 +202,13 @@
 /**
  * @typedef {object} DoneEvent
  * @property {MessageDict} message   final status, error, usage
+ */
+
+/**
+ * The `error` event: a failure after the stream's headers were sent (before them, the
+ * request gets an ErrorBody with its status instead).
+ * @typedef {object} StreamError
+ * @property {string} error
  */
 
 /** @typedef {"start" | "delta" | "done" | "error"} SseEventName */
@@ -162,15 +227,27 @@
 
 /**
  * Python → JS: the reply to a request that is not a stream.
- * @typedef {{ type: "response", id: string, status: number, body: any }} CommResponse
+ * @typedef {object} CommResponse
+ * @property {"response"} type
+ * @property {string} id
+ * @property {number} status
+ * @property {any} body
  */
 
 /**
  * Python → JS: one SSE event of a streaming request; `end` closes it.
- * @typedef {{ type: "event", id: string, event: string, data: any }} CommEvent
+ * @typedef {object} CommEvent
+ * @property {"event"} type
+ * @property {string} id
+ * @property {string} event
+ * @property {any} data
  */
 
-/** @typedef {{ type: "end", id: string }} CommEnd */
+/**
+ * @typedef {object} CommEnd
+ * @property {"end"} type
+ * @property {string} id
+ */
 
 /** @typedef {CommResponse | CommEvent | CommEnd} CommReply */
 

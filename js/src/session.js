@@ -77,6 +77,8 @@ export class Session {
     this.stopRequested = false;
     /** @type {Promise<void> | undefined} */
     this.started = undefined;
+    /** @type {Set<string>} replies whose prompt's pinned messages alone exceeded the window (live only) */
+    this.overBudget = new Set();
   }
 
   get disposed() {
@@ -305,6 +307,7 @@ export class Session {
     return (event, data) => {
       if (event === "start") {
         if (data.user_message) this.upsert(data.user_message);
+        if (data.context_pinned_over_budget === true) this.overBudget.add(data.assistant_message.id);
         const entry = this.adoptMetadata(data.assistant_message);
         entry.live = true;
         onStart(entry, data);
@@ -522,19 +525,20 @@ export class Session {
   }
 
   /**
-   * The text of the user message before an (errored) assistant message, to send again.
-   * @param {string} messageId
-   * @returns {string | null}
+   * Pins (always sent to the model), excludes (never sent) or unmarks message `id`.
+   * @param {string} id
+   * @param {"pinned" | "excluded" | null} mark
+   * @returns {Promise<boolean>} whether the server took it
    */
-  retryContent(messageId) {
-    const target = this.entries.get(messageId);
-    if (!target) return null;
-    let best = null;
-    for (const entry of this.entries.values()) {
-      const { msg } = entry;
-      if (msg.role === "user" && msg.seq < target.msg.seq && (!best || msg.seq > best.seq)) best = msg;
-    }
-    return best ? best.content : null;
+  async mark(id, mark) {
+    const path = `conversations/${encodeURIComponent(this.cid)}/messages/${encodeURIComponent(id)}`;
+    const reply = await this.branchCall("PATCH", path, { context: mark }, mark === "pinned" ? "Pin" : mark === "excluded" ? "Exclude" : "Unmark");
+    const entry = this.entries.get(id);
+    if (!reply?.message || !entry) return false;
+    // Only the mark: the text we hold may be newer than the row (a reply still streaming).
+    entry.msg = Object.assign({}, entry.msg, { context: reply.message.context ?? null });
+    entry.view.update(entry.msg, this.host.kernelId());
+    return true;
   }
 }
 

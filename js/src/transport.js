@@ -6,6 +6,7 @@
 // - Relay: through the widget's comm and the kernel, for embedded mode or when the server
 //   extension is not reachable. Replies are matched by request id, never by order.
 
+import { STALL_SECONDS } from "./protocol.js";
 import { SseParser } from "./sse.js";
 
 /**
@@ -41,7 +42,7 @@ import { SseParser } from "./sse.js";
  */
 
 /** No byte (not even a heartbeat) for this long means the stream is dead. */
-export const STALL_MS = 30_000;
+export const STALL_MS = STALL_SECONDS * 1000;
 /** A relayed plain request the kernel never answers (kernel restarted) must not hang a poll. */
 const RELAY_REQUEST_TIMEOUT_MS = 60_000;
 const HEALTH_TIMEOUT_MS = 10_000;

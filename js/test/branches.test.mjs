@@ -20,7 +20,7 @@ const sanitize = createSanitizer(win);
 function message(over) {
   return {
     id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "answer", status: "complete",
-    model: "demo", author: "alice", source: "browser", streaming_for: null, error: null,
+    model: "demo", author: "alice", source: "user", streaming_for: null, error: null,
     prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1,
     revision: 2, parent_id: "u1", ...over,
   };

@@ -22,7 +22,7 @@ function fakeModel({ usage = null } = {}) {
   let tokensToday = 0;
   const emit = (name, ...args) => (listeners.get(name) || []).slice().forEach((cb) => cb(...args));
   const reply = (msg) => setTimeout(() => emit("msg:custom", msg), 0);
-  const message = (over) => ({ id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "browser", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, ...over });
+  const message = (over) => ({ id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "user", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, ...over });
   return {
     traits, listeners, requests,
     get: (name) => traits[name],
@@ -36,6 +36,8 @@ function fakeModel({ usage = null } = {}) {
       if (msg.method === "PATCH") {
         Object.assign(conversation, msg.body, { revision: conversation.revision + 1 });
         reply({ type: "response", id, status: 200, body: { conversation: { ...conversation } } });
+      } else if (msg.method === "POST" && path === "conversations") {
+        reply({ type: "response", id, status: 201, body: { conversation: { ...conversation, title: msg.body.title ?? "New conversation" } } });
       } else if (path === "models") reply({ type: "response", id, status: 200, body: { models: [{ name: "demo" }, { name: "gpt" }], default: "demo" } });
       else if (path.split("?")[0] === "conversations") reply({ type: "response", id, status: 200, body: { conversations: [conversation], next_cursor: null } });
       else if (path === "usage" && usage) {
@@ -135,5 +137,52 @@ test("the model picker shows the conversation's stored model and stores a new ch
   assert.ok(model.requests.includes("PATCH conversations/c1"));
   assert.equal(select.value, "demo");
   conversation.model = null;
+  cleanup();
+});
+
+test("New is a draft of this panel: nothing is saved until its first Send", async () => {
+  const model = fakeModel();
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = widget.render({ model, el });
+  await until(() => el.dataset.r3nbReady === "1", "ready");
+  const newButton = el.querySelector(".r3nb-new");
+  for (let i = 0; i < 3; i++) newButton.click();
+  await until(() => model.traits.conversation_id === "", "the draft");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.ok(!model.requests.includes("POST conversations"), "three clicks on New created nothing");
+  const picker = el.querySelector(".r3nb-conversations");
+  assert.equal(picker.selectedOptions[0].textContent, "New conversation");
+  assert.equal(document.activeElement, el.querySelector(".r3nb-input"), "the caret is in the input");
+  assert.equal(el.querySelectorAll(".r3nb-message").length, 0);
+
+  const input = el.querySelector(".r3nb-input");
+  input.value = "first question";
+  input.dispatchEvent(new window.KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+  await until(() => el.querySelector('[data-message-id="a1"]')?.dataset.status === "complete", "the reply");
+  const posts = model.requests.filter((r) => r.startsWith("POST"));
+  assert.deepEqual(posts, ["POST conversations", "POST conversations/c1/messages"], "saved by its first Send, once");
+  assert.equal(model.traits.conversation_id, "c1");
+  cleanup();
+});
+
+test("Retry on a failed reply asks for a new version of it, not the question again", async () => {
+  const model = fakeModel();
+  const send = model.send;
+  const failed = { id: "a0", conversation_id: "c1", seq: 2, role: "assistant", content: "par", status: "error", model: "demo", author: "alice", source: "user", streaming_for: null, error: "provider timeout", prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 3, parent_id: "u0" };
+  const asked = { ...failed, id: "u0", seq: 1, role: "user", content: "why?", status: "complete", error: null, model: null, parent_id: null };
+  model.send = (msg) => {
+    if (msg.method === "GET" && msg.path === "conversations/c1") {
+      model.requests.push(`GET ${msg.path}`);
+      setTimeout(() => model.listeners.get("msg:custom").forEach((cb) => cb({ type: "response", id: msg.id, status: 200, body: { conversation, messages: [asked, failed], branch: ["u0", "a0"], revision: 3, streaming: false } })), 0);
+    } else send(msg);
+  };
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = widget.render({ model, el });
+  await until(() => el.querySelector('[data-message-id="a0"] .r3nb-retry'), "the failed reply");
+  el.querySelector('[data-message-id="a0"] .r3nb-retry').click();
+  await until(() => model.requests.some((r) => r.startsWith("POST")), "the retry");
+  assert.deepEqual(model.requests.filter((r) => r.startsWith("POST")), ["POST conversations/c1/messages/a0/regenerate"]);
   cleanup();
 });

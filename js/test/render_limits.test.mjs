@@ -120,7 +120,7 @@ afterEach(() => {
 function snapshotMessage(over) {
   return {
     conversation_id: "c1", role: "assistant", status: "complete", model: "demo", author: "alice",
-    source: "browser", streaming_for: null, error: null, prompt_tokens: null, completion_tokens: null,
+    source: "user", streaming_for: null, error: null, prompt_tokens: null, completion_tokens: null,
     cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 5, ...over,
   };
 }

@@ -17,6 +17,7 @@ from r3nb.errors import BadRequest, NotFound, R3nbError
 from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS, MessageDict
 
 from . import usage
+from .context import MARKS
 from .core import Caller, Engine
 from .streams import Event
 
@@ -207,7 +208,7 @@ async def _send(engine: Engine, call: Call, replaces: str | None) -> Reply:
         attachments=_attachments(body),
         replaces=replaces,
     )
-    return _reply_events(engine, user, assistant, stream.left_out)
+    return _reply_events(engine, user, assistant, stream.left_out, stream.pinned_over_budget)
 
 
 async def regenerate_message(engine: Engine, call: Call) -> Reply:
@@ -222,11 +223,15 @@ async def regenerate_message(engine: Engine, call: Call) -> Reply:
         model_name=_optional_str(body, "model"),
         kernel_id=_optional_str(body, "kernel_id"),
     )
-    return _reply_events(engine, None, assistant, stream.left_out)
+    return _reply_events(engine, None, assistant, stream.left_out, stream.pinned_over_budget)
 
 
 def _reply_events(
-    engine: Engine, user: MessageDict | None, assistant: MessageDict, left_out: int
+    engine: Engine,
+    user: MessageDict | None,
+    assistant: MessageDict,
+    left_out: int,
+    pinned_over_budget: bool,
 ) -> StreamReply:
     async def events() -> AsyncIterator[Event]:
         yield (
@@ -236,6 +241,8 @@ def _reply_events(
                 "assistant_message": assistant,
                 # Earlier turns left out to fit the model's context window (0: all sent).
                 "context_left_out": left_out,
+                # The pinned messages alone exceed that window (they were sent anyway).
+                "context_pinned_over_budget": pinned_over_budget,
             },
         )
         async for event in engine.hub.follow(assistant["id"], 0, SSE_HEARTBEAT_SECONDS):
@@ -265,6 +272,19 @@ async def delete_turn(engine: Engine, call: Call) -> Reply:
     cid = _id(call, "cid", "conversation")
     conversation, deleted = await engine.delete_turn(cid, _id(call, "mid", "message"))
     return JsonReply({"conversation": conversation, "deleted": deleted})
+
+
+async def mark_message(engine: Engine, call: Call) -> Reply:
+    """Pin a message (always sent to the model), exclude it (never sent), or neither."""
+    cid = _id(call, "cid", "conversation")
+    mid = _id(call, "mid", "message")
+    body = _object_body(call)
+    if "context" not in body:
+        raise BadRequest('give \'context\': "pinned", "excluded" or null')
+    mark = body["context"]
+    if mark is not None and mark not in MARKS:
+        raise BadRequest('\'context\' must be "pinned", "excluded" or null')
+    return JsonReply({"message": await engine.mark_message(cid, mid, mark)})
 
 
 async def stream_message(engine: Engine, call: Call) -> Reply:
@@ -316,6 +336,7 @@ ROUTES: list[Route] = [
     Route("POST", "conversations/{cid}/messages", post_message),
     Route("POST", "conversations/{cid}/messages/{mid}/edit", edit_message),
     Route("POST", "conversations/{cid}/messages/{mid}/regenerate", regenerate_message),
+    Route("PATCH", "conversations/{cid}/messages/{mid}", mark_message),
     Route("DELETE", "conversations/{cid}/messages/{mid}", delete_turn),
     Route("POST", "conversations/{cid}/head", move_head),
     Route("POST", "conversations/{cid}/clear", clear_conversation),

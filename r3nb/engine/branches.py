@@ -20,9 +20,17 @@ class Tree:
     A child is always created after its parent, and a deleted turn's children move to an
     older message, so creation order along any path is the path's order."""
 
-    def __init__(self, rows: Iterable[tuple[str, str | None]], head: str | None) -> None:
+    def __init__(
+        self,
+        rows: Iterable[tuple[str, str | None]],
+        head: str | None,
+        marks: dict[str, str] | None = None,
+    ) -> None:
         self.parent: dict[str, str | None] = dict(rows)  # insertion order = seq order
         self.head = head
+        #: What a person chose for a message's place in the model's context: "pinned"
+        #: (always sent) or "excluded" (never sent); unmarked messages are not here.
+        self.marks: dict[str, str] = dict(marks or {})
         self._branch: tuple[str, ...] | None = None
         self._on_branch: frozenset[str] = frozenset()
         self._children: dict[str | None, list[str]] | None = None
@@ -37,6 +45,12 @@ class Tree:
         self.parent[mid] = parent
         self._changed()
 
+    def set_mark(self, mid: str, mark: str | None) -> None:
+        if mark is None:
+            self.marks.pop(mid, None)
+        else:
+            self.marks[mid] = mark
+
     def set_head(self, head: str | None) -> None:
         self.head = head
         self._changed()
@@ -50,6 +64,7 @@ class Tree:
         moved = [mid for mid, parent in self.parent.items() if parent in gone and mid not in gone]
         for mid in deleted:
             del self.parent[mid]
+            self.marks.pop(mid, None)
         for mid in moved:
             self.parent[mid] = above
         if self.head in gone:

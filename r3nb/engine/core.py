@@ -16,10 +16,10 @@ from typing import Any
 
 from r3nb import __version__
 from r3nb.errors import BadRequest, Conflict, NotFound, RateLimited, StoreUnavailable
-from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage
+from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage, Source
 
 from . import limits, openai_stream, provider, usage
-from .context import fit
+from .context import EXCLUDED, PINNED, fit
 from .metrics import LoopLag
 from .models import ModelConfig, ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store, new_id
@@ -31,7 +31,7 @@ log = logging.getLogger("r3nb")
 #: Fields of a message that change while it streams (see ``Engine.snapshot``).
 _CHANGING = (
     "id", "status", "error", "prompt_tokens", "completion_tokens", "cost", "updated_at",
-    "revision",
+    "revision", "context",
 )  # fmt: skip
 
 
@@ -54,7 +54,7 @@ class Caller:
     """Who is calling, as the transport authenticated them (never from a request body)."""
 
     name: str
-    source: str  # "user" (browser or API client), "kernel" (kernel secret), "embedded"
+    source: Source  # "user" (browser or API client), "kernel" (kernel secret), "embedded"
     is_admin: bool = False  # may see everyone's usage
 
 
@@ -270,7 +270,7 @@ class Engine:
             "user", content, "complete", author=caller.name, source=caller.source,
             attachments=tuple(attachments or ()), id=new_id(),
         )  # fmt: skip
-        turn = ("user", content, list(attachments or []))
+        turn = ("user", content, list(attachments or []), None)
         created, stream = await self._exchange(
             caller, header, model, parent, prompt, turn, kernel_id
         )
@@ -307,7 +307,7 @@ class Engine:
         model: ModelConfig,
         parent: str | None,
         prompt: NewMessage | None,
-        turn: tuple[str, str, list[dict[str, str]]] | None,
+        turn: tuple[str, str, list[dict[str, str]], str | None] | None,
         kernel_id: str | None,
     ) -> tuple[list[MessageDict], LiveStream]:
         """Write ``prompt`` (if any) and a streaming reply after ``parent`` and start the
@@ -316,9 +316,20 @@ class Engine:
         context = self.store.cached_context(cid, parent)
         if context is None:
             context = await self.store.context_for(cid, parent)
+        turns = [*context, turn] if turn is not None else context
+        # What the person excluded is never sent; what they pinned always is.
+        turns = [t for t in turns if t[3] != EXCLUDED]
+        system = header.get("system_prompt") or model.system_prompt
+        prompt_messages = [{"role": "system", "content": system}] if system else []
+        pinned = [len(prompt_messages) + i for i, t in enumerate(turns) if t[3] == PINNED]
+        prompt_messages += [_for_model(*t[:3]) for t in turns]
+        fitted = fit(
+            prompt_messages, provider.context_window(model), model.params.get("max_tokens"), pinned
+        )
         reply = NewMessage(
             "assistant", "", "streaming", model=model.name, author=caller.name,
             source=caller.source, streaming_for=kernel_id, id=new_id(),
+            context_left_out=fitted.left_out,
         )  # fmt: skip
         # Checked again here, with no await between the check and ``hub.start``, so two
         # sends racing into one conversation cannot both pass.
@@ -332,15 +343,9 @@ class Engine:
         title = _title_from(prompt.content) if prompt is not None else ""
         insert = asyncio.ensure_future(self.store.begin_exchange(cid, rows, title, parent))
         placeholder = _placeholder(cid, reply)
-        turns = [*context, turn] if turn is not None else context
-        system = header.get("system_prompt") or model.system_prompt
-        prompt_messages = [{"role": "system", "content": system}] if system else []
-        prompt_messages += [_for_model(*t) for t in turns]
-        fitted = fit(
-            prompt_messages, provider.context_window(model), model.params.get("max_tokens")
-        )
         stream = self.hub.start(placeholder, model, fitted.messages)
         stream.left_out = fitted.left_out
+        stream.pinned_over_budget = fitted.over_budget
         stream.on_end = lambda final: self._note_outcome(model.name, final)
         try:
             created = await insert
@@ -396,6 +401,15 @@ class Engine:
         self._one_reply_at_a_time(cid)
         try:
             return await self.store.delete_turn(cid, mid)
+        except LookupError:
+            raise NotFound(f"no message {mid} in conversation {cid}") from None
+
+    async def mark_message(self, cid: str, mid: str, mark: str | None) -> MessageDict:
+        """Pin message ``mid`` (always sent to the model), exclude it (never sent) or
+        neither (``None``). Any message, any time: it applies from the next reply on."""
+        await self._conversation(cid)
+        try:
+            return await self.store.set_context(cid, mid, mark)
         except LookupError:
             raise NotFound(f"no message {mid} in conversation {cid}") from None
 
@@ -459,6 +473,7 @@ def _placeholder(cid: str, reply: NewMessage) -> MessageDict:
         "source": reply.source, "streaming_for": reply.streaming_for, "error": None,
         "prompt_tokens": None, "completion_tokens": None, "cost": None, "attachments": [],
         "created_at": now, "updated_at": now, "revision": 0, "parent_id": None,
+        "context": None, "context_left_out": None,
     }  # fmt: skip
 
 

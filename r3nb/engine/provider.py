@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from r3nb.errors import ProviderError
+from r3nb.protocol import ENV_DEMO_DELAY
 
 from . import failures, openai_stream, prices, redact
 from .demo import demo_reply, word_chunks
@@ -141,7 +142,7 @@ def _register_demo(module: ModuleType) -> None:
             self, *args: Any, **kwargs: Any
         ) -> AsyncIterator[Any]:
             messages = kwargs.get("messages") or (args[1] if len(args) > 1 else [])
-            delay = float(os.environ.get("R3NB_DEMO_DELAY", "0.02"))
+            delay = float(os.environ.get(ENV_DEMO_DELAY, "0.02"))
             text = demo_reply(messages)
             pieces = list(word_chunks(text))
             start = time.monotonic()

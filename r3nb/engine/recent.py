@@ -89,10 +89,6 @@ class RecentWrites:
                 self._order.pop(mid, None)
                 self._streaming.get(cid, set()).discard(mid)
 
-    def advance(self, revision: int) -> None:
-        with self.lock:
-            self.visible = max(self.visible, revision)
-
     # --- reads (any thread) ----------------------------------------------------------
 
     def snapshot(

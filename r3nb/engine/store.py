@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 import duckdb
 
 from r3nb.errors import BadRequest, StoreUnavailable
-from r3nb.protocol import Attachment, ConversationDict, MessageDict
+from r3nb.protocol import Attachment, ConversationDict, MessageDict, Source
 
 from . import filemodes
 from .branches import Tree
@@ -101,12 +101,22 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                WHERE conversations.id = h.conversation_id""",
         ],
     ),
+    # A person's choice of what the model sees: 'pinned' (always sent), 'excluded'
+    # (never sent) or NULL (sent while it fits the context window); and, on a reply, how
+    # many earlier turns were left out to fit the window (the panel's note after reload).
+    (
+        "0005_message_context",
+        [
+            "ALTER TABLE messages ADD COLUMN context VARCHAR",
+            "ALTER TABLE messages ADD COLUMN context_left_out INTEGER",
+        ],
+    ),
 ]
 
 _MESSAGE_COLUMNS = (
     "id, conversation_id, seq, role, content, status, model, author, source, streaming_for,"
     " error, prompt_tokens, completion_tokens, cost, attachments, created_at, updated_at,"
-    " revision, parent_id"
+    " revision, parent_id, context, context_left_out"
 )
 _CONVERSATION_SELECT = """
     SELECT c.id, c.title, c.author, c.created_at, c.updated_at, c.revision,
@@ -120,7 +130,9 @@ _WRITE_COUNT_MEMORY = 10_000
 #: Conversation trees (ids and parents) kept in memory; others are read again when used.
 _TREE_MEMORY = 2_000
 
-Context = list[tuple[str, str, list[dict[str, str]]]]
+#: The turns a model may see: (role, content, attachments, mark), mark being the
+#: person's "pinned"/"excluded" or None.
+Context = list[tuple[str, str, list[dict[str, str]], str | None]]
 #: A snapshot's parts: header, changed messages of the current branch, the revision they
 #: are consistent with, whether anything streams, and the current branch's ids.
 SnapshotParts = tuple[ConversationDict, list[MessageDict], int, bool, list[str]]
@@ -150,10 +162,11 @@ class NewMessage:
     status: str
     model: str | None = None
     author: str | None = None
-    source: str | None = None
+    source: Source | None = None
     streaming_for: str | None = None
     attachments: tuple[dict[str, str], ...] = ()
     id: str | None = None
+    context_left_out: int | None = None  # a reply: earlier turns not sent (context window)
 
 
 @dataclass(frozen=True)
@@ -189,6 +202,8 @@ def _message(row: Sequence[Any]) -> MessageDict:
         "updated_at": row[16],
         "revision": row[17],
         "parent_id": row[18],
+        "context": row[19],
+        "context_left_out": row[20],
     }
 
 
@@ -557,9 +572,10 @@ class Store:
                 mid, cid, seq, m.role, m.content, m.status, m.model, m.author,
                 m.source, m.streaming_for, None, None, None, None,
                 json.dumps(list(m.attachments)), now, now, self._next_revision(), above,
+                None, m.context_left_out,
             ])  # fmt: skip
             above = mid
-        placeholders = ", ".join(["(" + ", ".join("?" * 19) + ")"] * len(rows))
+        placeholders = ", ".join(["(" + ", ".join("?" * 21) + ")"] * len(rows))
         # One statement, one implicit transaction: this commit is on every reply's time
         # to first token (the `start` event waits for it).
         self.con.execute(
@@ -659,9 +675,11 @@ class Store:
         if header is None:
             return None
         rows = self.con.execute(
-            "SELECT id, parent_id FROM messages WHERE conversation_id = ? ORDER BY seq", [cid]
+            "SELECT id, parent_id, context FROM messages WHERE conversation_id = ? ORDER BY seq",
+            [cid],
         ).fetchall()
-        tree = Tree(((r[0], r[1]) for r in rows), header["head_id"])
+        marks = {r[0]: r[2] for r in rows if r[2] is not None}
+        tree = Tree(((r[0], r[1]) for r in rows), header["head_id"], marks)
         with self._trees_lock:
             self._remember_tree(cid, tree)
         return tree
@@ -765,6 +783,35 @@ class Store:
         self.recent.put_conversation(shrunk)
         return shrunk, deleted
 
+    async def set_context(self, cid: str, mid: str, mark: str | None) -> MessageDict:
+        """Mark message ``mid`` "pinned", "excluded" or neither (None): what the model is
+        sent from now on. A new revision of the message, so observers see the change.
+        ``LookupError`` for an unknown conversation or message."""
+        return await self._run(self._set_context, cid, mid, mark)
+
+    def _set_context(self, cid: str, mid: str, mark: str | None) -> MessageDict:
+        tree = self._tree(cid)
+        if tree is None:
+            raise LookupError(cid)
+        with self._trees_lock:
+            if mid not in tree.parent:
+                raise LookupError(mid)
+        row = self.con.execute(
+            "UPDATE messages SET context = ?, revision = ? WHERE id = ? AND conversation_id = ?"
+            f" RETURNING {_MESSAGE_COLUMNS}",
+            [mark, self._next_revision(), mid, cid],
+        ).fetchone()
+        if row is None:
+            raise LookupError(mid)
+        self._count_write([mid])
+        message = _message(row)
+        # The mark first: a poll that sees the new revision then sees the mark too.
+        with self._trees_lock:
+            tree.set_mark(mid, mark)
+            decorated = _decorated(tree, message)
+        self.recent.put(message)
+        return decorated
+
     def cached_context(self, cid: str, upto: Parent = HEAD) -> Context | None:
         """The model's context — the completed turns of the branch ending at ``upto`` —
         from memory when all of them are mirrored (the usual case for a conversation in
@@ -774,11 +821,12 @@ class Store:
             if tree is None:
                 return None
             path = tree.path_to(tree.head if upto is HEAD else upto)
+            marks = {mid: tree.marks[mid] for mid in path if mid in tree.marks}
         messages = [self.recent.get(mid) for mid in path]
         if any(m is None for m in messages):
             return None
         return [
-            (m["role"], m["content"], [_plain(a) for a in m["attachments"]])
+            (m["role"], m["content"], [_plain(a) for a in m["attachments"]], marks.get(m["id"]))
             for m in messages
             if m is not None and m["status"] == "complete"
         ]
@@ -824,11 +872,12 @@ class Store:
         with self._trees_lock:
             path = tree.path_to(tree.head if upto is HEAD else upto)
         rows = self.con.execute(
-            "SELECT id, role, content, attachments FROM messages WHERE conversation_id = ?"
-            " AND list_contains(?::VARCHAR[], id) AND status = 'complete'",
+            "SELECT id, role, content, attachments, context FROM messages"
+            " WHERE conversation_id = ? AND list_contains(?::VARCHAR[], id)"
+            " AND status = 'complete'",
             [cid, path],
         ).fetchall()
-        found = {r[0]: (r[1], r[2], json.loads(r[3] or "[]")) for r in rows}
+        found = {r[0]: (r[1], r[2], json.loads(r[3] or "[]"), r[4]) for r in rows}
         return [found[mid] for mid in path if mid in found]
 
     async def snapshot(self, cid: str, since: int) -> SnapshotParts | None:

@@ -101,6 +101,7 @@ class LiveStream:
         self.next_flush_at = self.started + snapshot_interval * (0.5 + random.random() / 2)
         self.end_reason: str | None = None  # set before cancelling: why it ended as error
         self.left_out = 0  # earlier turns not sent to the model (its context window)
+        self.pinned_over_budget = False  # the pinned turns alone exceed that window
         self.on_end: Callable[[MessageDict], None] | None = None  # told the final message
         self.cancelled_by: str | None = None
 

@@ -7,7 +7,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from .client import R3nbClientError, conversation_or_latest, get_client, kernel_id
+from .client import R3nbClientError, conversation_or_latest, kernel_id
+from .connect import get_client
 
 __all__ = ["chat", "export", "history"]
 

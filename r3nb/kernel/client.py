@@ -2,7 +2,9 @@
 
 ``ServerClient`` speaks HTTP + server-sent events to the Jupyter server extension, with the
 URL and secret the server put in the kernel's environment. ``EmbeddedClient``
-(``embedded.py``) runs the same ``Engine`` inside the kernel when no extension answers.
+(``embedded.py``) runs the same ``Engine`` inside the kernel when no extension answers;
+``connect.py`` decides which one a kernel uses (this module knows neither embedded mode
+nor that choice, so the three import in one direction: connect → embedded → client).
 
 Both expose two primitives — ``call`` (JSON request → status, body) and ``events`` (a
 stream's ``(event, data)`` pairs) — and everything else (``send``, ``snapshot``, …) is
@@ -15,32 +17,35 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from r3nb.protocol import FINAL_STATUSES
+from r3nb.protocol import (
+    ENV_SECRET,
+    ENV_URL,
+    FINAL_STATUSES,
+    RETRY_AFTER_HEADER,
+    SECRET_HEADER,
+    STALL_SECONDS,
+)
 
 log = logging.getLogger("r3nb.kernel")
 
 Event = tuple[str, Any]
 OnEvent = Callable[[str, Any], None]
 
-ENV_URL = "R3NB_URL"
-ENV_SECRET = "R3NB_SECRET"  # noqa: S105 (a variable name, not a secret)
-SECRET_HEADER = "X-R3nb-Secret"  # noqa: S105
-#: No byte (not even a ``: ping``, sent every 10 s) for this long means the stream is dead:
-#: through JupyterHub's proxy a dead server leaves the connection open and silent.
-STALL_SECONDS = 30.0
-
 
 class R3nbClientError(Exception):
-    """The API refused a call (4xx) or could not be reached; ``message`` is for a person."""
+    """The API refused a call (4xx) or could not be reached; ``message`` is for a person.
+    ``retry_after``: seconds after which the same call may succeed (429, 503)."""
 
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{message} (HTTP {status})" if status else message)
+        detail = f"HTTP {status}" if status else ""
+        if retry_after is not None:
+            detail += f"{'; ' if detail else ''}retry in {retry_after:g} s"
+        super().__init__(f"{message} ({detail})" if detail else message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
@@ -220,12 +225,35 @@ def _final_of(events: Iterator[Event], on_event: OnEvent | None) -> dict[str, An
 
 
 def error_from(status: int, data: Any) -> R3nbClientError:
+    """The error for a refused call, from its body (an ``ErrorBody``: ``error``, and
+    ``retry_after`` on a 429 or 503)."""
     if isinstance(data, dict) and "error" in data:
         message = str(data["error"])
         retry = data.get("retry_after")
     else:
         message, retry = (str(data)[:300] if data else f"HTTP {status}"), None
-    return R3nbClientError(status, message, retry if isinstance(retry, int | float) else None)
+    ok = isinstance(retry, int | float) and not isinstance(retry, bool)
+    return R3nbClientError(status, message, retry if ok else None)
+
+
+def _error_body(data: Any, reason: str, retry_header: str | None) -> dict[str, Any]:
+    """A refusal as one ``ErrorBody``, whoever answered (r3nb, or a proxy in front of
+    it): the ``Retry-After`` header becomes its ``retry_after`` when the body has none."""
+    body: dict[str, Any] = dict(data) if isinstance(data, dict) and "error" in data else {}
+    if not body:
+        body["error"] = str(data)[:300] if data else reason
+    if "retry_after" not in body and (seconds := _seconds(retry_header)) is not None:
+        body["retry_after"] = seconds
+    return body
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the HTTP-date form is not something r3nb sends)."""
+    try:
+        value = float(header) if header else None
+    except ValueError:
+        return None
+    return value if value is not None and value >= 0 else None
 
 
 # --- server mode ---------------------------------------------------------------------
@@ -269,9 +297,12 @@ class ServerClient(BaseClient):
         except self._httpx.HTTPError as e:
             raise R3nbClientError(0, f"cannot reach the r3nb server at {self.url}: {e}") from e
         try:
-            return r.status_code, r.json()
+            data = r.json()
         except ValueError:
-            return r.status_code, {"error": r.text[:300] or r.reason_phrase}
+            data = {"error": r.text[:300] or r.reason_phrase}
+        if r.status_code >= 400:
+            data = _error_body(data, r.reason_phrase, r.headers.get(RETRY_AFTER_HEADER))
+        return r.status_code, data
 
     def events(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
@@ -286,7 +317,8 @@ class ServerClient(BaseClient):
                         data = json.loads(raw or b"null")
                     except ValueError:
                         data = raw.decode(errors="replace")
-                    raise error_from(r.status_code, data)
+                    retry = r.headers.get(RETRY_AFTER_HEADER)
+                    raise error_from(r.status_code, _error_body(data, r.reason_phrase, retry))
                 yield from parse_sse(r.iter_lines())
         except httpx.ReadTimeout as e:
             raise StreamStalled() from e
@@ -310,47 +342,9 @@ def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
             data.append(line[5:].lstrip())
 
 
-# --- the kernel's client -------------------------------------------------------------
+# --- this kernel's conversation (the client itself: ``connect.get_client``) ----------
 
-_lock = threading.Lock()
-_client: BaseClient | None = None
 _current: dict[str, str | None] = {"conversation": None}
-
-
-def get_client() -> BaseClient:
-    """The client of this kernel, built once: the server extension if it answers, else
-    the embedded engine. The choice is kept: one kernel, one store."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = _connect()
-        return _client
-
-
-def _connect() -> BaseClient:
-    server = ServerClient.from_env()
-    if server is not None:
-        try:
-            server.health()
-            return server
-        except R3nbClientError as e:
-            log.warning(
-                "r3nb: the server at %s is not usable (%s); running embedded", server.url, e
-            )
-            server.close()
-    from r3nb.kernel.embedded import EmbeddedClient
-
-    return EmbeddedClient()
-
-
-def reset_client() -> None:
-    """Forget the cached client (tests, or after the server came back)."""
-    global _client
-    with _lock:
-        if _client is not None:
-            _client.close()
-        _client = None
-        _current["conversation"] = None
 
 
 def current_conversation() -> str | None:

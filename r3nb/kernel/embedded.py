@@ -8,7 +8,8 @@ errors and replies are identical in both modes. DuckDB admits one process per fi
 kernels share ``<jupyter data dir>/r3nb/embedded.duckdb`` while only one holds it; a
 second kernel gets its own ``embedded-<pid>.duckdb`` and says so. ``R3NB_DB`` names the
 file instead; ``R3NB_MODELS`` (JSON, the shape of ``c.R3nbApp.models``) and
-``R3NB_DEFAULT_MODEL`` configure models (default: the offline ``demo``).
+``R3NB_DEFAULT_MODEL`` configure models (default: the offline ``demo``). Which mode a
+kernel runs in is decided in ``connect.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from r3nb.kernel.client import BaseClient, Event, R3nbClientError, StreamStalled, error_from
+from r3nb.protocol import ENV_DB, ENV_DEFAULT_MODEL, ENV_MODELS
 
 
 class EmbeddedClient(BaseClient):
@@ -41,11 +43,11 @@ class EmbeddedClient(BaseClient):
 
         provider.preload()  # litellm takes seconds to import: start now, in the background
         try:
-            models = json.loads(os.environ.get("R3NB_MODELS") or "{}")
-            registry = ModelRegistry(models, os.environ.get("R3NB_DEFAULT_MODEL") or None)
+            models = json.loads(os.environ.get(ENV_MODELS) or "{}")
+            registry = ModelRegistry(models, os.environ.get(ENV_DEFAULT_MODEL) or None)
         except ValueError as e:  # bad JSON or a bad entry: say which variable to fix
-            raise R3nbClientError(0, f"R3NB_MODELS / R3NB_DEFAULT_MODEL: {e}") from e
-        explicit = db_path or os.environ.get("R3NB_DB")
+            raise R3nbClientError(0, f"{ENV_MODELS} / {ENV_DEFAULT_MODEL}: {e}") from e
+        explicit = db_path or os.environ.get(ENV_DB)
         path = explicit or str(embedded_db_path())
         self.note = ""
         engine = Engine(Settings(db_path=path), registry)
@@ -117,16 +119,13 @@ class EmbeddedClient(BaseClient):
         return reply.status, reply.body
 
     def _reply(self, method: str, path: str, body: Any, query: dict[str, str] | None) -> Any:
-        """The route's reply, or ``(status, {"error": …})`` as the HTTP handler writes it."""
-        from r3nb.errors import R3nbError, RateLimited
+        """The route's reply, or ``(status, ErrorBody)`` as the HTTP handler writes it."""
+        from r3nb.errors import R3nbError
 
         try:
             return self._run(self._dispatch(method, path, body, query))
         except R3nbError as e:
-            error: dict[str, Any] = {"error": e.message, **e.extra}
-            if isinstance(e, RateLimited):
-                error["retry_after"] = e.retry_after
-            return e.status, error
+            return e.status, {"error": e.message, **e.extra}
 
     def events(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None

@@ -43,7 +43,8 @@ class R3nbMagics(Magics):
                 "terminal, ask with %%chat or r3nb.chat('…')"
             )
             return None
-        from .client import R3nbClientError, get_client, set_current_conversation
+        from .client import R3nbClientError, set_current_conversation
+        from .connect import get_client
 
         try:
             client = _client()
@@ -55,8 +56,16 @@ class R3nbMagics(Magics):
             else:
                 from .client import conversation_or_latest
 
-                cid = conversation_or_latest(client)
-            set_current_conversation(cid)
+                # Showing the panel creates nothing: with no conversation yet it opens on
+                # a draft, which its first message saves.
+                try:
+                    cid = conversation_or_latest(client, create=False)
+                except R3nbClientError as e:
+                    if e.status != 404:
+                        raise
+                    cid = ""
+            if cid:
+                set_current_conversation(cid)
             from .panel import ChatPanel
 
             return ChatPanel(conversation_id=cid, client=get_client())
@@ -135,7 +144,7 @@ last_reply: Any = None
 def _client() -> Any:
     """The kernel's client; says once where conversations live in embedded mode."""
     global _announced
-    from .client import get_client
+    from .connect import get_client
 
     client = get_client()
     if not _announced and client.mode == "embedded":

@@ -18,16 +18,17 @@ from urllib.parse import urlsplit
 import anywidget
 import traitlets
 
+from r3nb.protocol import ENV_URL
+
 from .client import (
-    ENV_URL,
     BaseClient,
     R3nbClientError,
     StreamStalled,
-    get_client,
     kernel_id,
     set_current_conversation,
     split_path,
 )
+from .connect import get_client
 from .live import Follower
 
 _STATIC = Path(__file__).resolve().parent.parent / "static"

@@ -24,17 +24,16 @@ from r3nb.engine.core import Engine, Settings
 from r3nb.engine.models import ModelRegistry
 from r3nb.engine.store import default_db_path
 from r3nb.engine.usage import validate_budgets
+from r3nb.protocol import ENV_DEMO_DELAY, ENV_SECRET, ENV_URL
 
 from . import stop_signals
 from .handlers import ROUTES
 
-#: Environment variables kernels inherit: how a kernel finds and authenticates to us.
-ENV_URL = "R3NB_URL"
-ENV_SECRET = "R3NB_SECRET"  # noqa: S105 (a name, not a secret)
-#: The only R3NB_* variables kernels started by this server keep: the two above, and the
-#: demo model's pace (a test knob, harmless). The others configure embedded mode
-#: (R3NB_MODELS may hold keys) and are no business of a kernel that has a server.
-KERNEL_ENV = {ENV_URL, ENV_SECRET, "R3NB_DEMO_DELAY"}
+#: The only R3NB_* variables kernels started by this server keep: how a kernel finds and
+#: authenticates to us, and the demo model's pace (a test knob, harmless). The others
+#: configure embedded mode (R3NB_MODELS may hold keys) and are no business of a kernel
+#: that has a server.
+KERNEL_ENV = {ENV_URL, ENV_SECRET, ENV_DEMO_DELAY}
 
 
 class R3nbApp(ExtensionApp):

@@ -22,10 +22,8 @@ from r3nb.engine.api import Call, JsonReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
 from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
-from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
+from r3nb.protocol import SECRET_HEADER, SSE_HEARTBEAT, parse_json_body, sse_frame
 
-#: Header a kernel sends with the secret it inherited from the server (R3NB_SECRET).
-SECRET_HEADER = "X-R3nb-Secret"  # noqa: S105 (a name, not a secret)
 #: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
 _BODY_SLACK = 64 * 1024
 
@@ -87,9 +85,9 @@ class R3nbHandler(APIHandler):
         return Caller(name, "kernel" if self._kernel_call else "user", name in admins)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every error is ``{"error": "..."}``: never HTML, never a traceback."""
+        """Every error is a ``protocol.ErrorBody``: never HTML, never a traceback."""
         error: BaseException | None = kwargs.get("exc_info", (None, None))[1]
-        extra: dict[str, str] = {}
+        extra: dict[str, Any] = {}
         if isinstance(error, R3nbError):
             message, extra = error.message, error.extra
             for name, value in error.headers.items():  # send_error cleared them
