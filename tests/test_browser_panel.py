@@ -869,9 +869,11 @@ def test_retry_after_a_provider_error_makes_a_new_version_not_a_new_turn(
     assert sent_contents(lab_provider) == ["Will this work?"]  # asked once, not twice
 
 
-def test_branch_switcher_in_notebook7(
+def test_versions_math_pin_and_new_in_notebook7(
     lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
 ) -> None:
+    """The panel's newer features in Notebook 7 (the JupyterLab tests cover each in
+    depth): the version switcher, math, Pin, and New as a draft."""
     cid = lab.create_conversation("notebook 7 versions")
     panel_notebook(lab.root / "nb7.ipynb", cid)  # the notebook (and kernel) of the keys test
     page7 = guard.new_page(browser)
@@ -881,17 +883,36 @@ def test_branch_switcher_in_notebook7(
         lab_provider.scenario = Scenario(text="Version one.")
         old = send(page7, "Two versions, please")
         wait_status(page7, old, "complete")
-        lab_provider.scenario = Scenario(text="Version two.")
+        lab_provider.scenario = Scenario(text="Version two: $x^2$.")
         message(page7, old).locator(".r3nb-regenerate").click()
         new = str(page7.wait_for_function(NEW_ASSISTANT, arg=[old]).json_value())
         wait_status(page7, new, "complete")
         assert message(page7, new).locator(".r3nb-version-label").text_content() == "2/2"
+        message(page7, new).locator(".r3nb-content math").wait_for()
         message(page7, new).locator(".r3nb-version-prev").press("Enter")
         message(page7, old).wait_for()
         assert shown_texts(page7, "assistant") == ["Version one."]
         message(page7, old).locator(".r3nb-version-next").click()
         message(page7, new).wait_for()
-        assert shown_texts(page7, "assistant") == ["Version two."]
+        assert shown_texts(page7, "assistant")[0].startswith("Version two:")
         assert lab.call("GET", f"conversations/{cid}")["conversation"]["head_id"] == new
+
+        pin = message(page7, new).locator(".r3nb-pin")
+        pin.click()
+        page7.wait_for_function(
+            "(id) => document.querySelector(`.r3nb-root [data-message-id='${id}'] .r3nb-pin`)"
+            "?.getAttribute('aria-pressed') === 'true'",
+            arg=new,
+        )
+        assert lab.message(cid, new)["context"] == "pinned"
+
+        count = len(lab.call("GET", "conversations?limit=500")["conversations"])
+        page7.locator(".r3nb-root .r3nb-new").click()
+        page7.wait_for_function(
+            "() => { const s = document.querySelector('.r3nb-root .r3nb-conversations');"
+            " return s.value === '' && s.selectedOptions[0]?.textContent === 'New conversation'"
+            " && document.activeElement === document.querySelector('.r3nb-root .r3nb-input'); }"
+        )
+        assert len(lab.call("GET", "conversations?limit=500")["conversations"]) == count
     finally:
         page7.context.close()
