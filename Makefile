@@ -18,8 +18,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# uv installs the same pinned set in ~35 s where pip takes ~3 min (measured on a fresh
+# clone: most of pip's time is serial downloads and bytecode compiling); pip is the
+# fallback wherever uv cannot be installed or cannot reach the index.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e ".[test,dev]"
+	@if $(BIN)/pip install -q uv && $(BIN)/uv pip install -q --python $(BIN)/python \
+		--compile-bytecode -c constraints.txt -e ".[test,dev]"; then :; else \
+		echo "uv failed: installing with pip"; \
+		$(BIN)/pip install -q -c constraints.txt -e ".[test,dev]"; fi
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -59,7 +65,7 @@ PYTEST_WORKERS ?= 2
 test: $(STAMP) check-supply-chain system-deps js-test
 	@mkdir -p .ci/out
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest \
-		-n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+		-n $(PYTEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 # The fast tier: tests that start no server, kernel, browser or subprocess (< 1 min).
 test-fast: $(STAMP)
