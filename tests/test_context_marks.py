@@ -161,6 +161,8 @@ async def test_bad_mark_requests_are_clear_4xx(api: Api, provider: FakeProvider)
         (f"{m}/{mid}", {}, 400, "'context'"),
         (f"{m}/{mid}", {"context": "starred"}, 400, "'context'"),
         (f"{m}/{mid}", {"context": 1}, 400, "'context'"),
+        (f"{m}/{mid}", {"context": ["pinned"]}, 400, "'context'"),  # unhashable: was a 500
+        (f"{m}/{mid}", {"context": {"pinned": True}}, 400, "'context'"),
         (f"{m}/{mid}", ["pinned"], 400, "JSON object"),
         (f"{m}/{unknown}", {"context": "pinned"}, 404, "no message"),
         (f"{m}/not-an-id", {"context": "pinned"}, 404, "no message"),

@@ -50,6 +50,11 @@ bodies = st.one_of(
             "model": field_values,
             "kernel_id": field_values,
             "attachments": field_values,
+            # The fields of the newer routes (PATCH a message, head, a conversation's
+            # own system prompt): an unhashable "context" was a 500 until fuzzed here.
+            "context": field_values,
+            "message_id": field_values,
+            "system_prompt": field_values,
         },
     ).map(lambda d: json.dumps(d).encode()),
     st.binary(max_size=200),  # invalid UTF-8, control bytes, truncated JSON

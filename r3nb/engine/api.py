@@ -282,7 +282,7 @@ async def mark_message(engine: Engine, call: Call) -> Reply:
     if "context" not in body:
         raise BadRequest('give \'context\': "pinned", "excluded" or null')
     mark = body["context"]
-    if mark is not None and mark not in MARKS:
+    if mark is not None and (not isinstance(mark, str) or mark not in MARKS):
         raise BadRequest('\'context\' must be "pinned", "excluded" or null')
     return JsonReply({"message": await engine.mark_message(cid, mid, mark)})
 
