@@ -121,7 +121,15 @@ def run_chat(
     follower = Follower(
         lambda: client.send_events(cid, prompt, model, kernel_id(), attachments)
     ).start()
-    view = (TerminalReplyView if in_terminal() else ReplyView)(model)
+    kind = TerminalReplyView if in_terminal() else ReplyView
+    try:
+        view = kind(model)
+    except KeyboardInterrupt:
+        # The reply is already on its way (the follower started it): an interrupt that
+        # lands before the view can follow still means "stop it", not a traceback and a
+        # reply running on unseen (measured in CI: Ctrl+C during the first display).
+        view = kind(model)
+        view.stop_requested()
     global last_reply
     last_reply = view
     if background:

@@ -55,6 +55,11 @@ class ReplyView:
 
     # --- following -------------------------------------------------------------------
 
+    def stop_requested(self) -> None:
+        """Someone interrupted before following began: cancel the reply as soon as its
+        id is known (the ``start`` event), as a first interrupt while following does."""
+        self._cancel_wanted = True
+
     def follow(self, follower: Follower, client: BaseClient, interval: float) -> None:
         """Render until the reply ends, at most once per ``interval`` seconds and less
         often as the text grows. A first interrupt cancels the reply server-side; a
