@@ -126,6 +126,33 @@ async def test_interrupting_a_chat_cell_cancels_and_keeps_the_partial_text(
     assert final.startswith(message["content"])
 
 
+#: Makes the kernel's next ``display()`` raise KeyboardInterrupt: Ctrl+C landing exactly
+#: while ``%%chat`` draws its first output, after the reply was requested (a window the
+#: test above hits only by chance; a CI run did, once).
+INTERRUPT_THE_NEXT_DISPLAY = """
+import IPython.display as _d
+_real_display = _d.display
+def _interrupted_once(*args, **kwargs):
+    _d.display = _real_display
+    raise KeyboardInterrupt
+_d.display = _interrupted_once
+"""
+
+
+async def test_an_interrupt_while_the_reply_first_shows_still_stops_it(
+    server_kernel: KernelSession, provider: FakeProvider, api: Api
+) -> None:
+    await server_kernel.ok(LOAD)
+    await server_kernel.ok(INTERRUPT_THE_NEXT_DISPLAY)
+    run: Execution = await server_kernel.execute("%%chat\na long answer please !tokens=50 !gate=5")
+    assert run.reply["status"] == "ok", run.error()  # no traceback
+    [message] = await _stored(api, "assistant")
+    assert message["status"] == "cancelled"  # not left running, unseen
+    final = run.displays()[-1]["content"]["data"]["text/plain"]
+    assert "cancelled" in final.splitlines()[-1]
+    provider.release()
+
+
 async def _until(predicate: Any, turns: int = 2000) -> None:
     """Wait, turning the loop, until the server-side state satisfies ``predicate``."""
     for _ in range(turns):
