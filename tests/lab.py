@@ -315,6 +315,51 @@ def open_notebook(page: Any, url: str, *, timeout: float = 60_000) -> None:
     page.wait_for_function(KERNEL_IDLE, timeout=timeout)
 
 
+#: Saves an empty conversation through the API, from the page (its token and XSRF cookie).
+CREATE_CONVERSATION = """async (title) => {
+  const config = JSON.parse(document.getElementById('jupyter-config-data').textContent);
+  const headers = { 'Content-Type': 'application/json' };
+  if (config.token) headers.Authorization = `token ${config.token}`;
+  const xsrf = document.cookie.match(/(?:^|; )_xsrf=([^;]*)/);
+  if (xsrf) headers['X-XSRFToken'] = decodeURIComponent(xsrf[1]);
+  const r = await fetch(`${config.baseUrl}r3nb/api/conversations`, {
+    method: 'POST', credentials: 'same-origin', headers, body: JSON.stringify({ title }),
+  });
+  return (await r.json()).conversation.id;
+}"""
+_created = 0
+
+
+def new_conversation(page: Any) -> str:
+    """A fresh, saved, empty conversation, open in the panel: New (a draft, saved only by
+    its first message), then one saved through the API and chosen in the picker (found
+    with its search box, which reloads the list at once)."""
+    global _created
+    page.locator(".r3nb-root .r3nb-new").click()
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.r3nb-root .r3nb-conversations');"
+        " return s.value === '' && s.selectedOptions[0]?.textContent === 'New conversation'; }"
+    )
+    _created += 1
+    title = f"fresh {_created} {page.evaluate('() => Math.random().toString(36).slice(2)')}"
+    cid = str(page.evaluate(CREATE_CONVERSATION, title))
+    search = page.locator(".r3nb-root .r3nb-search")
+    search.fill(title)
+    search.press("Enter")
+    page.wait_for_function(
+        "(id) => [...document.querySelector('.r3nb-root .r3nb-conversations').options]"
+        ".some((o) => o.value === id)",
+        arg=cid,
+    )
+    page.locator(".r3nb-root .r3nb-conversations").select_option(cid)
+    search.fill("")
+    search.press("Enter")
+    page.wait_for_function(
+        "(id) => document.querySelector('.r3nb-root .r3nb-conversations').value === id", arg=cid
+    )
+    return cid
+
+
 def kernel_id(page: Any) -> str:
     return str(
         page.evaluate(
