@@ -181,6 +181,20 @@ def at_bottom(page: Any) -> bool:
     return bool(page.evaluate(DISTANCE_FROM_BOTTOM) <= 2)
 
 
+def wait_at_bottom(page: Any, timeout: float = 30_000) -> None:
+    """Waits for the list to be at its bottom; a timeout says where the list was."""
+    try:
+        page.wait_for_function(f"() => ({DISTANCE_FROM_BOTTOM})() <= 2", timeout=timeout)
+    except Exception as e:
+        where = page.evaluate(
+            "(sel) => { const l = document.querySelector(sel); return {scrollTop: l.scrollTop,"
+            " scrollHeight: l.scrollHeight, clientHeight: l.clientHeight,"
+            " jumpShown: !document.querySelector('.r3nb-root .r3nb-jump').hidden}; }",
+            LIST,
+        )
+        raise AssertionError(f"the list is not at its bottom: {where}") from e
+
+
 def test_reply_is_followed_at_the_bottom_and_a_reader_who_scrolled_up_stays(
     lab_provider: FakeProvider, page: Any
 ) -> None:
@@ -194,7 +208,7 @@ def test_reply_is_followed_at_the_bottom_and_a_reader_who_scrolled_up_stays(
     )
     # The follower scrolls on the next animation frame after the last render: wait for
     # it (asserting at once failed once in CI, a frame early), then hold it to the bottom.
-    page.wait_for_function(f"() => ({DISTANCE_FROM_BOTTOM})() <= 2")
+    wait_at_bottom(page)
     assert at_bottom(page)
 
     # At the bottom, a new reply is followed to its end (issue 13: it was written below
@@ -202,7 +216,7 @@ def test_reply_is_followed_at_the_bottom_and_a_reader_who_scrolled_up_stays(
     for _ in range(2):
         mid = send(page, "Follow me !tokens=120 !delay=0.005")
         wait_status(page, mid, "complete")
-        page.wait_for_function(f"() => ({DISTANCE_FROM_BOTTOM})() <= 2", timeout=5_000)
+        wait_at_bottom(page, 5_000)
         assert page.locator(JUMP).is_hidden()
 
     # A reader who scrolls up while a reply streams is never pulled back down ...
@@ -220,11 +234,72 @@ def test_reply_is_followed_at_the_bottom_and_a_reader_who_scrolled_up_stays(
     assert page.evaluate("(sel) => document.querySelector(sel).scrollTop", LIST) == top
     # ... and "jump to latest" takes them to the end and resumes following.
     page.locator(JUMP).click()
-    page.wait_for_function(f"() => ({DISTANCE_FROM_BOTTOM})() <= 2", timeout=5_000)
+    wait_at_bottom(page, 5_000)
     page.locator(JUMP).wait_for(state="hidden")
     mid = send(page, "Follow me again !tokens=120 !delay=0.005")
     wait_status(page, mid, "complete")
-    page.wait_for_function(f"() => ({DISTANCE_FROM_BOTTOM})() <= 2", timeout=5_000)
+    wait_at_bottom(page, 5_000)
+
+
+#: What the layout does to a list under load, with no new node and no new text: the reply's
+#: last bubble grows (a style change: a font arriving, a footer shown) and the browser moves
+#: scrollTop up a little on its own (the clamp when the status line hides and the list grows
+#: taller, or scroll anchoring). Returns the distance from the bottom it leaves.
+LAYOUT_SCROLL = """async () => {
+  const frame = () => new Promise((r) => requestAnimationFrame(r));
+  await frame(); await frame();                     // no re-pin of the follower's pending
+  const l = document.querySelector('.r3nb-root .r3nb-list');
+  l.lastElementChild.style.paddingBottom = '300px';
+  l.scrollTop -= 20;
+  return l.scrollHeight - l.scrollTop - l.clientHeight;
+}"""
+
+
+def test_a_scroll_the_layout_makes_never_stops_following(page: Any) -> None:
+    """Issue 13, seen in CI under load: the status line hid (the list grew 20 px taller, so
+    the browser clamped scrollTop up) while the reply below grew; the follower took that
+    scroll for the reader's, stopped following, and the reply went on below the visible
+    area with nobody having touched the list."""
+    new_conversation(page)
+    for _ in range(2):
+        wait_status(page, send(page, "Fill the list !tokens=240"), "complete")
+    wait_at_bottom(page)
+    assert page.evaluate(LAYOUT_SCROLL) > 16  # AT_BOTTOM_PX: off the bottom
+    wait_at_bottom(page, 5_000)
+    assert page.locator(JUMP).is_hidden()
+    # ... and the next reply is followed as before.
+    mid = send(page, "Follow me !tokens=120 !delay=0.005")
+    wait_status(page, mid, "complete")
+    wait_at_bottom(page, 5_000)
+
+
+def test_a_scroll_while_the_reader_holds_the_list_stops_following(
+    lab_provider: FakeProvider, page: Any
+) -> None:
+    """The reader's own scroll still wins over "the layout's": a scroll while a pointer is
+    held on the list (a scrollbar drag: no wheel, no key) leaves them where they went."""
+    new_conversation(page)
+    for _ in range(2):
+        wait_status(page, send(page, "Fill the list !tokens=240"), "complete")
+    wait_at_bottom(page)
+    n = len(lab_provider.requests)
+    mid = send(page, "Long one !tokens=200 !delay=0.005 !gate=20")
+    lab_provider.wait_sent(n, 20)
+    box = page.locator(LIST).bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 4, box["y"] + box["height"] / 2)
+    page.mouse.down()  # a real pointerdown; headless Chromium's scrollbars are overlays,
+    # so the drag's scrolling is done as the scrollbar would do it
+    page.evaluate("(sel) => { const l = document.querySelector(sel); l.scrollTop -= 600; }", LIST)
+    page.wait_for_function(f"() => ({DISTANCE_FROM_BOTTOM})() > 100")
+    page.mouse.up()
+    page.locator(JUMP).wait_for(state="visible")
+    top = page.evaluate("(sel) => document.querySelector(sel).scrollTop", LIST)
+    lab_provider.release()
+    wait_status(page, mid, "complete")
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert page.evaluate("(sel) => document.querySelector(sel).scrollTop", LIST) == top
+    page.locator(JUMP).click()
+    wait_at_bottom(page, 5_000)
 
 
 # --- a lost live stream -------------------------------------------------------------------
