@@ -251,13 +251,7 @@ async def test_a_reply_cut_at_the_token_limit_is_complete_and_says_so(api: Api, 
     assert "cut at the model's output limit" in message["error"]
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        _known(m, "gemini", "litellm 1.110.2 adds finish_reason 'stop' to a Gemini stream")
-        for m in DIALECTS
-    ],
-)
+@pytest.mark.parametrize("model", list(DIALECTS))
 async def test_a_stream_without_a_finish_reason_is_an_error_that_keeps_its_text(
     api: Api, model: str
 ) -> None:

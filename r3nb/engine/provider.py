@@ -8,6 +8,7 @@ in a background thread at load (``preload``) and the first stream awaits it (``l
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -95,6 +96,8 @@ def _import_into(future: Future[ModuleType]) -> None:
         if bundle and not os.environ.get("SSL_VERIFY"):
             litellm.ssl_verify = bundle
         _register_demo(litellm)
+        global _gemini_watched
+        _gemini_watched = _watch_gemini_finish()
         _warm_up(litellm)
         future.set_result(litellm)
     except BaseException as e:  # surfaced to every caller of load()
@@ -217,6 +220,8 @@ async def stream_reply(
         # litellm drops ``user`` for models not in OpenAI's own catalogue; a gateway
         # (LiteLLM Proxy) behind ``openai/`` is exactly where it is wanted.
         params["extra_body"] = {**(params.get("extra_body") or {}), "user": params["user"]}
+    gemini = _GeminiFinish() if _gemini_watched and _is_gemini(model) else None
+    _gemini_finish.set(gemini)
     yield REQUESTED
     try:
         response = await litellm.acompletion(
@@ -241,10 +246,63 @@ async def stream_reply(
         raise
     except Exception as e:
         raise ProviderError(describe_failure(e, model)) from e
-    if finish is None:
+    if finish is None or (gemini is not None and not gemini.finished):
         raise ProviderError(failures.ENDED_EARLY)
     yield await _usage(model, getattr(raw, "prompt_tokens", None),
                        getattr(raw, "completion_tokens", None), finish)  # fmt: skip
+
+
+class _GeminiFinish:
+    """Whether a Gemini stream's own chunks carried a ``finishReason``.
+
+    litellm's Gemini parser gives every chunk without one ``finish_reason: "stop"``, so
+    a stream cut after 6 of 24 words looked finished and was stored complete. Its raw
+    chunks still say: ``_watch_gemini_finish`` notes a ``finishReason`` here, for the
+    stream this task is reading (a context variable: litellm parses in the reader's
+    task)."""
+
+    finished = False
+
+
+_gemini_finish: contextvars.ContextVar[_GeminiFinish | None] = contextvars.ContextVar(
+    "r3nb_gemini_finish", default=None
+)
+
+
+def _watch_gemini_finish() -> bool:
+    """Wrap litellm's Gemini chunk parser to note a raw ``finishReason``; False when this
+    litellm has no such parser (its streams are then taken at their word)."""
+    try:
+        from litellm.llms.vertex_ai.gemini import vertex_and_google_ai_studio_gemini as gemini
+    except ImportError:
+        return False
+    iterator = getattr(gemini, "ModelResponseIterator", None)
+    original = getattr(iterator, "chunk_parser", None)
+    if iterator is None or original is None:
+        return False
+    if getattr(original, "r3nb_watched", False):
+        return True
+
+    def chunk_parser(self: Any, chunk: Any) -> Any:
+        seen = _gemini_finish.get()
+        if seen is not None and isinstance(chunk, dict):
+            candidates = chunk.get("candidates")
+            if isinstance(candidates, list) and any(
+                isinstance(c, dict) and c.get("finishReason") for c in candidates
+            ):
+                seen.finished = True
+        return original(self, chunk)
+
+    chunk_parser.r3nb_watched = True  # type: ignore[attr-defined]
+    iterator.chunk_parser = chunk_parser
+    return True
+
+
+_gemini_watched = False
+
+
+def _is_gemini(model: ModelConfig) -> bool:
+    return model.litellm_model.split("/", 1)[0] == "gemini"
 
 
 #: litellm prefixes of Ollama models.
