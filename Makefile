@@ -7,7 +7,7 @@ STAMP := $(VENV)/.r3nb-installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-fast lint js js-test bench soak screenshots clean check-supply-chain system-deps
+.PHONY: demo test test-fast lint js js-check js-test bench soak screenshots clean check-supply-chain system-deps
 
 # Real parts the suite drives: JupyterHub's proxy from npm (not the PyPI port, which
 # buffers whole responses and breaks streaming) and Debian's Chromium for Playwright.
@@ -36,10 +36,15 @@ js: js/node_modules/.package-lock.json
 js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 	cd js && npm ci --no-audit --no-fund
 
-# The widget's own tests (sanitizer corpus, SSE parser, incremental renderer, session),
-# its lint and type check, and proof that the committed bundle is what the sources build to.
-js-test: js/node_modules/.package-lock.json
-	cd js && npm run lint && npm run check && npm test && npm run verify
+# The widget's lint and type check, and proof that the committed bundle is what the
+# sources build to (seconds); js-test adds its unit tests (sanitizer corpus, SSE parser,
+# incremental renderer, session: ~30 s), which `make test` runs inside pytest
+# (tests/test_js_suite.py) so that they share the two workers with the Python tests.
+js-check: js/node_modules/.package-lock.json
+	cd js && npm run lint && npm run check && npm run verify
+
+js-test: js-check
+	cd js && npm test
 
 check-supply-chain: $(STAMP)
 	@$(BIN)/python tests/check_supply_chain.py
@@ -62,7 +67,7 @@ system-deps: $(HUB_PROXY) $(CHROMIUM)
 # hub or server is shared by its tests) and the browser files share one (tests/conftest.py).
 # Three workers measured no faster on two cores, and made browser timings flaky.
 PYTEST_WORKERS ?= 2
-test: $(STAMP) check-supply-chain system-deps js-test
+test: $(STAMP) check-supply-chain system-deps js-check
 	@mkdir -p .ci/out
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest \
 		-n $(PYTEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
