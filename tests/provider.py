@@ -950,3 +950,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def small_context_config(provider: FakeProvider) -> dict[str, Any]:
+    """R3nbApp traits with one model, ``small``, whose 600-token window a few turns fill
+    (the context-budget and pin/exclude tests)."""
+    return {
+        "models": {
+            "small": {
+                "model": "openai/fake",
+                "api_base": provider.url,
+                "api_key": "sk-test-small-123456",
+                "max_context_tokens": 600,
+                "max_tokens": 200,
+            },
+        },
+        "default_model": "small",
+    }

@@ -9,7 +9,7 @@ import pytest
 
 from r3nb.engine.context import fit
 from tests.client import Api
-from tests.provider import FakeProvider
+from tests.provider import FakeProvider, small_context_config
 
 
 def _turn(role: str, chars: int) -> dict[str, Any]:
@@ -38,18 +38,7 @@ def test_fit_never_starts_the_history_with_an_answer() -> None:
 
 @pytest.fixture
 def r3nb_config(provider: FakeProvider) -> dict[str, Any]:
-    return {
-        "models": {
-            "small": {
-                "model": "openai/fake",
-                "api_base": provider.url,
-                "api_key": "sk-test-small-123456",
-                "max_context_tokens": 600,
-                "max_tokens": 200,
-            },
-        },
-        "default_model": "small",
-    }
+    return small_context_config(provider)
 
 
 async def test_a_long_conversation_sends_what_fits_and_says_what_it_left_out(

@@ -13,7 +13,7 @@ import pytest
 from r3nb.engine.context import fit
 from tests.client import Api
 from tests.kernels import KernelSession
-from tests.provider import FakeProvider
+from tests.provider import FakeProvider, small_context_config
 from tests.test_branches import _RELAY
 
 
@@ -41,18 +41,7 @@ def test_fit_sends_pinned_turns_first_and_says_when_they_alone_do_not_fit() -> N
 
 @pytest.fixture
 def r3nb_config(provider: FakeProvider) -> dict[str, Any]:
-    return {
-        "models": {
-            "small": {
-                "model": "openai/fake",
-                "api_base": provider.url,
-                "api_key": "sk-test-small-123456",
-                "max_context_tokens": 600,
-                "max_tokens": 200,
-            },
-        },
-        "default_model": "small",
-    }
+    return small_context_config(provider)
 
 
 def _sent(provider: FakeProvider) -> list[str]:
