@@ -1,13 +1,12 @@
 // Branches in the panel: Regenerate the last reply, Edit (and resend) or Delete a turn, and
 // the "‹ 2/3 ›" switcher on a message that has several versions.
 //
-// Each message gets a bar of its own (`.r3nb-branch`) that the renderers never replace.
-// Two MutationObservers keep the bars in step without touching the renderers: one on the
-// list's children (a message added or removed changes which reply is the last), one on two
-// attributes the message view sets (`data-status`, `data-versions`). Neither fires per
-// streamed delta. What the buttons do is the panel's (see ChatPanel): this module only draws
-// and reports clicks, so it can be tested on its own.
+// Each message gets a bar of its own (`.r3nb-branch`, kept in step by decorations.js: the
+// list's children, and the attributes `data-status` and `data-versions`). What the buttons
+// do is the panel's (see ChatPanel): this module only draws and reports clicks, so it can
+// be tested on its own.
 
+import { MESSAGE, MessageBars } from "./decorations.js";
 import { h } from "./dom.js";
 
 /** @typedef {import("./protocol.js").MessageDict} MessageDict */
@@ -21,8 +20,6 @@ import { h } from "./dom.js";
  * @property {(id: string) => void} onSwitch                 show the version with this id
  * @property {AbortSignal} signal
  */
-
-const MESSAGE = "[data-r3nb-role=message]";
 
 /**
  * "2/3" for a message with versions, "" otherwise (also set as `data-versions`).
@@ -46,18 +43,13 @@ export class BranchActions {
     this.busy = false;
     /** @type {string} the prompt being edited ("" for none) */
     this.editing = "";
-    /** @type {WeakMap<Element, string>} what each bar was drawn from */
-    this.drawn = new WeakMap();
-    const View = /** @type {Window & typeof globalThis} */ (list.ownerDocument.defaultView);
-    this.children = new View.MutationObserver(() => this.refresh());
-    this.children.observe(list, { childList: true });
-    this.attributes = new View.MutationObserver((records) => {
-      for (const record of records) {
-        const el = /** @type {HTMLElement} */ (record.target);
-        if (el.parentElement === list) this.draw(el);
-      }
-    });
-    this.attributes.observe(list, { subtree: true, attributes: true, attributeFilter: ["data-status", "data-versions"] });
+    this.bars = new MessageBars(list, {
+      barClass: "r3nb-branch",
+      attributes: ["data-status", "data-versions"],
+      key: (article) => this.key(article),
+      parts: (article) => this.parts(article),
+      place: (article, bar) => article.append(bar),
+    }, host.signal);
     list.addEventListener("click", (e) => this.onClick(e), { signal: host.signal });
     list.addEventListener("focusout", (e) => this.onFocusOut(e), { signal: host.signal });
     list.addEventListener("keydown", (e) => {
@@ -67,10 +59,6 @@ export class BranchActions {
         this.unconfirm(/** @type {HTMLButtonElement} */ (target));
       }
     }, { signal: host.signal });
-    host.signal.addEventListener("abort", () => {
-      this.children.disconnect();
-      this.attributes.disconnect();
-    }, { once: true });
   }
 
   /** @param {boolean} busy */
@@ -95,24 +83,30 @@ export class BranchActions {
   }
 
   refresh() {
-    for (const article of Array.from(this.list.querySelectorAll(`:scope > ${MESSAGE}`))) this.draw(/** @type {HTMLElement} */ (article));
+    this.bars.refresh();
   }
 
-  /** @param {HTMLElement} article */
-  draw(article) {
+  /**
+   * What an article's bar is drawn from; null when the session does not hold it.
+   * @param {HTMLElement} article
+   */
+  key(article) {
     const id = article.dataset.messageId ?? "";
     const msg = this.host.message(id);
-    if (!msg) return;
+    if (!msg) return null;
     const last = msg.role === "assistant" && this.lastReply() === id;
-    const key = [msg.status, msg.role, versionLabel(msg), last, this.busy, this.editing === id].join("\u0000");
-    if (this.drawn.get(article) === key) return;
-    this.drawn.set(article, key);
+    return [msg.status, msg.role, versionLabel(msg), last, this.busy, this.editing === id].join("\u0000");
+  }
+
+  /**
+   * @param {HTMLElement} article
+   * @returns {Node[]}
+   */
+  parts(article) {
+    const id = article.dataset.messageId ?? "";
+    const msg = /** @type {MessageDict} */ (this.host.message(id));
+    const last = msg.role === "assistant" && this.lastReply() === id;
     const doc = article.ownerDocument;
-    let bar = /** @type {HTMLElement | null} */ (article.querySelector(":scope > .r3nb-branch"));
-    if (!bar) {
-      bar = h(doc, "div", { class: "r3nb-branch" });
-      article.append(bar);
-    }
     const parts = [];
     const label = versionLabel(msg);
     if (label) {
@@ -136,8 +130,7 @@ export class BranchActions {
     if (last && msg.status !== "streaming") {
       parts.push(button(doc, "r3nb-regenerate", "Regenerate", "Regenerate this reply (a new version)", this.busy));
     }
-    bar.replaceChildren(...parts);
-    bar.hidden = parts.length === 0;
+    return parts;
   }
 
   /** @param {MouseEvent} event */

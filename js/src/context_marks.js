@@ -2,11 +2,12 @@
 // fit the context window) and Exclude (never sent) toggles, "not sent to the model" on an
 // excluded message, and on a reply the note saying how many older messages were left out.
 //
-// Like branches.js: a bar of its own per message (`.r3nb-context`) that the renderers never
-// replace, kept in step by MutationObservers on the list's children and on attributes the
-// message view sets (`data-status`, `data-context`, `data-left-out`), never per streamed
-// delta. What a click does is the panel's (it PATCHes the message); this module draws.
+// Like branches.js: a bar of its own per message (`.r3nb-context`), kept in step by
+// decorations.js (the list's children, and the attributes `data-status`, `data-context`,
+// `data-left-out`). What a click does is the panel's (it PATCHes the message); this
+// module draws.
 
+import { MESSAGE, MessageBars } from "./decorations.js";
 import { h } from "./dom.js";
 
 /** @typedef {import("./protocol.js").MessageDict} MessageDict */
@@ -19,8 +20,6 @@ import { h } from "./dom.js";
  * @property {(id: string, mark: ContextMark | null) => void} onMark   set (or clear) the mark
  * @property {AbortSignal} signal
  */
-
-const MESSAGE = "[data-r3nb-role=message]";
 
 /**
  * The person's mark on a message, and how many older messages its prompt left out.
@@ -53,46 +52,44 @@ export class ContextMarks {
   constructor(list, host) {
     this.list = list;
     this.host = host;
-    /** @type {WeakMap<Element, string>} what each bar was drawn from */
-    this.drawn = new WeakMap();
-    const View = /** @type {Window & typeof globalThis} */ (list.ownerDocument.defaultView);
-    this.children = new View.MutationObserver(() => this.refresh());
-    this.children.observe(list, { childList: true });
-    this.attributes = new View.MutationObserver((records) => {
-      for (const record of records) {
-        const el = /** @type {HTMLElement} */ (record.target);
-        if (el.parentElement === list) this.draw(el);
-      }
-    });
-    this.attributes.observe(list, { subtree: true, attributes: true, attributeFilter: ["data-status", "data-context", "data-left-out"] });
+    this.bars = new MessageBars(list, {
+      barClass: "r3nb-context",
+      attributes: ["data-status", "data-context", "data-left-out"],
+      key: (article) => this.key(article),
+      parts: (article) => this.parts(article),
+      // Above the message's own actions: the note belongs to the text it explains.
+      place: (article, bar) => article.insertBefore(bar, article.querySelector(":scope > .r3nb-extras, :scope > .r3nb-branch")),
+    }, host.signal);
     list.addEventListener("click", (e) => this.onClick(e), { signal: host.signal });
-    host.signal.addEventListener("abort", () => {
-      this.children.disconnect();
-      this.attributes.disconnect();
-    }, { once: true });
   }
 
   refresh() {
-    for (const article of Array.from(this.list.querySelectorAll(`:scope > ${MESSAGE}`))) this.draw(/** @type {HTMLElement} */ (article));
+    this.bars.refresh();
   }
 
-  /** @param {HTMLElement} article */
-  draw(article) {
+  /**
+   * What an article's bar is drawn from; null when the session does not hold it.
+   * @param {HTMLElement} article
+   */
+  key(article) {
     const id = article.dataset.messageId ?? "";
     const msg = this.host.message(id);
-    if (!msg) return;
+    if (!msg) return null;
     const { mark, leftOut } = contextOf(msg);
     const over = msg.role === "assistant" && this.host.overBudget(id);
-    const key = [msg.status, msg.role, mark, leftOut, over].join("\u0000");
-    if (this.drawn.get(article) === key) return;
-    this.drawn.set(article, key);
+    return [msg.status, msg.role, mark, leftOut, over].join("\u0000");
+  }
+
+  /**
+   * @param {HTMLElement} article
+   * @returns {Node[]}
+   */
+  parts(article) {
+    const id = article.dataset.messageId ?? "";
+    const msg = /** @type {MessageDict} */ (this.host.message(id));
+    const { mark, leftOut } = contextOf(msg);
+    const over = msg.role === "assistant" && this.host.overBudget(id);
     const doc = article.ownerDocument;
-    let bar = /** @type {HTMLElement | null} */ (article.querySelector(":scope > .r3nb-context"));
-    if (!bar) {
-      bar = h(doc, "div", { class: "r3nb-context" });
-      // Above the message's own actions: the note belongs to the text it explains.
-      article.insertBefore(bar, article.querySelector(":scope > .r3nb-extras, :scope > .r3nb-branch"));
-    }
     const parts = [];
     if (msg.role === "assistant" && leftOut > 0) {
       parts.push(h(doc, "span", { class: "r3nb-left-out", role: "note" }, [leftOutText(leftOut, msg.model)]));
@@ -109,8 +106,7 @@ export class ContextMarks {
         toggle(doc, "r3nb-exclude", mark === "excluded" ? "Excluded" : "Exclude", "Exclude: never send this message to the model", mark === "excluded"),
       );
     }
-    bar.replaceChildren(...parts);
-    bar.hidden = parts.length === 0;
+    return parts;
   }
 
   /** @param {MouseEvent} event */
