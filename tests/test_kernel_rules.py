@@ -124,3 +124,23 @@ def test_costs_read_the_same_in_the_panel_and_in_chat(cost: float) -> None:
     code = f"import('{dom}').then(m => console.log(m.formatCost({json.dumps(cost)})))"
     js = subprocess.run([node, "-e", code], capture_output=True, text=True, check=True)
     assert js.stdout.strip() == format_cost(cost)
+
+
+def test_a_panel_is_built_without_asking_the_server() -> None:
+    """``ChatPanel()`` makes no HTTP call (the page reads health and models on its own
+    route): with the server unreachable it still builds, and the page shows why."""
+    import socket
+
+    from r3nb.kernel.client import ServerClient
+    from r3nb.kernel.panel import ChatPanel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    client = ServerClient(f"http://127.0.0.1:{port}/r3nb/api/", "secret", timeout=2)
+    try:
+        panel = ChatPanel(conversation_id="abc", client=client)
+        assert (panel.mode, panel.conversation_id) == ("server", "abc")
+        assert (panel.snapshot_interval, panel.default_model) == (0, "")  # the server's
+    finally:
+        client.close()

@@ -209,8 +209,10 @@ async def test_panel_relays_api_calls_and_paces_deltas(
     assert traits["api_base"].endswith("/r3nb/api/")
     assert not traits["api_base"].startswith("http"), "same origin as the page: a path"
     assert traits["kernel_id"] == server_kernel.kernel_id
-    assert traits["snapshot_interval"] == 0.3
-    assert traits["default_model"] == "fake"
+    # The page reads the server's cadence and default model itself (GET health, GET
+    # models): building a panel makes no HTTP call.
+    assert traits["snapshot_interval"] == 0
+    assert traits["default_model"] == ""
     stream = [(t, m) for t, m in result["sent"] if m["id"] == "a"]
     kinds = [m.get("event", m["type"]) for _, m in stream]
     assert kinds[0] == "start"

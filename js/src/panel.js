@@ -49,6 +49,8 @@ export class ChatPanel {
     /** @type {Transport | null} */
     this.transport = null;
     this.directFailure = /** @type {string | null} */ (null);
+    /** the server's snapshot cadence (GET health), used when the trait sets none */
+    this.serverSnapshotSeconds = 2;
     /** @type {Session | null} */
     this.session = null;
     /** @type {Map<string, string>} status line texts by source, shown together */
@@ -192,7 +194,7 @@ export class ChatPanel {
           this.directFailure = chosen.directFailure;
           this.el.dataset.transport = chosen.transport.kind;
         }
-        await Promise.all([this.models.load(), this.refreshConversations(true)]);
+        await Promise.all([this.models.load(), this.refreshConversations(true), this.loadCadence()]);
         break;
       } catch (err) {
         if (signal.aborted || isAbort(err)) return;
@@ -206,6 +208,18 @@ export class ChatPanel {
     const cid = wanted || this.picker.first();
     await this.open(cid, cid !== wanted);
     if (!signal.aborted) this.el.dataset.r3nbReady = "1";
+  }
+
+  /**
+   * The server's snapshot cadence, unless the widget's `snapshot_interval` trait sets one:
+   * read here, not by the kernel when it builds the panel (a `ChatPanel()` makes no HTTP
+   * call and shows even while the server is unreachable).
+   */
+  async loadCadence() {
+    if (seconds(this.model.get("snapshot_interval"), 0) || !this.transport) return;
+    const health = await call(this.transport, "GET", "health", undefined, this.controller.signal);
+    const value = /** @type {{ snapshot_interval?: unknown }} */ (health).snapshot_interval;
+    this.serverSnapshotSeconds = seconds(value, 2);
   }
 
   /** @param {unknown} err */
@@ -293,7 +307,7 @@ export class ChatPanel {
       sanitize: this.sanitize,
       kernelId: () => this.model.get("kernel_id") || "",
       intervals: () => ({
-        snapshotMs: seconds(this.model.get("snapshot_interval"), 2) * 1000,
+        snapshotMs: seconds(this.model.get("snapshot_interval"), this.serverSnapshotSeconds) * 1000,
         idleMs: seconds(this.model.get("idle_interval"), 10) * 1000,
       }),
       setStatus: (key, text) => this.setSessionStatus(key, text),

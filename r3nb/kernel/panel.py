@@ -53,21 +53,23 @@ class ChatPanel(anywidget.AnyWidget):
     mode = traitlets.Unicode("server").tag(sync=True)
     conversation_id = traitlets.Unicode("").tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
-    snapshot_interval = traitlets.Float(2.0).tag(sync=True)
+    #: 0: the server's cadence, which the page reads from ``GET health`` itself.
+    snapshot_interval = traitlets.Float(0.0).tag(sync=True)
     idle_interval = traitlets.Float(10.0).tag(sync=True)
+    #: "": the server's default model, which the page reads from ``GET models``.
     default_model = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
         self, conversation_id: str | None = None, client: BaseClient | None = None, **kwargs: Any
     ) -> None:
+        # No HTTP here: the page asks the server for what it needs (health, models) on
+        # its own route, so a panel shows at once, and shows its error state, instead of
+        # the cell raising, while the server is slow or unreachable.
         self._client = client or get_client()
-        health = self._client.health()
         settings: dict[str, Any] = {
             "mode": self._client.mode,
             "api_base": browser_api_base() if self._client.mode == "server" else "",
             "kernel_id": kernel_id() or "",
-            "snapshot_interval": float(health.get("snapshot_interval", 2.0)),
-            "default_model": str(self._client.models().get("default") or ""),
             "conversation_id": conversation_id or "",
         }
         super().__init__(**(settings | kwargs))
