@@ -144,3 +144,39 @@ def test_a_panel_is_built_without_asking_the_server() -> None:
         assert (panel.snapshot_interval, panel.default_model) == (0, "")  # the server's
     finally:
         client.close()
+
+
+def test_relayed_calls_share_a_few_threads_and_each_is_answered() -> None:
+    """The comm relay ran each request on a new thread; polls from every panel now share
+    a few, and every request still gets its answer."""
+    import socket
+    import threading
+
+    from r3nb.kernel.client import ServerClient
+    from r3nb.kernel.panel import ChatPanel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ServerClient(f"http://127.0.0.1:{port}/r3nb/api/", "secret", timeout=2)
+    answered = threading.Semaphore(0)
+    answers: list[dict[str, object]] = []
+    threads: set[threading.Thread] = set()  # the objects, kept: no identity is reused
+    try:
+        panel = ChatPanel(client=client)
+
+        def send(msg: dict[str, object], buffers: object = None) -> None:
+            answers.append(msg)
+            threads.add(threading.current_thread())
+            answered.release()
+
+        panel.send = send  # type: ignore[method-assign]
+        for i in range(40):
+            panel._on_custom(panel, {"type": "request", "id": str(i), "path": "health"}, [])
+        for _ in range(40):
+            assert answered.acquire(timeout=30)
+        assert len(threads) <= 4, f"{len(threads)} threads answered 40 calls"
+        assert sorted(int(str(a["id"])) for a in answers) == list(range(40))
+        assert {a["status"] for a in answers} == {502}  # nothing listens: a clear error each
+    finally:
+        client.close()

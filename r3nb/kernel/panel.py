@@ -9,8 +9,11 @@ threads so the comm handler returns at once, and paces deltas like ``%%chat`` do
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +34,7 @@ from .client import (
 from .connect import get_client
 from .live import Follower
 
+log = logging.getLogger("r3nb.kernel")
 _STATIC = Path(__file__).resolve().parent.parent / "static"
 #: Relayed deltas are merged to at most this many comm messages a second per stream.
 RELAY_RATE = 30.0
@@ -86,9 +90,18 @@ class ChatPanel(anywidget.AnyWidget):
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict) or content.get("type") != "request":
             return
-        threading.Thread(
-            target=self._relay, args=(content,), name="r3nb-relay", daemon=True
-        ).start()
+        method = str(content.get("method", "GET")).upper()
+        path, _query = split_path(str(content.get("path", "")))
+        if is_stream(method, path):
+            # A stream holds its thread for the whole reply: its own, so that a long
+            # reply never queues the polls and clicks behind it.
+            threading.Thread(
+                target=self._relay, args=(content,), name="r3nb-relay-stream", daemon=True
+            ).start()
+        else:
+            # Polls come every couple of seconds from every panel: a few pooled threads,
+            # not a new thread per request.
+            _call_threads.submit(self._relay, content)
 
     def _relay(self, request: dict[str, Any]) -> None:
         rid = str(request.get("id", ""))
@@ -122,6 +135,37 @@ class ChatPanel(anywidget.AnyWidget):
 
     def _respond(self, rid: str, status: int, body: Any) -> None:
         self.send({"type": "response", "id": rid, "status": status, "body": body})
+
+
+class _CallThreads:
+    """A few daemon threads that run relayed API calls in turn. Daemons, unlike a
+    ThreadPoolExecutor's workers: a call still waiting on the server never holds up
+    the kernel's exit."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            if self._started < self._size:
+                self._started += 1
+                threading.Thread(target=self._work, name="r3nb-relay", daemon=True).start()
+        self._queue.put(lambda: fn(*args))
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                job()
+            except Exception:  # _relay answers the page itself; keep the thread for the next
+                log.exception("r3nb: a relayed call failed")
+
+
+#: Polls and clicks relayed for every panel of this kernel.
+_call_threads = _CallThreads(4)
 
 
 def browser_api_base() -> str:
