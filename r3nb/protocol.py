@@ -208,6 +208,26 @@ class ModelsReply(TypedDict):
 
     models: list[ModelInfo]
     default: str
+    #: Grows by one each time a reload of the models file changes the models or the
+    #: default (0: as the server started); ``GET health`` says it too.
+    revision: int
+
+
+class ModelsFileState(TypedDict):
+    """The models file (``c.R3nbApp.models_file``) as last read: ``models_file`` of
+    ``GET health`` (null without a file) and of ``POST models/reload``."""
+
+    path: str
+    loaded_at: float | None  # when its content was last applied (None: never)
+    error: str | None  # why the file as it is now is not applied (None: it is)
+
+
+class ModelsReloadReply(ModelsReply):
+    """``POST models/reload``: the file was read again and applied (a file that cannot
+    be used is a 422 ``ErrorBody`` instead, and the models stay as they were)."""
+
+    changed: bool  # the models or the default differ from before the reload
+    models_file: ModelsFileState
 
 
 class ErrorBody(TypedDict):

@@ -137,6 +137,20 @@ export const STALL_SECONDS = 30;
  * @typedef {object} ModelsReply
  * @property {ModelInfo[]} models
  * @property {string} default
+ * @property {number} revision       +1 at each reload of the models file that changes them
+ */
+
+/**
+ * The models file as last read (`models_file` of `GET health` and `POST models/reload`).
+ * @typedef {object} ModelsFileState
+ * @property {string} path
+ * @property {number | null} loaded_at   when its content was last applied (null: never)
+ * @property {string | null} error       why the file as it is now is not applied
+ */
+
+/**
+ * `POST models/reload`: the file read again and applied (422 ErrorBody when it cannot be).
+ * @typedef {ModelsReply & { changed: boolean, models_file: ModelsFileState }} ModelsReloadReply
  */
 
 /**

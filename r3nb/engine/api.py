@@ -131,6 +131,12 @@ async def get_models(engine: Engine, call: Call) -> Reply:
     return JsonReply(engine.models_report())
 
 
+async def reload_models(engine: Engine, call: Call) -> Reply:
+    """Read the models file now (the watcher would within seconds). Open to whoever may
+    write to r3nb, like every other change: it applies only what the file says."""
+    return JsonReply(await engine.reload_models())
+
+
 #: Conversations per page of ``GET conversations``: default and most a client may ask.
 LIST_PAGE, LIST_PAGE_MAX = 100, 500
 
@@ -327,6 +333,7 @@ class Route:
 ROUTES: list[Route] = [
     Route("GET", "health", get_health),
     Route("GET", "models", get_models),
+    Route("POST", "models/reload", reload_models),
     Route("GET", "usage", get_usage),
     Route("GET", "conversations", list_conversations),
     Route("POST", "conversations", create_conversation),

@@ -21,6 +21,7 @@ from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessa
 from . import limits, openai_stream, provider, usage
 from .context import EXCLUDED, PINNED, fit
 from .metrics import LoopLag
+from .model_file import ModelsFile
 from .models import ModelConfig, ModelRegistry
 from .store import DEFAULT_TITLE, NewMessage, Store, new_id
 from .streams import LiveStream, ReplySource, StreamHub
@@ -47,6 +48,7 @@ class Settings:
     first_token_timeout: float = 120.0
     idle_timeout: float = 120.0
     budgets: dict[str, float] = field(default_factory=dict)  # per person, per UTC day
+    models_file_interval: float = 2.0  # seconds between checks of the models file
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,13 @@ class Engine:
         settings: Settings,
         models: ModelRegistry,
         reply_source: ReplySource | None = None,
+        models_file: ModelsFile | None = None,
     ) -> None:
         self.settings = settings
+        #: Swapped whole by a reload (``use_models``); a reply holds its own ModelConfig.
         self.models = models
+        self.models_file = models_file
+        self.models_revision = 0  # +1 at each reload that changes the models
         self.store = Store(settings.db_path)
         self.hub = StreamHub(
             self.store,
@@ -110,6 +116,8 @@ class Engine:
         """The sweeper and the loop-lag probe: PeriodicCallbacks on the current loop."""
         self.sweeper.start()
         self.loop_lag.start()
+        if self.models_file is not None:
+            self.models_file.watch(self.use_models, self.settings.models_file_interval)
 
     async def start(self) -> None:
         """Recover, then start the timers (for callers already inside a loop)."""
@@ -123,6 +131,8 @@ class Engine:
 
     async def stop(self) -> None:
         """In reverse order of start: timers, in-flight streams (flushed, finalised), DB."""
+        if self.models_file is not None:
+            self.models_file.stop()
         self.loop_lag.stop()
         self.sweeper.stop()
         await self.hub.shutdown()
@@ -164,14 +174,17 @@ class Engine:
             }
             | {"db_writes": self.store.writes, "swept": self.sweeper.swept},
             "store": stats,
+            "models_revision": self.models_revision,
+            "models_file": self.models_file.state() if self.models_file else None,
         }
 
     def models_report(self) -> dict[str, Any]:
         """``GET models``: each model with whether it can answer now and, if not, why
         (so the picker can say so instead of failing on Send)."""
-        report = self.models.public()
+        models = self.models  # one registry for the whole report, whatever a reload does
+        report = models.public() | {"revision": self.models_revision}
         for entry in report["models"]:
-            model = self.models.resolve(entry["name"])
+            model = models.resolve(entry["name"])
             reason = model.missing_key_reason()
             if reason is None and not model.lean and not provider.is_loaded():
                 reason = "litellm is still loading (a few seconds after the server starts)"
@@ -180,6 +193,36 @@ class Engine:
             entry["ready"] = reason is None
             entry["reason"] = reason
         return report
+
+    def use_models(self, registry: ModelRegistry) -> bool:
+        """Serve ``registry`` from now on (one assignment: a send resolves its model in
+        one registry or the other, never a mix); whether anything changed."""
+        old, self.models = self.models, registry
+        if old.same_as(registry):
+            return False
+        self.models_revision += 1
+        for name in list(self.unreachable):  # a changed entry deserves a fresh try
+            if old.get(name) != registry.get(name):
+                self.unreachable.pop(name, None)
+        log.info(
+            "r3nb: models reloaded (revision %d): %s (default %s)",
+            self.models_revision, ", ".join(registry.names()), registry.default,
+        )  # fmt: skip
+        return True
+
+    async def reload_models(self) -> dict[str, Any]:
+        """``POST models/reload``: read the models file now and apply it. 409 without a
+        file; ``ModelsFileInvalid`` (422) when it cannot be used (nothing changes)."""
+        if self.models_file is None:
+            raise Conflict(
+                "no models file is configured; set c.R3nbApp.models_file to a JSON file "
+                "the server can reload"
+            )
+        changed = self.use_models(await self.models_file.reload())
+        return self.models_report() | {
+            "changed": changed,
+            "models_file": self.models_file.state(),
+        }
 
     def _note_outcome(self, model_name: str, message: MessageDict) -> None:
         """Remember a model whose provider could not be reached (until it answers)."""

@@ -6,10 +6,12 @@ side, and ``import litellm`` costs seconds.
 Keys: an entry names where its key lives, never the key in clear in shared config when
 avoidable. ``api_key_file`` (read at each call, so a rotated key needs no restart; it
 must not be readable by group or others) keeps the key out of every process
-environment. ``api_key_env`` is read once, when the registry is built: the server then
+environment. ``api_key_env`` is read when the registry is built: the server then
 removes the variable from its own environment (``secret_env_names``) so the kernels and
-terminals it starts do not inherit it. Keys are never part of what ``public()`` returns,
-and every key value is registered with ``redact`` so no error text can carry one.
+terminals it starts do not inherit it, and keeps its value in memory
+(``WithheldEnvironment``), where a registry built again later (a models file reloaded)
+still finds it. Keys are never part of what ``public()`` returns, and every key value is
+registered with ``redact`` so no error text can carry one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import os
 import re
 import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,8 +125,8 @@ class ModelConfig:
         if self.api_key_env and not self.env_key:
             raise ValueError(
                 f"model {self.name!r} needs an API key: set the environment variable "
-                f"{self.api_key_env} (or 'api_key_file') for the Jupyter server and "
-                "restart it"
+                f"{self.api_key_env} for the Jupyter server and restart it, or give the "
+                "model an 'api_key_file' (read at each call: no restart)"
             )
         return self.env_key
 
@@ -143,59 +146,73 @@ class ModelConfig:
         }
 
 
-def _interpolate(value: Any, where: str) -> Any:
+def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
     """``${NAME}`` in any string of an entry becomes that environment variable of the
     server (config files can then be shared without the values in them)."""
     if isinstance(value, str):
 
         def lookup(match: re.Match[str]) -> str:
-            found = os.environ.get(match.group(1))
+            found = environ.get(match.group(1))
             if found is None:
                 raise ValueError(f"{where} uses ${{{match.group(1)}}}, which is not set")
             return found
 
         return _ENV_REF.sub(lookup, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}[{k!r}]") for k, v in value.items()}
+        return {k: _interpolate(v, f"{where}[{k!r}]", environ) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, where) for v in value]
+        return [_interpolate(v, where, environ) for v in value]
     return value
 
 
-def _check_lean_keys(name: str, config: ModelConfig) -> None:
+def _check_lean_keys(where: str, config: ModelConfig) -> None:
     unknown = sorted(set(config.params) - OPENAI_BODY_KEYS - LEAN_CALL_KEYS)
     if unknown:
         raise ValueError(
-            f"c.R3nbApp.models[{name!r}] has {', '.join(map(repr, unknown))}, which the "
+            f"{where} has {', '.join(map(repr, unknown))}, which the "
             "OpenAI chat API does not define. Use 'system_prompt' for a system prompt, put "
             "provider-specific fields in 'extra_body': {...}, or set "
             "'stream_path': 'litellm' to let litellm interpret them."
         )
     if "extra_body" in config.params and not isinstance(config.params["extra_body"], dict):
-        raise ValueError(f"c.R3nbApp.models[{name!r}]['extra_body'] must be a dict")
+        raise ValueError(f"{where}['extra_body'] must be a dict")
 
 
-def _parse(name: str, entry: Any) -> ModelConfig:
+def _cost(entry: dict[str, Any], where: str) -> tuple[float, float] | None:
+    if "input_cost_per_token" not in entry and "output_cost_per_token" not in entry:
+        return None
+    prices = []
+    for key in ("input_cost_per_token", "output_cost_per_token"):
+        try:
+            prices.append(float(entry.get(key, 0.0)))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}[{key!r}] must be a number (US dollars per token)") from None
+    return prices[0], prices[1]
+
+
+def _parse(
+    name: str, entry: Any, environ: Mapping[str, str], where: str | None = None
+) -> ModelConfig:
+    """One entry as a ``ModelConfig``; ``ValueError`` naming ``where`` (the entry, as the
+    person wrote it: ``c.R3nbApp.models['gpt']`` or a models file's path) and the fix."""
+    where = where or f"c.R3nbApp.models[{name!r}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
         raise ValueError(
-            f"c.R3nbApp.models[{name!r}] must be a dict with at least a 'model' string "
+            f"{where} must be a dict with at least a 'model' string "
             "(a litellm model name such as 'openai/gpt-4o-mini')"
         )
-    entry = _interpolate(entry, f"c.R3nbApp.models[{name!r}]")
+    entry = _interpolate(entry, where, environ)
     system_prompt = entry.get("system_prompt", "")
     if not isinstance(system_prompt, str):
-        raise ValueError(f"c.R3nbApp.models[{name!r}]['system_prompt'] must be a string")
+        raise ValueError(f"{where}['system_prompt'] must be a string")
     params = {k: v for k, v in entry.items() if k not in _OWN_KEYS}
-    cost = None
-    if "input_cost_per_token" in entry or "output_cost_per_token" in entry:
-        cost = (
-            float(entry.get("input_cost_per_token", 0.0)),
-            float(entry.get("output_cost_per_token", 0.0)),
-        )
+    cost = _cost(entry, where)
     key_file = entry.get("api_key_file")
     if key_file is not None and not isinstance(key_file, str):
-        raise ValueError(f"c.R3nbApp.models[{name!r}]['api_key_file'] must be a path string")
+        raise ValueError(f"{where}['api_key_file'] must be a path string")
     key_env = entry.get("api_key_env")
+    if key_env is not None and not isinstance(key_env, str):
+        raise ValueError(f"{where}['api_key_env'] must be the name of an environment variable")
     # Only for the provider's own endpoint: a model at another api_base (a local server,
     # a gateway) must not be sent the provider's key unless its entry names it.
     if (
@@ -204,24 +221,22 @@ def _parse(name: str, entry: Any) -> ModelConfig:
         and not ({"api_key", "api_base", "base_url"} & set(entry))
     ):
         implicit = PROVIDER_KEY_ENV.get(str(entry["model"]).split("/", 1)[0])
-        key_env = implicit if implicit and implicit in os.environ else None
-    env_key = os.environ.get(key_env) if key_env else None
+        key_env = implicit if implicit and implicit in environ else None
+    env_key = environ.get(key_env) if key_env else None
     for secret in (entry.get("api_key"), env_key):
         if isinstance(secret, str):
             redact.remember(secret)
     stream_path = str(entry.get("stream_path", "auto"))
     if stream_path not in STREAM_PATHS:
-        raise ValueError(
-            f"c.R3nbApp.models[{name!r}]['stream_path'] must be one of {', '.join(STREAM_PATHS)}"
-        )
+        raise ValueError(f"{where}['stream_path'] must be one of {', '.join(STREAM_PATHS)}")
     send_user = entry.get("send_user", False)
     if not isinstance(send_user, bool):
-        raise ValueError(f"c.R3nbApp.models[{name!r}]['send_user'] must be true or false")
+        raise ValueError(f"{where}['send_user'] must be true or false")
     window = entry.get("max_context_tokens")
-    if window is not None and (not isinstance(window, int) or window < 256):
-        raise ValueError(
-            f"c.R3nbApp.models[{name!r}]['max_context_tokens'] must be an integer ≥ 256"
-        )
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or window < 256
+    ):
+        raise ValueError(f"{where}['max_context_tokens'] must be an integer ≥ 256")
     config = ModelConfig(
         send_user=send_user,
         max_context_tokens=window,
@@ -236,7 +251,7 @@ def _parse(name: str, entry: Any) -> ModelConfig:
         env_key=env_key,
     )
     if config.lean:
-        _check_lean_keys(name, config)
+        _check_lean_keys(where, config)
     return config
 
 
@@ -265,28 +280,99 @@ DEMO = ModelConfig(
 )
 
 
-class ModelRegistry:
-    """Configured models plus the built-in ``demo``; a configured ``demo`` wins."""
+@dataclass(frozen=True)
+class ModelSource:
+    """Model entries from one place, and how messages name that place."""
 
-    def __init__(self, models: dict[str, Any] | None = None, default: str | None = None) -> None:
+    models: Mapping[str, Any]
+    default: str | None = None
+    #: An entry is named ``f"{label}[{name!r}]"`` in messages.
+    label: str = "c.R3nbApp.models"
+    default_label: str = "c.R3nbApp.default_model"
+
+
+class WithheldEnvironment(Mapping[str, str]):
+    """The server's environment as r3nb reads it: ``os.environ``, then the variables r3nb
+    removed from it so that kernels and terminals do not inherit them.
+
+    The removed values stay here, in this process's memory, so a registry built again
+    while the server runs (a models file reloaded) still finds a key variable that was
+    withheld at start-up. A variable set after the server started is in neither: no
+    process can see a change to another's environment."""
+
+    def __init__(self) -> None:
+        self._withheld: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        found = os.environ.get(name)
+        return found if found is not None else self._withheld[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(set(os.environ) | set(self._withheld))
+
+    def __len__(self) -> int:
+        return len(set(os.environ) | set(self._withheld))
+
+    def withhold(self, names: Iterable[str]) -> list[str]:
+        """Move ``names`` out of ``os.environ`` into memory; the names that were there."""
+        removed = []
+        for name in sorted(set(names)):
+            value = os.environ.get(name)
+            if value is None:
+                continue
+            self._withheld[name] = value  # kept before it leaves: no moment without it
+            del os.environ[name]
+            removed.append(name)
+        return removed
+
+
+class ModelRegistry:
+    """Configured models plus the built-in ``demo``; a configured ``demo`` wins.
+
+    ``layers`` add entries from other sources (a models file) after ``models``: an entry
+    of a later layer replaces one of the same name, and a later layer's default wins."""
+
+    def __init__(
+        self,
+        models: Mapping[str, Any] | None = None,
+        default: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        layers: Sequence[ModelSource] = (),
+    ) -> None:
+        env = os.environ if environ is None else environ
         self._models: dict[str, ModelConfig] = {"demo": DEMO}
-        for name, entry in (models or {}).items():
-            self._models[str(name)] = _parse(str(name), entry)
+        configured: list[str] = []
+        default_label = "c.R3nbApp.default_model"
+        for source in (ModelSource(models or {}, default), *layers):
+            for raw_name, entry in source.models.items():
+                name = str(raw_name)
+                self._models[name] = _parse(name, entry, env, f"{source.label}[{name!r}]")
+                if name != "demo" and name not in configured:
+                    configured.append(name)
+            if source.default:
+                default, default_label = source.default, source.default_label
         if default and default not in self._models:
             raise ValueError(
-                f"c.R3nbApp.default_model={default!r} is not a configured model; "
+                f"{default_label}={default!r} is not a configured model; "
                 f"known: {', '.join(sorted(self._models))}"
             )
-        configured = [n for n in (models or {}) if n != "demo"]
         self.default = default or (configured[0] if configured else "demo")
 
     def names(self) -> list[str]:
         return sorted(self._models)
 
+    def same_as(self, other: ModelRegistry) -> bool:
+        """The same models, configured alike, and the same default."""
+        return self.default == other.default and self._models == other._models
+
     def secret_env_names(self) -> set[str]:
         """Environment variables holding keys of configured models: the server removes
         them from its environment once read, so child processes cannot inherit them."""
         return {m.api_key_env for m in self._models.values() if m.api_key_env}
+
+    def get(self, name: str) -> ModelConfig | None:
+        return self._models.get(name)
 
     def resolve(self, name: str | None) -> ModelConfig:
         if name is None or name == "":

@@ -21,7 +21,8 @@ from traitlets import Dict, Float, Int, List, Unicode, default
 
 from r3nb.engine import provider
 from r3nb.engine.core import Engine, Settings
-from r3nb.engine.models import ModelRegistry
+from r3nb.engine.model_file import ModelsFile
+from r3nb.engine.models import ModelRegistry, ModelSource, WithheldEnvironment
 from r3nb.engine.store import default_db_path
 from r3nb.engine.usage import validate_budgets
 from r3nb.protocol import ENV_DEMO_DELAY, ENV_SECRET, ENV_URL
@@ -67,6 +68,17 @@ class R3nbApp(ExtensionApp):
         help="Model used when a request names none. Default: the first configured "
         "model, else 'demo'.",
     ).tag(config=True)
+    models_file = Unicode(
+        "",
+        help='A JSON file {"models": {...}, "default_model": "..."} (entries as in '
+        "'models'), read at start-up and again whenever it changes, without a restart. "
+        "Its entries replace 'models' entries of the same name; its default_model wins. "
+        "A file that cannot be used leaves the models as they were (GET health says why).",
+    ).tag(config=True)
+    models_file_interval = Float(
+        2.0,
+        help="Seconds between checks of models_file for a change (0: only on POST models/reload).",
+    ).tag(config=True)
     rate_limit_per_minute = Float(
         20, help="Messages a person may send per minute (token bucket); 0 disables."
     ).tag(config=True)
@@ -101,8 +113,15 @@ class R3nbApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         provider.preload()  # seconds of import, off the start-up path
-        registry = ModelRegistry(self.models, self.default_model or None)
-        _withhold_from_children(registry.secret_env_names(), self.log)
+        environ = WithheldEnvironment()
+        base = ModelSource(self.models, self.default_model or None)
+        models_file = None
+        if self.models_file:
+            models_file = ModelsFile(self.models_file, base, environ)
+            registry = models_file.load_blocking()
+        else:
+            registry = ModelRegistry(base.models, base.default, environ=environ)
+        _withhold_from_children(registry.secret_env_names(), self.log, environ)
         self.engine = Engine(
             Settings(
                 db_path=os.path.expanduser(self.db_path),
@@ -115,8 +134,10 @@ class R3nbApp(ExtensionApp):
                 first_token_timeout=self.first_token_timeout,
                 idle_timeout=self.idle_timeout,
                 budgets=validate_budgets(self.budgets),
+                models_file_interval=self.models_file_interval,
             ),
             registry,
+            models_file=models_file,
         )
         self.engine.open()
         self.engine.recover_now()
@@ -134,11 +155,12 @@ class R3nbApp(ExtensionApp):
         )
         IOLoop.current().add_callback(self._publish_url)
         self.log.info(
-            "r3nb %s: store %s, models %s (default %s)",
+            "r3nb %s: store %s, models %s (default %s)%s",
             _version(),
             self.engine.store.path,
             ", ".join(registry.names()),
             registry.default,
+            f", watching {models_file.path}" if models_file else "",
         )
 
     def _publish_url(self) -> None:
@@ -161,9 +183,11 @@ class R3nbApp(ExtensionApp):
             os.environ.pop(key, None)
 
 
-def _withhold_from_children(key_names: set[str], log: Any) -> None:
+def _withhold_from_children(key_names: set[str], log: Any, environ: WithheldEnvironment) -> None:
     """Remove keys (read into the registry by now) and embedded-mode settings from this
-    process's environment, which every kernel and terminal it starts inherits.
+    process's environment, which every kernel and terminal it starts inherits. ``environ``
+    keeps their values in this process's memory: a models file reloaded later may name
+    one of them.
 
     This is not a boundary against the kernels: they run as the same OS user and can
     read ``/proc/<server pid>/environ`` (the environment the server was started with)
@@ -172,7 +196,7 @@ def _withhold_from_children(key_names: set[str], log: Any) -> None:
     hub mode (a separate service) is where keys leave users' reach.
     """
     names = key_names | {k for k in os.environ if k.startswith("R3NB_") and k not in KERNEL_ENV}
-    removed = sorted(name for name in names if os.environ.pop(name, None) is not None)
+    removed = environ.withhold(names)
     if removed:
         log.info("r3nb: kernels and terminals will not inherit %s", ", ".join(removed))
 
