@@ -36,6 +36,17 @@ js: js/node_modules/.package-lock.json
 js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 	cd js && npm ci --no-audit --no-fund
 
+# r3nb's JupyterLab 4 / Notebook 7 extension (Code → cell): labextension/ built into
+# r3nb/labextension, which is committed like the widget bundle, so neither `pip install`
+# nor `make test` needs node or the builder (its node_modules are ~430 MB). Rebuild it
+# when labextension/ changes, and commit the result.
+.PHONY: labextension
+labextension: $(STAMP) labextension/node_modules/.package-lock.json
+	rm -rf r3nb/labextension
+	$(BIN)/jupyter-builder build labextension
+labextension/node_modules/.package-lock.json: labextension/package.json labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
+
 # The widget's lint and type check, and proof that the committed bundle is what the
 # sources build to (seconds); js-test adds its unit tests (sanitizer corpus, SSE parser,
 # incremental renderer, session: ~30 s), which `make test` runs inside pytest

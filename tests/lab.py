@@ -32,6 +32,11 @@ import nbformat
 from tests.servers import JupyterServer
 
 CHROMIUM = "/usr/bin/chromium"
+#: r3nb's JupyterLab extension as built and committed (``make labextension``). An editable
+#: install does not put the wheel's shared data in place, so each lab finds it through a
+#: link in its own data dir (the first ``labextensions`` folder JupyterLab and Notebook 7
+#: look in), as ``pip install r3nb`` would through ``share/jupyter/labextensions/r3nb``.
+LABEXTENSION = Path(__file__).resolve().parents[1] / "r3nb" / "labextension"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -99,6 +104,10 @@ class JupyterLab(JupyterServer):
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps(NOTIFICATION_SETTINGS)
         )
+        (dirs["data"] / "labextensions").mkdir(exist_ok=True)
+        link = dirs["data"] / "labextensions" / "r3nb"
+        if not link.is_symlink():
+            link.symlink_to(LABEXTENSION, target_is_directory=True)
         env = {
             **os.environ,
             "JUPYTER_CONFIG_DIR": str(dirs["config"]),
@@ -109,6 +118,7 @@ class JupyterLab(JupyterServer):
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+        self.env = env
         args = [
             sys.executable, "-m", "jupyterlab", "--no-browser",
             f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",

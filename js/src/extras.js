@@ -1,12 +1,14 @@
 // What the panel adds to the messages a session renders, without reaching into them:
 // per-message actions (Copy as Markdown, Stop on a reply being written), who stopped a
-// reply (with Retry), a language label on code blocks, and whether author labels matter.
+// reply (with Retry), a language label on code blocks, the cell buttons of code blocks in
+// replies (notebook_bridge.js), and whether author labels matter.
 //
 // A MutationObserver finds new messages, redrawn headers and new code blocks, so the
 // message and markdown renderers stay unaware of it. Everything added here lives in
 // elements of its own (`.r3nb-extras`, `.r3nb-lang`) that the renderers never replace.
 
 import { copyText, h } from "./dom.js";
+import { CellActions } from "./notebook_bridge.js";
 import { loadImage } from "./sanitize.js";
 
 /** @typedef {import("./protocol.js").MessageDict} MessageDict */
@@ -38,6 +40,7 @@ export class MessageExtras {
     this.observer.observe(list, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-status"] });
     /** @type {Set<ReturnType<typeof setTimeout>>} */
     this.timers = new Set();
+    this.cells = new CellActions(list, host.signal);
     list.addEventListener("click", (e) => this.onClick(e), { signal: host.signal });
     host.signal.addEventListener("abort", () => {
       this.observer.disconnect();
@@ -83,7 +86,7 @@ export class MessageExtras {
     const touched = new Set();
     for (const record of records) {
       const target = /** @type {Element} */ (record.target);
-      if (target.nodeType !== 1 || target.closest(".r3nb-extras, .r3nb-lang")) continue;
+      if (target.nodeType !== 1 || target.closest(".r3nb-extras, .r3nb-lang, .r3nb-cell-actions")) continue;
       if (record.type === "attributes" || target.classList.contains("r3nb-meta")) {
         const article = /** @type {HTMLElement | null} */ (target.closest(MESSAGE));
         if (article) touched.add(article);
@@ -93,15 +96,20 @@ export class MessageExtras {
         const el = /** @type {HTMLElement} */ (node);
         if (el.matches(MESSAGE)) touched.add(el);
         labelCodeBlocks(el);
+        this.cells.decorate(el);
       }
     }
-    for (const article of touched) this.draw(article);
+    for (const article of touched) {
+      this.draw(article);
+      this.cells.decorate(article); // a reply that ended: its blocks are checked whole
+    }
     if (touched.size) this.markAuthors();
   }
 
   /** Redraws every message's extras (e.g. after the session replaced a message's data). */
   refresh() {
     for (const article of Array.from(this.list.querySelectorAll(MESSAGE))) this.draw(/** @type {HTMLElement} */ (article));
+    this.cells.decorate(this.list);
     this.markAuthors();
   }
 
