@@ -1,14 +1,18 @@
-"""The store's in-memory mirror answers polls exactly as the database would."""
+"""What the DuckDB backend promises beyond the store interface: its in-memory mirror
+answers polls exactly as the file would, its tables are the declared columns, and what
+it wrote is there after a reopen. (The interface's own contract, on every backend, is
+``test_store_contract.py``.)"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r3nb.engine.store import Final, NewMessage, Store
+from r3nb.engine.store import MIGRATIONS, Final, NewMessage, Store, rows
 
 ops = st.lists(
     st.tuples(st.sampled_from(["add", "flush", "finalize", "poll"]), st.integers(0, 3)),
@@ -48,7 +52,7 @@ def test_memory_snapshots_equal_database_snapshots(tmp_path_factory, ops, capaci
                 since = seen_revisions[n % len(seen_revisions)]
                 for c in cids:
                     memory = await store.snapshot(c, since)
-                    db = await store._run(store._snapshot, c, since)
+                    db = await store._thread.run(store._ops.snapshot, c, since)
                     assert memory is not None
                     assert db is not None
                     # Same rows in the same state (the revision each answer is
@@ -85,3 +89,73 @@ def test_first_poll_of_an_old_file_goes_to_the_database(tmp_path: Path) -> None:
 
     cid = asyncio.run(write())
     asyncio.run(read(cid))
+
+
+def test_migrated_tables_have_exactly_the_declared_columns(tmp_path: Path) -> None:
+    """The column lists are derived from the wire shapes (``rows.py``): a field added
+    there without its migration, or a migration without its field, fails here."""
+    path = tmp_path / "schema.duckdb"
+    store = Store(path)
+    store.open()
+    assert store.applied_migrations() == [name for name, _ in MIGRATIONS]
+    store.close()
+    con = duckdb.connect(str(path))
+    try:
+        columns = {
+            table: [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = ? ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+            ]
+            for table in ("messages", "conversations")
+        }
+    finally:
+        con.close()
+    assert columns["messages"] == list(rows.MESSAGE_FIELDS)
+    assert columns["conversations"] == list(rows.CONVERSATION_COLUMNS)
+    assert "siblings" not in rows.MESSAGE_FIELDS
+    assert set(rows.NEW_MESSAGE_FIELDS) | set(rows.FINAL_FIELDS) <= set(rows.MESSAGE_FIELDS)
+
+
+def test_what_an_exchange_wrote_is_there_after_a_reopen(tmp_path: Path) -> None:
+    """The header of an exchange is written just after its rows (off the time to first
+    token); a later call queued behind it finds it durable."""
+    path = tmp_path / "reopen.duckdb"
+
+    async def write() -> tuple[str, list[str]]:
+        store = Store(path)
+        store.open()
+        try:
+            cid = (await store.create_conversation("New conversation", "me"))["id"]
+            exchange = [
+                NewMessage("user", "persist me", "complete"),
+                NewMessage("assistant", "", "streaming"),
+            ]
+            created = await store.begin_exchange(cid, exchange, "persist me")
+            assert created is not None
+            await store.finalize(created[1]["id"], Final("done", "complete", None, 1, 2, 0.5))
+            return cid, [m["id"] for m in created]
+        finally:
+            store.close()
+
+    async def read(cid: str, ids: list[str]) -> None:
+        store = Store(path)
+        store.open()
+        try:
+            header = await store.get_conversation(cid)
+            assert header is not None
+            assert (header["title"], header["head_id"], header["message_count"]) == (
+                "persist me", ids[1], 2,
+            )  # fmt: skip
+            reply = await store.get_message(ids[1])
+            assert reply is not None
+            assert (reply["content"], reply["status"], reply["cost"]) == ("done", "complete", 0.5)
+            assert store.revision == max(header["revision"], reply["revision"])
+        finally:
+            store.close()
+
+    cid, ids = asyncio.run(write())
+    asyncio.run(read(cid, ids))

@@ -23,7 +23,7 @@ from .context import EXCLUDED, PINNED, fit
 from .metrics import LoopLag
 from .model_file import ModelsFile
 from .models import ModelConfig, ModelRegistry
-from .store import DEFAULT_TITLE, NewMessage, Store, new_id
+from .store import DEFAULT_TITLE, DuckDBStore, NewMessage, StoreInterface, new_id
 from .streams import LiveStream, ReplySource, StreamHub
 from .sweeper import Sweeper
 
@@ -73,7 +73,9 @@ class Engine:
         self.models = models
         self.models_file = models_file
         self.models_revision = 0  # +1 at each reload that changes the models
-        self.store = Store(settings.db_path)
+        # The engine knows the store only by its interface (store/interface.py); DuckDB
+        # is chosen here, the one place a second backend (PostgreSQL, hub mode) plugs in.
+        self.store: StoreInterface = DuckDBStore(settings.db_path)
         self.hub = StreamHub(
             self.store,
             reply_source or provider.stream_reply,

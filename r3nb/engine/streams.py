@@ -24,7 +24,7 @@ from r3nb.protocol import MessageDict, Status
 from . import redact
 from .models import ModelConfig
 from .provider import Requested, Usage
-from .store import Final, Store
+from .store import Final, StoreInterface
 
 log = logging.getLogger("r3nb.streams")
 
@@ -139,7 +139,7 @@ class LiveStream:
 class StreamHub:
     def __init__(
         self,
-        store: Store,
+        store: StoreInterface,
         reply_source: ReplySource,
         *,
         snapshot_interval: float = 2.0,

@@ -14,7 +14,7 @@ import time
 
 from tornado.ioloop import PeriodicCallback
 
-from .store import Store
+from .store import StoreInterface
 from .streams import StreamHub
 
 log = logging.getLogger("r3nb.sweeper")
@@ -24,7 +24,9 @@ STALE_REASON = "stale stream: no progress for too long and no task owns it"
 
 
 class Sweeper:
-    def __init__(self, store: Store, hub: StreamHub, *, stale_after: float, interval: float):
+    def __init__(
+        self, store: StoreInterface, hub: StreamHub, *, stale_after: float, interval: float
+    ):
         self.store = store
         self.hub = hub
         self.stale_after = stale_after

@@ -12,7 +12,7 @@ from typing import Any
 
 from r3nb.errors import RateLimited
 
-from .store import Store
+from .store import StoreInterface
 
 BUDGET_KEYS = {"tokens_per_day", "cost_per_day"}
 _EMPTY = {"tokens": 0, "cost": 0.0, "messages": 0}
@@ -44,7 +44,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-async def usage_report(store: Store, who: str, is_admin: bool) -> dict[str, Any]:
+async def usage_report(store: StoreInterface, who: str, is_admin: bool) -> dict[str, Any]:
     now = _now()
     today = await store.usage(_day_start(now).timestamp())
     month = await store.usage(_month_start(now).timestamp())
@@ -62,7 +62,7 @@ async def usage_report(store: Store, who: str, is_admin: bool) -> dict[str, Any]
     return report
 
 
-async def check_budgets(store: Store, who: str, budgets: dict[str, float]) -> None:
+async def check_budgets(store: StoreInterface, who: str, budgets: dict[str, float]) -> None:
     """Raise ``RateLimited`` naming the budget that ran out and when it resets."""
     if not budgets:
         return
