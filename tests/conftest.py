@@ -19,8 +19,10 @@ from tests.provider import FakeProvider
 pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.kernels", "tests.shared_lab"]
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-# Start litellm's multi-second import now, in the background, instead of in the first test.
-provider_module.preload()
+# One provider worker (litellm's multi-second import) for the whole session, started now:
+# every test server in this process uses it instead of starting its own (not its owner,
+# none stops it; it exits with this process).
+provider_module.start_worker()
 #: A key that must never show up in a response, a log or the DB.
 PROVIDER_KEY = "sk-test-r3nb-provider-key-0123456789"
 

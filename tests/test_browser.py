@@ -355,7 +355,9 @@ def test_hostile_replies_run_nothing_and_load_nothing(
               found.push(`math attribute ${attr.name} on ${el.localName}`);
         }
         for (const el of content.querySelectorAll('button')) {
-          if (!el.matches('.r3nb-img-load, .r3nb-copy')) found.push(`button ${el.outerHTML}`);
+          // r3nb's own: load an image, Copy, and the cell actions (Code → cell).
+          if (!el.matches('.r3nb-img-load, .r3nb-copy, .r3nb-cell-actions > .r3nb-cell-action'))
+            found.push(`button ${el.outerHTML}`);
         }
         for (const el of content.querySelectorAll('*')) {
           for (const attr of el.attributes) {

@@ -1,34 +1,43 @@
-"""The provider adapter: the only module that imports litellm.
+"""The provider adapter: what the engine calls to stream a reply.
 
 Everything else sees plain values: text deltas, a ``Usage``, and ``ProviderError`` with
-a reason a person can act on. ``import litellm`` takes seconds, so the server starts it
-in a background thread at load (``preload``) and the first stream awaits it (``load``).
+a reason a person can act on. Two stream paths: r3nb's lean OpenAI-compatible reader
+(``openai_stream``, in this process) and litellm (``worker_litellm``, the only importer
+of litellm). In the Jupyter server litellm runs in a worker process (``start_worker``):
+its import and its per-chunk CPU would hold the GIL of the loop that serves every
+kernel websocket. Without a worker (embedded mode) it runs here, imported in a
+background thread (``preload``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import logging
+import contextlib
+import importlib
 import os
 import threading
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 from r3nb.errors import ProviderError
 from r3nb.protocol import ENV_DEMO_DELAY
 
-from . import failures, openai_stream, prices, redact
-from .demo import demo_reply, word_chunks
-from .models import DEMO_PROVIDER, ModelConfig
+from . import openai_stream, prices, redact, worker_litellm, worker_protocol
+from .models import ModelConfig
+from .worker_client import WorkerClient
+from .worker_litellm import describe_failure
+from .worker_protocol import Ending
 
-log = logging.getLogger("r3nb.provider")
+__all__ = ["REQUESTED", "Requested", "Usage", "describe_failure", "stream_reply"]
+
 _lock = threading.Lock()
-_loaded: Future[ModuleType] | None = None
+_worker: WorkerClient | None = None
+#: Context windows litellm reported at the end of a stream (an Ollama model's
+#: ``/api/show``), by litellm model name.
+_learned_windows: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -41,146 +50,100 @@ class Usage:
     finish_reason: str | None = None
 
 
-def preload() -> Future[ModuleType]:
-    """Start importing litellm in a daemon thread (idempotent); never blocks."""
-    global _loaded
-    with _lock:
-        if _loaded is None:
-            _loaded = Future()
-            threading.Thread(
-                target=_import_into, args=(_loaded,), name="r3nb-litellm-import", daemon=True
-            ).start()
-        return _loaded
-
-
-def is_loaded() -> bool:
-    return _loaded is not None and _loaded.done() and _loaded.exception() is None
-
-
-def context_window(model: ModelConfig) -> int | None:
-    """The model's input window in tokens: the entry's ``max_context_tokens``, else
-    litellm's model info once litellm is loaded (never waits for it), else None."""
-    if model.max_context_tokens:
-        return model.max_context_tokens
-    if not is_loaded() or _loaded is None:
-        return prices.context_window(model.litellm_model)
-    costs: dict[str, Any] = getattr(_loaded.result(), "model_cost", {})
-    name = model.litellm_model
-    info = costs.get(name) or costs.get(name.split("/", 1)[-1]) or {}
-    window = info.get("max_input_tokens") or info.get("max_tokens")
-    return int(window) if isinstance(window, int | float) and window > 0 else None
-
-
-async def load() -> ModuleType:
-    return await asyncio.wrap_future(preload())
-
-
-def _import_into(future: Future[ModuleType]) -> None:
-    # Running futures cannot be cancelled: an awaiting stream that gets cancelled must
-    # not cancel the one import every later stream waits for.
-    future.set_running_or_notify_cancel()
-    try:
-        prices.entry("")  # the price list, read first: it answers until litellm is loaded
-        # litellm fetches its cost map from the internet at import unless told not to.
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
-
-        litellm.suppress_debug_info = True
-        # Per-chunk logging costs ~0.25 ms of CPU per token; we keep our own counters.
-        litellm.disable_streaming_logging = True
-        litellm.telemetry = False
-        # litellm reads SSL_CERT_FILE itself, not REQUESTS_CA_BUNDLE: give it the
-        # bundle the lean reader trusts (a path: it ignores an SSLContext set here).
-        # Proxies need nothing: its clients and ours read HTTPS_PROXY and NO_PROXY.
-        bundle = openai_stream.ca_bundle()
-        if bundle and not os.environ.get("SSL_VERIFY"):
-            litellm.ssl_verify = bundle
-        _register_demo(litellm)
-        global _gemini_watched
-        _gemini_watched = _watch_gemini_finish()
-        _warm_up(litellm)
-        future.set_result(litellm)
-    except BaseException as e:  # surfaced to every caller of load()
-        future.set_exception(e)
-
-
-def _warm_up(module: ModuleType) -> None:
-    """One offline call (``mock_response``) on this thread's own loop: litellm's first
-    ``acompletion`` imports and builds ~70 more modules and objects (1.7 s measured, on
-    the caller's event loop: a stalled server and a slow first reply). Done here, the
-    first real reply costs what any other does (0.15 s vs 0.06 s in the same test)."""
-    litellm = cast(Any, module)
-
-    async def call() -> None:
-        response = await litellm.acompletion(
-            model="openai/r3nb-warm-up",
-            api_base="http://127.0.0.1:9/v1",  # never contacted: the response is mocked
-            api_key="r3nb-warm-up",
-            messages=[{"role": "user", "content": "warm up"}],
-            mock_response="ok",
-            stream=True,
-            max_retries=0,
-            stream_options={"include_usage": True},
-        )
-        async for _ in response:
-            pass
-
-    try:
-        asyncio.run(call())
-        # Imported lazily by litellm's service logging on the first real call.
-        import litellm._service_logger
-    except Exception:  # a warm-up that fails costs only the time it saves
-        log.debug("litellm warm-up failed", exc_info=True)
-
-
-def _register_demo(module: ModuleType) -> None:
-    from litellm.llms.custom_llm import CustomLLM
-
-    litellm = cast(Any, module)
-
-    class DemoLLM(CustomLLM):
-        """Streams ``demo_reply`` word by word with a small, configurable delay."""
-
-        async def astreaming(  # type: ignore[override]
-            self, *args: Any, **kwargs: Any
-        ) -> AsyncIterator[Any]:
-            messages = kwargs.get("messages") or (args[1] if len(args) > 1 else [])
-            delay = float(os.environ.get(ENV_DEMO_DELAY, "0.02"))
-            text = demo_reply(messages)
-            pieces = list(word_chunks(text))
-            start = time.monotonic()
-            for i, piece in enumerate(pieces):
-                # Paced on a schedule (no drift), like the benchmarks' provider.
-                wait = start + i * delay - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                yield {"text": piece, "is_finished": False, "finish_reason": "", "usage": None}
-            prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
-            yield {
-                "text": "",
-                "is_finished": True,
-                "finish_reason": "stop",
-                "usage": {
-                    "prompt_tokens": prompt_words,
-                    "completion_tokens": len(pieces),
-                    "total_tokens": prompt_words + len(pieces),
-                },
-            }
-
-    handler = DemoLLM()
-    entries = [e for e in litellm.custom_provider_map if e.get("provider") != DEMO_PROVIDER]
-    entries.append({"provider": DEMO_PROVIDER, "custom_handler": handler})
-    litellm.custom_provider_map = entries
-    # litellm reads the map into its routing tables on this call.
-    litellm.utils.custom_llm_setup()
-
-
 class Requested:
     """Yielded once, right before the provider is called: deadlines start here, not
     while litellm is still being imported."""
 
 
 REQUESTED = Requested()
+
+
+# --- where litellm runs ------------------------------------------------------------------
+
+
+def start_worker() -> bool:
+    """Run litellm in a worker process from now on, and start it (never waits for it).
+    True when this call created the worker, whose owner then stops it
+    (``stop_worker``); False when one was already there (another owner's: a test
+    session runs many servers in one process, sharing one worker)."""
+    global _worker
+    with _lock:
+        created = _worker is None
+        if _worker is None:
+            _worker = WorkerClient(dict(os.environ))
+        _worker.start()
+    _warm_up_in_background()
+    return created
+
+
+async def stop_worker() -> None:
+    """Stop the worker (its streams end with an error) and run litellm here again."""
+    global _worker
+    with _lock:
+        worker, _worker = _worker, None
+    if worker is not None:
+        await asyncio.to_thread(worker.stop)
+
+
+def worker_pid() -> int | None:
+    """The live worker's process id, if there is one."""
+    return _worker.pid if _worker is not None else None
+
+
+def preload() -> Future[ModuleType]:
+    """Import litellm into this process in a daemon thread (idempotent); never blocks.
+    For running litellm here (embedded mode); the server uses ``start_worker``."""
+    _warm_up_in_background()
+    return worker_litellm.preload()
+
+
+#: What httpx imports lazily when its first client connects (h2 if installed).
+_FIRST_REQUEST_MODULES = ("httpcore", "h11", "h2.connection", "anyio._backends._asyncio")
+
+
+def _warm_up_in_background() -> None:
+    """Off the loop, once, what the first reply would otherwise pay on it: litellm's
+    price list (3.4 MB; it answers costs and context windows in a process without
+    litellm), the lean reader's certificates (certifi's plus the OS store's) and the
+    ~100 modules httpx imports on its first request (a 100-300 ms stall measured)."""
+
+    def read() -> None:
+        prices.entry("")
+        openai_stream.tls_context()
+        for name in _FIRST_REQUEST_MODULES:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+
+    threading.Thread(target=read, name="r3nb-provider-warm-up", daemon=True).start()
+
+
+def is_loaded() -> bool:
+    """Whether the litellm path answers without waiting: the worker said it is ready,
+    or (without a worker) litellm is imported here."""
+    if _worker is not None:
+        return _worker.ready
+    return worker_litellm.loaded() is not None
+
+
+async def load() -> None:
+    """Wait until the litellm path is ready (the worker, else the import here)."""
+    if _worker is not None:
+        await _worker.wait_ready()
+    else:
+        await asyncio.wrap_future(preload())
+
+
+def context_window(model: ModelConfig) -> int | None:
+    """The model's input window in tokens: the entry's ``max_context_tokens``, else what
+    litellm reported for it, else litellm's price list (read without litellm), else
+    None. Never waits and never needs litellm in this process."""
+    if model.max_context_tokens:
+        return model.max_context_tokens
+    name = model.litellm_model
+    return _learned_windows.get(name) or prices.context_window(name)
+
+
+# --- streaming ---------------------------------------------------------------------------
 
 
 async def stream_reply(
@@ -195,211 +158,80 @@ async def stream_reply(
         params = model.call_params()  # the key is read once per call
     except ValueError as e:
         raise ProviderError(str(e)) from e
+    if model.lean:
+        async for item in _lean(model, params, messages):
+            yield item
+        return
+    worker = _worker
+    if worker is not None:
+        source = _via_worker(worker, model, params, messages)
+    else:
+        await load()
+        source = worker_litellm.stream(model, params, messages)
+    async for piece in source:
+        if isinstance(piece, str):
+            yield piece
+        elif isinstance(piece, worker_litellm.Calling):
+            yield REQUESTED
+        else:
+            if piece["context_window"]:
+                _learned_windows[model.litellm_model] = piece["context_window"]
+            yield Usage(
+                piece["prompt_tokens"], piece["completion_tokens"], piece["cost"],
+                piece["finish_reason"],
+            )  # fmt: skip
+
+
+async def _lean(
+    model: ModelConfig, params: dict[str, Any], messages: list[dict[str, Any]]
+) -> AsyncIterator[str | Usage | Requested]:
     raw: Any = None
     finish: str | None = None
-    if model.lean:
-        yield REQUESTED
-        try:
-            async for item in openai_stream.stream_chat(params, messages):
-                if isinstance(item, str):
-                    yield item
-                elif "usage" in item:
-                    raw = item["usage"]
-                else:
-                    finish = item["finish_reason"]
-        except ProviderError as e:
-            raise ProviderError(redact.cut(e.reason)) from e
-        yield await _usage(model, raw.get("prompt_tokens") if isinstance(raw, dict) else None,
-                           raw.get("completion_tokens") if isinstance(raw, dict) else None,
-                           finish)  # fmt: skip
-        return
-    litellm = await load()
-    if model.litellm_model.split("/", 1)[0] in OLLAMA_PREFIXES:
-        await _describe_ollama(litellm, model, params)
-    if "user" in params and model.litellm_model.startswith("openai/"):
-        # litellm drops ``user`` for models not in OpenAI's own catalogue; a gateway
-        # (LiteLLM Proxy) behind ``openai/`` is exactly where it is wanted.
-        params["extra_body"] = {**(params.get("extra_body") or {}), "user": params["user"]}
-    gemini = _GeminiFinish() if _gemini_watched and _is_gemini(model) else None
-    _gemini_finish.set(gemini)
     yield REQUESTED
     try:
-        response = await litellm.acompletion(
-            messages=messages,
-            stream=True,
-            # A retry after tokens were shown would duplicate text; r3nb's Retry button
-            # is the retry.
-            max_retries=0,
-            stream_options={"include_usage": True},
-            **params,
-        )
-        async for chunk in response:
-            if getattr(chunk, "usage", None):
-                raw = chunk.usage
-            choices = chunk.choices
-            if choices:
-                text = choices[0].delta.content
-                if text:
-                    yield text
-                finish = getattr(choices[0], "finish_reason", None) or finish
-    except asyncio.CancelledError:
-        raise
-    except Exception as e:
-        raise ProviderError(describe_failure(e, model)) from e
-    if finish is None or (gemini is not None and not gemini.finished):
-        raise ProviderError(failures.ENDED_EARLY)
-    yield await _usage(model, getattr(raw, "prompt_tokens", None),
-                       getattr(raw, "completion_tokens", None), finish)  # fmt: skip
+        async for item in openai_stream.stream_chat(params, messages):
+            if isinstance(item, str):
+                yield item
+            elif "usage" in item:
+                raw = item["usage"]
+            else:
+                finish = item["finish_reason"]
+    except ProviderError as e:
+        raise ProviderError(redact.cut(e.reason)) from e
+    yield await _usage(model, raw.get("prompt_tokens") if isinstance(raw, dict) else None,
+                       raw.get("completion_tokens") if isinstance(raw, dict) else None,
+                       finish)  # fmt: skip
 
 
-class _GeminiFinish:
-    """Whether a Gemini stream's own chunks carried a ``finishReason``.
-
-    litellm's Gemini parser gives every chunk without one ``finish_reason: "stop"``, so
-    a stream cut after 6 of 24 words looked finished and was stored complete. Its raw
-    chunks still say: ``_watch_gemini_finish`` notes a ``finishReason`` here, for the
-    stream this task is reading (a context variable: litellm parses in the reader's
-    task)."""
-
-    finished = False
-
-
-_gemini_finish: contextvars.ContextVar[_GeminiFinish | None] = contextvars.ContextVar(
-    "r3nb_gemini_finish", default=None
-)
-
-
-def _watch_gemini_finish() -> bool:
-    """Wrap litellm's Gemini chunk parser to note a raw ``finishReason``; False when this
-    litellm has no such parser (its streams are then taken at their word)."""
-    try:
-        from litellm.llms.vertex_ai.gemini import vertex_and_google_ai_studio_gemini as gemini
-    except ImportError:
-        return False
-    iterator = getattr(gemini, "ModelResponseIterator", None)
-    original = getattr(iterator, "chunk_parser", None)
-    if iterator is None or original is None:
-        return False
-    if getattr(original, "r3nb_watched", False):
-        return True
-
-    def chunk_parser(self: Any, chunk: Any) -> Any:
-        seen = _gemini_finish.get()
-        if seen is not None and isinstance(chunk, dict):
-            candidates = chunk.get("candidates")
-            if isinstance(candidates, list) and any(
-                isinstance(c, dict) and c.get("finishReason") for c in candidates
-            ):
-                seen.finished = True
-        return original(self, chunk)
-
-    chunk_parser.r3nb_watched = True  # type: ignore[attr-defined]
-    iterator.chunk_parser = chunk_parser
-    return True
-
-
-_gemini_watched = False
-
-
-def _is_gemini(model: ModelConfig) -> bool:
-    return model.litellm_model.split("/", 1)[0] == "gemini"
-
-
-#: litellm prefixes of Ollama models.
-OLLAMA_PREFIXES = ("ollama", "ollama_chat")
-_described: set[str] = set()
-
-
-async def _describe_ollama(litellm: Any, model: ModelConfig, params: dict[str, Any]) -> None:
-    """Tell litellm about an Ollama model once, before its first call.
-
-    For a model not in its price list, litellm asks ``/api/show`` several times per
-    reply (cost, logging, a bridge check), at ``OLLAMA_API_BASE`` or localhost:11434,
-    never at the entry's ``api_base``: ~2 requests to the wrong host per reply, some
-    on the event loop. A registered model is never asked about. Its context window
-    is the entry's ``max_context_tokens``, else one ``/api/show`` at the entry's own
-    base, here, off the loop."""
-    name = model.litellm_model
-    if name in _described:
-        return
-    window = model.max_context_tokens or await _ollama_context(name, params)
-    _described.add(name)
-    info: dict[str, Any] = {
-        "litellm_provider": name.split("/", 1)[0], "mode": "chat",
-        "input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
-    }  # fmt: skip
-    if window:
-        info.update(max_tokens=window, max_input_tokens=window, max_output_tokens=window)
-    # register_model first looks the name up (one more /api/show at the wrong host,
-    # on this loop) unless the price list already has it: seed the entry, then let
-    # register_model file it everywhere else litellm looks.
-    litellm.model_cost.setdefault(name, dict(info))
-    litellm.register_model({name: info})
-
-
-async def _ollama_context(name: str, params: dict[str, Any]) -> int | None:
-    """The context length ``/api/show`` reports at the entry's base; None if it cannot."""
-    base = str(
-        params.get("api_base")
-        or params.get("base_url")
-        or os.environ.get("OLLAMA_API_BASE")
-        or "http://localhost:11434"
-    ).rstrip("/")
-    base = base.removesuffix("/api/chat").removesuffix("/api/generate")
-    headers = {"Authorization": f"Bearer {params['api_key']}"} if params.get("api_key") else {}
-    try:
-        response = await openai_stream.shared_client().post(
-            f"{base}/api/show",
-            json={"model": name.split("/", 1)[1]},
-            headers=headers,
-            timeout=5.0,
-        )
-        info = response.json().get("model_info") or {}
-        for key, value in info.items():
-            if key.endswith("context_length") and isinstance(value, int) and value > 0:
-                return value
-    except Exception:  # unknown is fine: litellm then has no window either
-        log.debug("no context length from %s/api/show", base, exc_info=True)
-    return None
+async def _via_worker(
+    worker: WorkerClient, model: ModelConfig, params: dict[str, Any], messages: list[dict[str, Any]]
+) -> AsyncIterator[str | worker_litellm.Calling | Ending]:
+    """``worker_litellm.stream`` as the worker runs it: the same items, over its pipe."""
+    spec = worker_protocol.spec(model, params)
+    async for message in worker.stream(spec, messages, os.environ.get(ENV_DEMO_DELAY)):
+        if "text" in message:
+            yield message["text"]
+        elif "requested" in message:
+            yield worker_litellm.CALLING
+        elif "end" in message:
+            yield message["end"]
+        elif "error" in message:
+            raise ProviderError(str(message["error"]))
 
 
 async def _usage(
     model: ModelConfig, prompt: int | None, completion: int | None, finish: str | None = None
 ) -> Usage:
+    """A lean-path reply's usage and cost: litellm's own pricing when it is loaded in
+    this process (embedded mode), else its price list read without it (``prices``)."""
     if prompt is None and completion is None:
         return Usage(None, None, None, finish)
-    cost: float | None = None
-    if model.cost_per_token is not None:
-        cost = (prompt or 0) * model.cost_per_token[0] + (completion or 0) * model.cost_per_token[1]
-    elif not is_loaded():
-        # Never wait for litellm's import to say what a reply cost (seconds after a
-        # start): its price list, read without it (prices.py).
+    litellm = worker_litellm.loaded()
+    if model.cost_per_token is None and litellm is None:
+        # Never wait for litellm (nor import it here) to say what a reply cost.
         cost = await asyncio.to_thread(
             prices.cost, model.litellm_model, prompt or 0, completion or 0
         )
-    else:
-        litellm = await load()
-        try:
-            prompt_cost, completion_cost = litellm.cost_per_token(
-                model=model.litellm_model,
-                prompt_tokens=prompt or 0,
-                completion_tokens=completion or 0,
-            )
-            cost = float(prompt_cost + completion_cost)
-        except Exception:
-            cost = None  # the model is not in litellm's price list: unknown, not zero
-    return Usage(prompt, completion, cost, finish)
-
-
-def describe_failure(error: BaseException, model: ModelConfig) -> str:
-    """A one-line, actionable reason; never the provider's multi-kilobyte message,
-    never a key (redacted before the cut to length, so no part of one survives)."""
-    api_base = model.params.get("api_base") or model.params.get("base_url")
-    reason = failures.for_exception(
-        error,
-        who=failures.who(model.litellm_model, api_base),
-        name=model.name,
-        model=model.litellm_model,
-        where=f" at {api_base}" if api_base else "",
-    )
-    return redact.cut(reason)
+        return Usage(prompt, completion, cost, finish)
+    ending = worker_litellm.ending(litellm, model, prompt, completion, finish)
+    return Usage(prompt, completion, ending["cost"], finish)

@@ -110,9 +110,11 @@ class R3nbApp(ExtensionApp):
 
     engine: Engine
     secret: str
+    _owns_worker = False
 
     def initialize_settings(self) -> None:
-        provider.preload()  # seconds of import, off the start-up path
+        # litellm runs in a worker process, never on this loop; starting it is instant.
+        self._owns_worker = provider.start_worker()
         environ = WithheldEnvironment()
         base = ModelSource(self.models, self.default_model or None)
         models_file = None
@@ -179,6 +181,8 @@ class R3nbApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         await self.engine.stop()
+        if self._owns_worker:
+            await provider.stop_worker()
         for key in (ENV_URL, ENV_SECRET):
             os.environ.pop(key, None)
 
