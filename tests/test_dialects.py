@@ -229,20 +229,7 @@ async def test_an_error_after_the_first_token_keeps_the_text(
     assert message["error"]
 
 
-def _known(model: str, broken: str, reason: str) -> Any:
-    """``model``, expected to fail (strictly: a litellm that fixes it shows here) when
-    it is ``broken``."""
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if model == broken else []
-    return pytest.param(model, marks=marks)
-
-
-@pytest.mark.parametrize(
-    "model",
-    [
-        _known(m, "ollama", "litellm 1.110.2 reads /api/generate's done_reason as 'stop'")
-        for m in DIALECTS
-    ],
-)
+@pytest.mark.parametrize("model", list(DIALECTS))
 async def test_a_reply_cut_at_the_token_limit_is_complete_and_says_so(api: Api, model: str) -> None:
     cid = await api.conversation()
     message = (await api.send(cid, "!tokens=5 !finish=length", model=model))["done"]["message"]

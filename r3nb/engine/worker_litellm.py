@@ -24,7 +24,7 @@ from typing import Any, cast
 from r3nb.errors import ProviderError
 from r3nb.protocol import ENV_DEMO_DELAY
 
-from . import failures, openai_stream, redact
+from . import failures, openai_stream, raw_finish, redact
 from .demo import demo_reply, word_chunks
 from .models import DEMO_PROVIDER, ModelConfig
 from .worker_protocol import Ending
@@ -81,8 +81,7 @@ def _import_into(future: Future[ModuleType]) -> None:
         if bundle and not os.environ.get("SSL_VERIFY"):
             litellm.ssl_verify = bundle
         _register_demo(litellm)
-        global _gemini_watched
-        _gemini_watched = _watch_gemini_finish()
+        raw_finish.watch()
         _warm_up(litellm)
         future.set_result(litellm)
     except BaseException as e:  # surfaced to every caller of load()
@@ -185,8 +184,7 @@ async def stream(
         # (LiteLLM Proxy) behind ``openai/`` is exactly where it is wanted.
         params = {**params, "extra_body": {**(params.get("extra_body") or {}),
                                            "user": params["user"]}}  # fmt: skip
-    gemini = _GeminiFinish() if _gemini_watched and _is_gemini(model) else None
-    _gemini_finish.set(gemini)
+    said = raw_finish.expect(model.litellm_model)  # what the provider itself says
     raw: Any = None
     finish: str | None = None
     yield CALLING
@@ -213,7 +211,9 @@ async def stream(
         raise
     except Exception as e:
         raise ProviderError(describe_failure(e, model)) from e
-    if finish is None or (gemini is not None and not gemini.finished):
+    if said is not None:
+        finish = said.judge(finish)
+    if finish is None:
         raise ProviderError(failures.ENDED_EARLY)
     yield ending(litellm, model, getattr(raw, "prompt_tokens", None),
                  getattr(raw, "completion_tokens", None), finish)  # fmt: skip
@@ -254,59 +254,6 @@ def context_window(litellm: Any, name: str) -> int | None:
     info = costs.get(name) or costs.get(name.split("/", 1)[-1]) or {}
     window = info.get("max_input_tokens") or info.get("max_tokens")
     return int(window) if isinstance(window, int | float) and window > 0 else None
-
-
-class _GeminiFinish:
-    """Whether a Gemini stream's own chunks carried a ``finishReason``.
-
-    litellm's Gemini parser gives every chunk without one ``finish_reason: "stop"``, so
-    a stream cut after 6 of 24 words looked finished and was stored complete. Its raw
-    chunks still say: ``_watch_gemini_finish`` notes a ``finishReason`` here, for the
-    stream this task is reading (a context variable: litellm parses in the reader's
-    task)."""
-
-    finished = False
-
-
-_gemini_finish: contextvars.ContextVar[_GeminiFinish | None] = contextvars.ContextVar(
-    "r3nb_gemini_finish", default=None
-)
-
-
-def _watch_gemini_finish() -> bool:
-    """Wrap litellm's Gemini chunk parser to note a raw ``finishReason``; False when this
-    litellm has no such parser (its streams are then taken at their word)."""
-    try:
-        from litellm.llms.vertex_ai.gemini import vertex_and_google_ai_studio_gemini as gemini
-    except ImportError:
-        return False
-    iterator = getattr(gemini, "ModelResponseIterator", None)
-    original = getattr(iterator, "chunk_parser", None)
-    if iterator is None or original is None:
-        return False
-    if getattr(original, "r3nb_watched", False):
-        return True
-
-    def chunk_parser(self: Any, chunk: Any) -> Any:
-        seen = _gemini_finish.get()
-        if seen is not None and isinstance(chunk, dict):
-            candidates = chunk.get("candidates")
-            if isinstance(candidates, list) and any(
-                isinstance(c, dict) and c.get("finishReason") for c in candidates
-            ):
-                seen.finished = True
-        return original(self, chunk)
-
-    chunk_parser.r3nb_watched = True  # type: ignore[attr-defined]
-    iterator.chunk_parser = chunk_parser
-    return True
-
-
-_gemini_watched = False
-
-
-def _is_gemini(model: ModelConfig) -> bool:
-    return model.litellm_model.split("/", 1)[0] == "gemini"
 
 
 #: litellm prefixes of Ollama models.

@@ -1,0 +1,110 @@
+"""What a provider itself said about the end of a stream, where litellm's parsers lose it.
+
+Two dialects' parsers in litellm 1.110 report a finish the provider never sent:
+
+- **Gemini**: every chunk without a ``finishReason`` gets ``finish_reason: "stop"``, so a
+  stream cut after 6 of 24 words looked finished and was stored ``complete``.
+- **Ollama's ``/api/generate``** (``ollama/``): the last chunk's ``done_reason`` is read as
+  ``"stop"`` whatever it says, so a reply cut at the token limit (``"length"``) looked
+  whole.
+
+The raw chunks still say it. ``watch(litellm)`` wraps those two parsers once to note, in
+a context variable of the stream being read (litellm parses in the reader's task), the
+raw finish they saw; ``expect(model)`` sets up that note for one stream and
+``RawFinish.judge`` turns it into the finish reason r3nb stores. A litellm without those
+parsers is taken at its word (``watch`` returns what it could wrap).
+
+Only ``worker_litellm`` (the one module importing litellm) calls ``watch``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+
+class RawFinish:
+    """The raw finish one stream's chunks carried (``reason`` None: none yet)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.reason: str | None = None
+
+    def judge(self, finish: str | None) -> str | None:
+        """The finish to store, given litellm's; None means the stream ended early."""
+        if self.dialect == "gemini" and self.reason is None:
+            return None
+        if self.dialect == "ollama" and self.reason == "length":
+            return "length"
+        return finish
+
+
+_current: contextvars.ContextVar[RawFinish | None] = contextvars.ContextVar(
+    "r3nb_raw_finish", default=None
+)
+_watched: set[str] = set()
+
+
+def expect(litellm_model: str) -> RawFinish | None:
+    """Note the raw finish of the stream this task is about to read, when its dialect's
+    parser is watched; None otherwise (litellm's finish then stands)."""
+    dialect = litellm_model.split("/", 1)[0]
+    raw = RawFinish(dialect) if dialect in _watched else None
+    _current.set(raw)
+    return raw
+
+
+def _gemini_reason(chunk: dict[str, Any]) -> str | None:
+    candidates = chunk.get("candidates")
+    if isinstance(candidates, list):
+        for candidate in candidates:
+            if isinstance(candidate, dict) and candidate.get("finishReason"):
+                return str(candidate["finishReason"])
+    return None
+
+
+def _ollama_reason(chunk: dict[str, Any]) -> str | None:
+    if chunk.get("done") is True:
+        return str(chunk.get("done_reason") or "stop")
+    return None
+
+
+def _wrap(iterator: Any, read: Callable[[dict[str, Any]], str | None]) -> bool:
+    original = getattr(iterator, "chunk_parser", None)
+    if original is None:
+        return False
+    if getattr(original, "r3nb_watched", False):
+        return True
+
+    def chunk_parser(self: Any, chunk: Any) -> Any:
+        raw = _current.get()
+        if raw is not None and isinstance(chunk, dict):
+            reason = read(chunk)
+            if reason is not None:
+                raw.reason = reason
+        return original(self, chunk)
+
+    chunk_parser.r3nb_watched = True  # type: ignore[attr-defined]
+    iterator.chunk_parser = chunk_parser
+    return True
+
+
+def watch() -> set[str]:
+    """Wrap the parsers this litellm has (idempotent); the dialects now watched."""
+    try:
+        from litellm.llms.vertex_ai.gemini import vertex_and_google_ai_studio_gemini as gemini
+
+        if _wrap(getattr(gemini, "ModelResponseIterator", None), _gemini_reason):
+            _watched.add("gemini")
+    except ImportError:
+        pass
+    try:
+        from litellm.llms.ollama.completion import transformation as ollama
+
+        iterator = getattr(ollama, "OllamaTextCompletionResponseIterator", None)
+        if _wrap(iterator, _ollama_reason):
+            _watched.add("ollama")
+    except ImportError:
+        pass
+    return set(_watched)
