@@ -44,6 +44,7 @@ SECTIONS = [
     "burst",
     "diskbytes",
     "coldstart",
+    "dialects",
     "kernel",
     "store",
     "browser",
@@ -219,6 +220,26 @@ def table(r: dict[str, Any]) -> str:
             "",
             "TTFT ≤ 3× warm + 50 ms; lag ≤ 100 ms",
             cs["pass"],
+        )
+    dl = r.get("dialects")
+    if isinstance(dl, dict) and "ollama_chat" in dl:
+        add(
+            "First token per dialect: r3nb vs litellm direct (p50)",
+            "; ".join(
+                f"{n}: {_f(dl[n]['r3nb_ttft_p50_ms'], ' ms')} vs {_f(dl[n]['direct_ttft_p50_ms'], ' ms')}"
+                for n in (
+                    "openai-lean",
+                    "openai-litellm",
+                    "ollama_chat",
+                    "ollama",
+                    "anthropic",
+                    "gemini",
+                )
+                if n in dl
+            ),
+            "",
+            "Ollama: within 10 ms",
+            dl["pass"],
         )
     k = r.get("kernel")
     if isinstance(k, dict) and "chat" in k:

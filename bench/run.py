@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "burst",
         "diskbytes",
         "coldstart",
+        "dialects",
         "kernel",
         "browser",
     } & set(wanted)
@@ -259,7 +260,7 @@ def _run_sections(
             sizes += [(100_000, 0.0), (2_000, 0.005)]
         section("flushes", lambda: asyncio.run(streaming.flushes(server, sizes)))
 
-        from bench import round2
+        from bench import dialects, round2
 
         section(
             "burst",
@@ -270,6 +271,7 @@ def _run_sections(
             disk_sizes += [(100_000, 0.0003)]
         section("diskbytes", lambda: asyncio.run(round2.diskbytes(workdir, provider, disk_sizes)))
         section("coldstart", lambda: round2.coldstart(workdir, provider))
+        section("dialects", lambda: dialects.dialects(workdir, 5 if quick else 10))
 
         def kernel() -> dict[str, Any]:
             from bench import kernel as kbench

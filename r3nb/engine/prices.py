@@ -38,6 +38,14 @@ def _text() -> str:
 
 def entry(model: str) -> dict[str, Any] | None:
     """The price-list entry of ``model`` (``provider/name`` or ``name``), or None."""
+    found = _entry(model)
+    return dict(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _entry(model: str) -> dict[str, Any] | None:
+    """Cached per name: finding a key in 3.4 MB of text takes 1.5-3.4 ms (measured), and
+    every send asks for its model's context window on the server's loop."""
     text = _text()
     for key in dict.fromkeys((model, model.split("/", 1)[-1])):
         at = text.find(f"\n    {json.dumps(key)}: {{")
