@@ -33,6 +33,8 @@ from .worker_protocol import StreamRequest, model_from
 #: A request line may carry a whole conversation (prompts are capped at 100k characters,
 #: a branch may hold many): far more than asyncio's default 64 KiB line.
 _LINE_LIMIT = 1 << 30
+#: A stream that wrote no text for this long writes its next text at once (see _Outbox).
+_HOLD_AFTER = 0.005
 #: Seconds a cancelled stream reads on before its connection is closed (see _serve).
 _CANCEL_GRACE = 0.05
 
@@ -81,15 +83,26 @@ def _line(message: dict[str, Any]) -> bytes:
 
 
 class _Outbox:
-    """Lines to the server. Text is held until the loop comes round (every chunk
-    already received has been parsed by then) and sent as one line per stream."""
+    """Lines to the server. A stream's text is written at once when that stream has
+    written nothing for ``_HOLD_AFTER`` seconds (its first token, and every token of a
+    provider pacing its tokens); inside a burst it is held until the loop comes round
+    (every chunk already received has been parsed by then) and sent as one line.
+
+    Held from the first token, a reply whose chunks arrived together waited for litellm
+    to parse all of them (~0.35 ms each): 7 ms of first-token latency on 20 chunks."""
 
     def __init__(self, transport: asyncio.WriteTransport) -> None:
         self.transport = transport
         self.pending: dict[int, list[str]] = {}
         self.scheduled = False
+        self.written: dict[int, float] = {}  # stream → when its text was last written
 
     def text(self, rid: int, text: str) -> None:
+        now = time.monotonic()
+        if rid not in self.pending and now - self.written.get(rid, 0.0) >= _HOLD_AFTER:
+            self.written[rid] = now
+            self.transport.write(_line({"id": rid, "text": text}))
+            return
         self.pending.setdefault(rid, []).append(text)
         if not self.scheduled:
             self.scheduled = True
@@ -100,12 +113,17 @@ class _Outbox:
         rid = message.get("id")
         held = self.pending.pop(rid, None) if isinstance(rid, int) else None
         data = _line({"id": rid, "text": "".join(held)}) if held else b""
+        if isinstance(rid, int) and "requested" not in message:
+            self.written.pop(rid, None)  # the stream's last line
         self.transport.write(data + _line(message))
 
     def flush(self) -> None:
         self.scheduled = False
         if self.pending:
+            now = time.monotonic()
             lines = [_line({"id": rid, "text": "".join(t)}) for rid, t in self.pending.items()]
+            for rid in self.pending:
+                self.written[rid] = now
             self.pending.clear()
             self.transport.write(b"".join(lines))
 
