@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from r3nb import __version__
 from r3nb.errors import BadRequest, Conflict, NotFound, RateLimited, StoreUnavailable
@@ -24,6 +24,7 @@ from .metrics import LoopLag
 from .model_file import ModelsFile
 from .models import ModelConfig, ModelRegistry
 from .store import DEFAULT_TITLE, DuckDBStore, NewMessage, StoreInterface, new_id
+from .store.rows import MESSAGE_FIELDS
 from .streams import LiveStream, ReplySource, StreamHub
 from .sweeper import Sweeper
 
@@ -510,16 +511,18 @@ class Engine:
 
 
 def _placeholder(cid: str, reply: NewMessage) -> MessageDict:
-    """The reply as the stream knows it until its row is committed (seq etc. follow)."""
+    """The reply as the stream knows it until its row is committed (seq etc. follow).
+    Every stored field starts None (``MESSAGE_FIELDS``: a new column needs nothing here
+    unless a streaming reply must show it)."""
     now = time.time()
-    return {
-        "id": reply.id or "", "conversation_id": cid, "seq": 0, "role": "assistant",
-        "content": "", "status": "streaming", "model": reply.model, "author": reply.author,
-        "source": reply.source, "streaming_for": reply.streaming_for, "error": None,
-        "prompt_tokens": None, "completion_tokens": None, "cost": None, "attachments": [],
-        "created_at": now, "updated_at": now, "revision": 0, "parent_id": None,
-        "context": None, "context_left_out": None,
-    }  # fmt: skip
+    message: dict[str, Any] = dict.fromkeys(MESSAGE_FIELDS)
+    message.update(
+        id=reply.id or "", conversation_id=cid, seq=0, role="assistant", content="",
+        status="streaming", model=reply.model, author=reply.author, source=reply.source,
+        streaming_for=reply.streaming_for, attachments=[], created_at=now, updated_at=now,
+        revision=0,
+    )  # fmt: skip
+    return cast(MessageDict, message)
 
 
 def _known(models: ModelRegistry, name: str | None) -> str | None:
