@@ -396,14 +396,10 @@ class Engine:
         try:
             created = await insert
         except BaseException:
-            stream.end_reason = "the message could not be stored"
-            if stream.task is not None:
-                stream.task.cancel()
+            stream.abort("the message could not be stored")
             raise
         if created is None:
-            stream.end_reason = "the conversation was deleted"
-            if stream.task is not None:
-                stream.task.cancel()
+            stream.abort("the conversation was deleted")
             raise NotFound(f"no conversation {cid}, or the message to follow was deleted")
         stream.message = created[-1]
         return created, stream

@@ -21,7 +21,7 @@ from typing import Any, cast
 from r3nb.errors import NotFound, ProviderError
 from r3nb.protocol import MessageDict, Status
 
-from . import redact
+from . import lifecycle, redact
 from .models import ModelConfig
 from .provider import Requested, Usage
 from .store import Final, StoreInterface
@@ -37,42 +37,9 @@ ReplySource = Callable[
 Event = tuple[str, Any]  # ("delta" | "done" | "heartbeat", payload)
 
 
-#: Finish reasons that mean the provider withheld (part of) the reply.
-_WITHHELD = {
-    "content_filter": "the provider stopped the reply (content filter)",
-    "safety": "the provider stopped the reply (safety filter)",
-    "recitation": "the provider stopped the reply (recitation filter)",
-    "refusal": "the model refused to answer",
-}
-
-
-#: Finish reasons of a reply cut at the output-token limit (litellm maps Anthropic's
-#: ``max_tokens``, Gemini's ``MAX_TOKENS`` and Ollama's ``length`` to ``length``).
-_CUT = {"length", "max_tokens"}
-_CUT_NOTE = (
-    "the reply was cut at the model's output limit (finish_reason: {finish_reason}); "
-    "ask it to continue, or raise the model's max_tokens"
-)
-
-
 def judge_ending(length: int, finish_reason: str | None) -> tuple[str, str | None]:
-    """The status and error of a reply whose stream ended without a fault.
-
-    A reply a provider filtered, or one with no text at all, is not ``complete``: a
-    person must see why it stopped (in the panel, ``%%chat`` and the DB), not an empty
-    or silently cut bubble that looks like an answer."""
-    withheld = _WITHHELD.get((finish_reason or "").lower())
-    if withheld:
-        return "error", f"{withheld}; finish_reason: {finish_reason}"
-    if length == 0:
-        return "error", "the model sent an empty reply" + (
-            f" (finish_reason: {finish_reason})" if finish_reason else ""
-        )
-    if (finish_reason or "").lower() in _CUT:
-        # Complete, not error: the text is good as far as it goes and stays in the
-        # conversation, so "continue" works; the note says why it stops mid-thought.
-        return "complete", _CUT_NOTE.format(finish_reason=finish_reason)
-    return "complete", None
+    """See ``lifecycle.ending`` (kept here for the callers that import it from here)."""
+    return lifecycle.ending(length, finish_reason)
 
 
 class LiveStream:
@@ -104,6 +71,13 @@ class LiveStream:
         self.pinned_over_budget = False  # the pinned turns alone exceed that window
         self.on_end: Callable[[MessageDict], None] | None = None  # told the final message
         self.cancelled_by: str | None = None
+
+    def abort(self, reason: str) -> None:
+        """End this reply early as ``error`` with ``reason`` (its text is kept): the one
+        way a timeout, a shutdown or a failed write ends a live reply (lifecycle.py)."""
+        self.end_reason = self.end_reason or reason
+        if self.task is not None:
+            self.task.cancel()
 
     def append(self, text: str) -> None:
         self._parts.append(text)
@@ -186,17 +160,14 @@ class StreamHub:
                     stream.requested = True
                     stream.started = stream.last_activity = time.monotonic()
         except asyncio.CancelledError:
-            status = "error" if stream.end_reason else "cancelled"
-            error = stream.end_reason or (
-                f"stopped by {stream.cancelled_by}" if stream.cancelled_by else None
-            )
+            status, error = lifecycle.interrupted(stream.end_reason, stream.cancelled_by)
         except ProviderError as e:
             status, error = "error", e.reason
         except Exception as e:  # a bug of ours must still end the message, not leave it hanging
             log.exception("stream %s failed", stream.message_id)
             status, error = "error", redact.cut(f"internal error in r3nb: {type(e).__name__}: {e}")
         if status == "complete":
-            status, error = judge_ending(stream.length, usage.finish_reason)
+            status, error = lifecycle.ending(stream.length, usage.finish_reason)
         final = Final(
             content=stream.text(),
             status=status,
@@ -286,8 +257,7 @@ class StreamHub:
             else:
                 continue
             self.counters["streams_timed_out"] += 1
-            stream.end_reason = reason
-            stream.task.cancel()
+            stream.abort(reason)
 
     # --- control ---------------------------------------------------------------------
 
@@ -309,9 +279,7 @@ class StreamHub:
         """Flush and finalise every in-flight stream (status ``error``, text kept)."""
         streams = list(self.live.values())
         for stream in streams:
-            stream.end_reason = reason
-            if stream.task is not None:
-                stream.task.cancel()
+            stream.abort(reason)
         if streams:
             await asyncio.wait([asyncio.ensure_future(s.done.wait()) for s in streams], timeout=30)
         if self._ticker is not None:
