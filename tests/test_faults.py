@@ -67,6 +67,23 @@ async def test_provider_faults_end_in_error_with_partial_text(
     assert health["counters"]["streams_error"] >= 1
 
 
+# Settable since issue 15 (it was a constant: 3600 s, whatever the config said).
+@pytest.mark.r3nb(max_duration=1.0, idle_timeout=30.0)
+async def test_a_reply_longer_than_max_duration_ends_in_error_with_its_text(
+    api: Api, provider: FakeProvider
+) -> None:
+    cid = await api.conversation()
+    result = await api.send(cid, "!tokens=400 !delay=0.01")  # 4 s of tokens
+    message = result["done"]["message"]
+    assert message["status"] == "error"
+    assert "exceeded 1 s" in message["error"], message["error"]
+    joined = "".join(d["text"] for d in result["deltas"])
+    assert joined
+    assert message["content"] == joined
+    assert provider.replies[0].startswith(joined)
+    assert joined != provider.replies[0]
+
+
 # A gated stream must outlive the orphan's sweep: with a 1 s idle timeout, a loaded
 # machine took longer than that to show the sweep, and the live stream timed out first
 # (measured once in CI: 'error', not 'streaming').

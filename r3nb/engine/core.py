@@ -48,6 +48,7 @@ class Settings:
     max_concurrent_streams: int = 4
     first_token_timeout: float = 120.0
     idle_timeout: float = 120.0
+    max_duration: float = 3600.0
     budgets: dict[str, float] = field(default_factory=dict)  # per person, per UTC day
     models_file_interval: float = 2.0  # seconds between checks of the models file
 
@@ -83,6 +84,7 @@ class Engine:
             snapshot_interval=settings.snapshot_interval,
             first_token_timeout=settings.first_token_timeout,
             idle_timeout=settings.idle_timeout,
+            max_duration=settings.max_duration,
         )
         self.sweeper = Sweeper(
             self.store,

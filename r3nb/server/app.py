@@ -94,6 +94,10 @@ class R3nbApp(ExtensionApp):
     idle_timeout = Float(
         120.0, help="Seconds a provider may go silent mid-reply before it fails."
     ).tag(config=True)
+    max_duration = Float(
+        3600.0,
+        help="Seconds a reply may stream in all before it fails (its text is kept).",
+    ).tag(config=True)
 
     budgets = Dict(
         help='Optional daily budgets per person: {"tokens_per_day": N, "cost_per_day": USD}. '
@@ -135,6 +139,7 @@ class R3nbApp(ExtensionApp):
                 max_concurrent_streams=self.max_concurrent_streams,
                 first_token_timeout=self.first_token_timeout,
                 idle_timeout=self.idle_timeout,
+                max_duration=self.max_duration,
                 budgets=validate_budgets(self.budgets),
                 models_file_interval=self.models_file_interval,
             ),
