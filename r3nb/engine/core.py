@@ -18,12 +18,12 @@ from r3nb import __version__
 from r3nb.errors import BadRequest, Conflict, NotFound, RateLimited, StoreUnavailable
 from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage, Source
 
-from . import limits, openai_stream, provider, usage
+from . import limits, provider, usage
 from .context import EXCLUDED, PINNED, fit
 from .metrics import LoopLag
 from .model_file import ModelsFile
 from .models import ModelConfig, ModelRegistry
-from .store import DEFAULT_TITLE, DuckDBStore, NewMessage, StoreInterface, new_id
+from .store import DEFAULT_TITLE, NewMessage, StoreInterface, make_store, new_id
 from .store.rows import MESSAGE_FIELDS
 from .streams import LiveStream, ReplySource, StreamHub
 from .sweeper import Sweeper
@@ -75,9 +75,10 @@ class Engine:
         self.models = models
         self.models_file = models_file
         self.models_revision = 0  # +1 at each reload that changes the models
-        # The engine knows the store only by its interface (store/interface.py); DuckDB
-        # is chosen here, the one place a second backend (PostgreSQL, hub mode) plugs in.
-        self.store: StoreInterface = DuckDBStore(settings.db_path)
+        # The engine knows the store only by its interface (store/interface.py); the
+        # location picks the backend (store/factory.py: a path is DuckDB, a
+        # postgresql:// URL is PostgreSQL for the hub service).
+        self.store: StoreInterface = make_store(settings.db_path)
         self.hub = StreamHub(
             self.store,
             reply_source or provider.stream_reply,
@@ -141,7 +142,7 @@ class Engine:
         self.loop_lag.stop()
         self.sweeper.stop()
         await self.hub.shutdown()
-        await openai_stream.aclose()
+        await provider.aclose()
         self.store.close()
 
     # --- operations ------------------------------------------------------------------
@@ -191,8 +192,8 @@ class Engine:
         for entry in report["models"]:
             model = models.resolve(entry["name"])
             reason = model.missing_key_reason()
-            if reason is None and not model.lean and not provider.is_loaded():
-                reason = "litellm is still loading (a few seconds after the server starts)"
+            if reason is None:
+                reason = provider.not_ready(model)
             if reason is None:
                 reason = self.unreachable.get(model.name)
             entry["ready"] = reason is None

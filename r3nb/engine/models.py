@@ -27,7 +27,7 @@ from typing import Any
 
 from r3nb.errors import BadRequest
 
-from . import redact
+from . import adapters, redact
 
 #: litellm model string of the built-in offline model (a CustomLLM in provider.py).
 DEMO_PROVIDER = "r3nb-demo"
@@ -54,7 +54,6 @@ LEAN_CALL_KEYS = frozenset({
     "stream_timeout", "max_retries", "custom_llm_provider", "organization", "extra_body",
 })  # fmt: skip
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-STREAM_PATHS = ("auto", "lean", "litellm")
 #: Never echoed to a client, whatever the entry says.
 _SECRET_KEYS = {"api_key", "api_key_env", "headers", "extra_headers", "aws_secret_access_key"}
 #: The variable litellm itself would read for a provider when an entry names no key.
@@ -88,12 +87,13 @@ class ModelConfig:
     env_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
-    def lean(self) -> bool:
-        """Stream with r3nb's lean OpenAI-compatible reader instead of litellm's wrapper
-        (see openai_stream.py for the measured reasons). ``auto``: for ``openai/…``."""
-        if self.stream_path == "auto":
-            return self.litellm_model.startswith("openai/")
-        return self.stream_path == "lean"
+    def adapter_name(self) -> str:
+        """The stream adapter that fetches this model's replies (``adapters.py``).
+        ``auto``: r3nb's lean OpenAI-compatible reader for ``openai/…`` (see
+        openai_stream.py for the measured reasons), litellm for everything else."""
+        if self.stream_path == adapters.AUTO:
+            return "lean" if self.litellm_model.startswith("openai/") else "litellm"
+        return self.stream_path
 
     @property
     def litellm_model(self) -> str:
@@ -226,9 +226,12 @@ def _parse(
     for secret in (entry.get("api_key"), env_key):
         if isinstance(secret, str):
             redact.remember(secret)
-    stream_path = str(entry.get("stream_path", "auto"))
-    if stream_path not in STREAM_PATHS:
-        raise ValueError(f"{where}['stream_path'] must be one of {', '.join(STREAM_PATHS)}")
+    stream_path = str(entry.get("stream_path", adapters.AUTO))
+    if stream_path not in (known := adapters.names()):
+        raise ValueError(
+            f"{where}['stream_path'] is {stream_path!r}; installed stream adapters: "
+            f"{', '.join(known)} (a plugin adds one through the 'r3nb.adapters' entry point)"
+        )
     send_user = entry.get("send_user", False)
     if not isinstance(send_user, bool):
         raise ValueError(f"{where}['send_user'] must be true or false")
@@ -250,7 +253,7 @@ def _parse(
         api_key_file=os.path.expanduser(key_file) if key_file else None,
         env_key=env_key,
     )
-    if config.lean:
+    if config.adapter_name == "lean":
         _check_lean_keys(where, config)
     return config
 

@@ -1,12 +1,13 @@
 """The provider adapter: what the engine calls to stream a reply.
 
 Everything else sees plain values: text deltas, a ``Usage``, and ``ProviderError`` with
-a reason a person can act on. Two stream paths: r3nb's lean OpenAI-compatible reader
-(``openai_stream``, in this process) and litellm (``worker_litellm``, the only importer
-of litellm). In the Jupyter server litellm runs in a worker process (``start_worker``):
-its import and its per-chunk CPU would hold the GIL of the loop that serves every
-kernel websocket. Without a worker (embedded mode) it runs here, imported in a
-background thread (``preload``).
+a reason a person can act on. r3nb's two stream adapters live here (``adapters.py``
+says what an adapter is and how a third party adds one): ``LEAN``, r3nb's lean
+OpenAI-compatible reader (``openai_stream``, in this process), and ``LITELLM``
+(``worker_litellm``, the only importer of litellm). In the Jupyter server litellm
+runs in a worker process (``start_worker``): its import and its per-chunk CPU would
+hold the GIL of the loop that serves every kernel websocket. Without a worker
+(embedded mode) it runs here, imported in a background thread (``preload``).
 """
 
 from __future__ import annotations
@@ -18,44 +19,28 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from r3nb.errors import ProviderError
 from r3nb.protocol import ENV_DEMO_DELAY
 
-from . import openai_stream, prices, redact, worker_litellm, worker_protocol
+from . import adapters, openai_stream, prices, redact, worker_litellm, worker_protocol
+from .adapters import REQUESTED, Item, Requested, Usage
 from .models import ModelConfig
 from .worker_client import WorkerClient
 from .worker_litellm import describe_failure
 from .worker_protocol import Ending
 
-__all__ = ["REQUESTED", "Requested", "Usage", "describe_failure", "stream_reply"]
+__all__ = [
+    "LEAN", "LITELLM", "REQUESTED", "Requested", "Usage", "describe_failure", "stream_reply",
+]  # fmt: skip
 
 _lock = threading.Lock()
 _worker: WorkerClient | None = None
 #: Context windows litellm reported at the end of a stream (an Ollama model's
 #: ``/api/show``), by litellm model name.
 _learned_windows: dict[str, int] = {}
-
-
-@dataclass(frozen=True)
-class Usage:
-    """How a reply ended: its token counts, cost, and the provider's finish reason."""
-
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cost: float | None
-    finish_reason: str | None = None
-
-
-class Requested:
-    """Yielded once, right before the provider is called: deadlines start here, not
-    while litellm is still being imported."""
-
-
-REQUESTED = Requested()
 
 
 # --- where litellm runs ------------------------------------------------------------------
@@ -146,45 +131,93 @@ def context_window(model: ModelConfig) -> int | None:
 # --- streaming ---------------------------------------------------------------------------
 
 
-async def stream_reply(
-    model: ModelConfig, messages: list[dict[str, Any]]
-) -> AsyncIterator[str | Usage | Requested]:
-    """Yield ``REQUESTED``, then text deltas as the provider sends them, then one ``Usage``.
+async def stream_reply(model: ModelConfig, messages: list[dict[str, Any]]) -> AsyncIterator[Item]:
+    """Yield ``REQUESTED``, then text deltas as the provider sends them, then one ``Usage``,
+    from the adapter the model's ``stream_path`` names.
 
     Faults become ``ProviderError`` with a short reason; text already yielded stays
     with the caller (a failed stream keeps its partial text).
     """
     try:
         params = model.call_params()  # the key is read once per call
+        adapter = adapters.get(model.adapter_name)
     except ValueError as e:
         raise ProviderError(str(e)) from e
-    if model.lean:
-        async for item in _lean(model, params, messages):
-            yield item
-        return
-    worker = _worker
-    if worker is not None:
-        source = _via_worker(worker, model, params, messages)
-    else:
-        await load()
-        source = worker_litellm.stream(model, params, messages)
-    async for piece in source:
-        if isinstance(piece, str):
-            yield piece
-        elif isinstance(piece, worker_litellm.Calling):
-            yield REQUESTED
+    async for item in adapter.stream(model, params, messages):
+        yield item
+
+
+def not_ready(model: ModelConfig) -> str | None:
+    """Why a reply from ``model`` would have to wait or fail now, else None."""
+    try:
+        return adapters.get(model.adapter_name).not_ready()
+    except adapters.UnknownAdapter as e:
+        return str(e)
+
+
+async def aclose() -> None:
+    """Close every adapter used so far (server shutdown)."""
+    for adapter in adapters.loaded():
+        await adapter.aclose()
+
+
+class _Litellm:
+    """litellm, in the worker process when there is one (the server), else here."""
+
+    async def stream(
+        self, model: ModelConfig, params: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> AsyncIterator[Item]:
+        worker = _worker
+        if worker is not None:
+            source = _via_worker(worker, model, params, messages)
         else:
-            if piece["context_window"]:
-                _learned_windows[model.litellm_model] = piece["context_window"]
-            yield Usage(
-                piece["prompt_tokens"], piece["completion_tokens"], piece["cost"],
-                piece["finish_reason"],
-            )  # fmt: skip
+            await load()
+            source = worker_litellm.stream(model, params, messages)
+        async for piece in source:
+            if isinstance(piece, str):
+                yield piece
+            elif isinstance(piece, worker_litellm.Calling):
+                yield REQUESTED
+            else:
+                if piece["context_window"]:
+                    _learned_windows[model.litellm_model] = piece["context_window"]
+                yield Usage(
+                    piece["prompt_tokens"], piece["completion_tokens"], piece["cost"],
+                    piece["finish_reason"],
+                )  # fmt: skip
+
+    def not_ready(self) -> str | None:
+        if is_loaded():
+            return None
+        return "litellm is still loading (a few seconds after the server starts)"
+
+    async def aclose(self) -> None:
+        """The worker has its own owner (``stop_worker``): nothing to close here."""
+
+
+class _Lean:
+    """r3nb's OpenAI-compatible reader: no litellm on the path (openai_stream.py says
+    what it saves)."""
+
+    def stream(
+        self, model: ModelConfig, params: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> AsyncIterator[Item]:
+        return _lean(model, params, messages)
+
+    def not_ready(self) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        await openai_stream.aclose()
+
+
+LEAN: adapters.Adapter = _Lean()
+LITELLM: adapters.Adapter = _Litellm()
 
 
 async def _lean(
     model: ModelConfig, params: dict[str, Any], messages: list[dict[str, Any]]
-) -> AsyncIterator[str | Usage | Requested]:
+) -> AsyncIterator[Item]:
     raw: Any = None
     finish: str | None = None
     yield REQUESTED

@@ -22,8 +22,8 @@ from r3nb.errors import NotFound, ProviderError
 from r3nb.protocol import MessageDict, Status
 
 from . import lifecycle, redact
+from .adapters import Requested, Usage
 from .models import ModelConfig
-from .provider import Requested, Usage
 from .store import Final, StoreInterface
 
 log = logging.getLogger("r3nb.streams")

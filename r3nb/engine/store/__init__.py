@@ -6,6 +6,7 @@
 - ``schema.py``      the tables, as ordered named migrations (and how to add a column)
 - ``paging.py``      the conversation list's order and cursors
 - ``trees.py``       each conversation's branch tree, kept in memory
+- ``factory.py``     which backend a location names (a path: DuckDB; a URL: PostgreSQL)
 - ``duckdb_store.py`` the DuckDB backend: ``duckdb_thread`` (the connection and its thread),
   ``duckdb_ops`` (what runs on it), ``duckdb_sql`` (every statement)
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .duckdb_store import DuckDBStore, default_db_path
+from .factory import is_postgres, make_store
 from .interface import Store as StoreInterface
 from .schema import MIGRATIONS
 from .values import (
@@ -49,6 +51,8 @@ __all__ = [
     "Store",
     "StoreInterface",
     "default_db_path",
+    "is_postgres",
+    "make_store",
     "new_id",
 ]
 
