@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from r3nb import __version__
@@ -23,6 +23,7 @@ from .context import EXCLUDED, PINNED, fit
 from .metrics import LoopLag
 from .model_file import ModelsFile
 from .models import ModelConfig, ModelRegistry
+from .settings import Settings as Settings  # re-exported: apps import it from here
 from .store import DEFAULT_TITLE, NewMessage, StoreInterface, make_store, new_id
 from .store.rows import MESSAGE_FIELDS
 from .streams import LiveStream, ReplySource, StreamHub
@@ -35,22 +36,6 @@ _CHANGING = (
     "id", "status", "error", "prompt_tokens", "completion_tokens", "cost", "updated_at",
     "revision", "context",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Settings:
-    db_path: str
-    snapshot_interval: float = 2.0
-    stale_after: float = 300.0
-    cleanup_interval: float = 60.0
-    rate_limit_per_minute: float = 20
-    max_prompt_chars: int = 100_000
-    max_concurrent_streams: int = 4
-    first_token_timeout: float = 120.0
-    idle_timeout: float = 120.0
-    max_duration: float = 3600.0
-    budgets: dict[str, float] = field(default_factory=dict)  # per person, per UTC day
-    models_file_interval: float = 2.0  # seconds between checks of the models file
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ errors and replies are identical in both modes. DuckDB admits one process per fi
 kernels share ``<jupyter data dir>/r3nb/embedded.duckdb`` while only one holds it; a
 second kernel gets its own ``embedded-<pid>.duckdb`` and says so. ``R3NB_DB`` names the
 file instead; ``R3NB_MODELS`` (JSON, the shape of ``c.R3nbApp.models``) and
-``R3NB_DEFAULT_MODEL`` configure models (default: the offline ``demo``). Which mode a
-kernel runs in is decided in ``connect.py``.
+``R3NB_DEFAULT_MODEL`` configure models (default: the offline ``demo``); every other
+setting comes from the Jupyter server config files or ``R3NB_<NAME>`` (``settings.py``).
+Which mode a kernel runs in is decided in ``connect.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import getpass
 import json
 import os
@@ -36,8 +38,8 @@ class EmbeddedClient(BaseClient):
     mode = "embedded"
 
     def __init__(self, db_path: str | None = None) -> None:
-        from r3nb.engine import provider
-        from r3nb.engine.core import Caller, Engine, Settings
+        from r3nb.engine import provider, settings
+        from r3nb.engine.core import Caller, Engine
         from r3nb.engine.models import ModelRegistry
         from r3nb.errors import StoreUnavailable
 
@@ -47,10 +49,14 @@ class EmbeddedClient(BaseClient):
             registry = ModelRegistry(models, os.environ.get(ENV_DEFAULT_MODEL) or None)
         except ValueError as e:  # bad JSON or a bad entry: say which variable to fix
             raise R3nbClientError(0, f"{ENV_MODELS} / {ENV_DEFAULT_MODEL}: {e}") from e
+        try:  # the same settings a server would take, from its config files or R3NB_*
+            chosen = settings.from_environment()
+        except ValueError as e:
+            raise R3nbClientError(0, str(e)) from e
         explicit = db_path or os.environ.get(ENV_DB)
         path = explicit or str(embedded_db_path())
         self.note = ""
-        engine = Engine(Settings(db_path=path), registry)
+        engine = Engine(dataclasses.replace(chosen, db_path=path), registry)
         try:
             engine.store.open()
         except StoreUnavailable as e:
@@ -59,7 +65,7 @@ class EmbeddedClient(BaseClient):
                 raise R3nbClientError(503, e.message) from e
             # DuckDB admits one process per file: another kernel holds the shared one.
             path = str(embedded_db_path(per_process=True))
-            engine = Engine(Settings(db_path=path), registry)
+            engine = Engine(dataclasses.replace(chosen, db_path=path), registry)
             try:
                 engine.store.open()
             except StoreUnavailable as e2:

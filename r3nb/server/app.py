@@ -17,9 +17,9 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop
-from traitlets import Dict, Float, Int, List, Unicode, default
+from traitlets import Dict, List, Unicode, default
 
-from r3nb.engine import provider
+from r3nb.engine import provider, settings
 from r3nb.engine.core import Engine, Settings
 from r3nb.engine.model_file import ModelsFile
 from r3nb.engine.models import ModelRegistry, ModelSource, WithheldEnvironment
@@ -42,22 +42,12 @@ class R3nbApp(ExtensionApp):
     load_other_extensions = True
 
     db_path = Unicode(
-        help="DuckDB file holding conversations and messages. Default: "
-        "<jupyter data dir>/r3nb/r3nb.duckdb. ':memory:' keeps nothing (tests)."
+        help=settings.help_text("db_path") + " Default: <jupyter data dir>/r3nb/r3nb.duckdb."
     ).tag(config=True)
-    snapshot_interval = Float(
-        2.0,
-        help="Seconds between flushes of a streaming reply's partial text to the DB; "
-        "also how often other kernels' panels poll while something streams.",
-    ).tag(config=True)
-    stale_after = Float(
-        300.0,
-        help="A 'streaming' row untouched for this many seconds, owned by no live task, "
-        "is marked 'error' by the sweeper.",
-    ).tag(config=True)
-    cleanup_interval = Float(60.0, help="Seconds between sweeps for stale streams.").tag(
-        config=True
-    )
+    # Every engine setting (snapshot_interval, rate limits, timeouts, budgets, …) is a
+    # trait declared once in r3nb/engine/settings.py, with its default and help.
+    locals().update(settings.traits())
+
     models = Dict(
         help='Named models: {"name": {"model": "openai/gpt-4o-mini", "api_key_env": '
         '"OPENAI_API_KEY", "api_base": ..., ...}} (litellm kwargs plus api_key_env and '
@@ -74,34 +64,6 @@ class R3nbApp(ExtensionApp):
         "'models'), read at start-up and again whenever it changes, without a restart. "
         "Its entries replace 'models' entries of the same name; its default_model wins. "
         "A file that cannot be used leaves the models as they were (GET health says why).",
-    ).tag(config=True)
-    models_file_interval = Float(
-        2.0,
-        help="Seconds between checks of models_file for a change (0: only on POST models/reload).",
-    ).tag(config=True)
-    rate_limit_per_minute = Float(
-        20, help="Messages a person may send per minute (token bucket); 0 disables."
-    ).tag(config=True)
-    max_prompt_chars = Int(
-        100_000, help="Largest prompt (with attached notebook context), in characters."
-    ).tag(config=True)
-    max_concurrent_streams = Int(
-        4, help="Replies one person may have streaming at once; 0 disables."
-    ).tag(config=True)
-    first_token_timeout = Float(
-        120.0, help="Seconds to wait for a provider's first token before failing."
-    ).tag(config=True)
-    idle_timeout = Float(
-        120.0, help="Seconds a provider may go silent mid-reply before it fails."
-    ).tag(config=True)
-    max_duration = Float(
-        3600.0,
-        help="Seconds a reply may stream in all before it fails (its text is kept).",
-    ).tag(config=True)
-
-    budgets = Dict(
-        help='Optional daily budgets per person: {"tokens_per_day": N, "cost_per_day": USD}. '
-        "When one runs out, that person gets 429 until midnight UTC. None by default."
     ).tag(config=True)
     admin_users = List(
         Unicode(),
@@ -128,24 +90,10 @@ class R3nbApp(ExtensionApp):
         else:
             registry = ModelRegistry(base.models, base.default, environ=environ)
         _withhold_from_children(registry.secret_env_names(), self.log, environ)
-        self.engine = Engine(
-            Settings(
-                db_path=os.path.expanduser(self.db_path),
-                snapshot_interval=self.snapshot_interval,
-                stale_after=self.stale_after,
-                cleanup_interval=self.cleanup_interval,
-                rate_limit_per_minute=self.rate_limit_per_minute,
-                max_prompt_chars=self.max_prompt_chars,
-                max_concurrent_streams=self.max_concurrent_streams,
-                first_token_timeout=self.first_token_timeout,
-                idle_timeout=self.idle_timeout,
-                max_duration=self.max_duration,
-                budgets=validate_budgets(self.budgets),
-                models_file_interval=self.models_file_interval,
-            ),
-            registry,
-            models_file=models_file,
-        )
+        chosen = {name: getattr(self, name) for name in settings.NAMES}
+        chosen["db_path"] = os.path.expanduser(chosen["db_path"])
+        chosen["budgets"] = validate_budgets(chosen["budgets"])
+        self.engine = Engine(Settings(**chosen), registry, models_file=models_file)
         self.engine.open()
         self.engine.recover_now()
         self.engine.start_timers()
