@@ -16,7 +16,14 @@ from typing import Any, cast
 
 from r3nb import __version__
 from r3nb.errors import BadRequest, Conflict, NotFound, RateLimited, StoreUnavailable
-from r3nb.protocol import ConversationDict, MessageDict, Snapshot, SnapshotMessage, Source
+from r3nb.protocol import (
+    ConversationDict,
+    MessageDict,
+    MessageUpdate,
+    Snapshot,
+    SnapshotMessage,
+    Source,
+)
 
 from . import limits, provider, usage
 from .context import EXCLUDED, PINNED, fit
@@ -31,11 +38,9 @@ from .sweeper import Sweeper
 
 log = logging.getLogger("r3nb")
 
-#: Fields of a message that change while it streams (see ``Engine.snapshot``).
-_CHANGING = (
-    "id", "status", "error", "prompt_tokens", "completion_tokens", "cost", "updated_at",
-    "revision", "context",
-)  # fmt: skip
+#: Fields of a message that change while it streams (see ``Engine.snapshot``): those
+#: the wire declares for an update (``protocol.MessageUpdate``), but the text and offset.
+_CHANGING = tuple(k for k in MessageUpdate.__annotations__ if k not in ("content", "offset"))
 
 
 @dataclass(frozen=True)
