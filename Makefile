@@ -7,7 +7,7 @@ STAMP := $(VENV)/.r3nb-installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-fast lint js js-check js-test bench soak screenshots clean check-supply-chain system-deps
+.PHONY: demo test test-fast lint js js-check js-test bench soak screenshots clean check-supply-chain system-deps postgresql
 
 # Real parts the suite drives: JupyterHub's proxy from npm (not the PyPI port, which
 # buffers whole responses and breaks streaming) and Debian's Chromium for Playwright.
@@ -72,7 +72,26 @@ $(CHROMIUM):
 		exit 1; \
 	fi
 
-system-deps: $(HUB_PROXY) $(CHROMIUM)
+# PostgreSQL for the hub store's tests (tests/pg.py runs initdb/pg_ctl itself, in the
+# run's folder): only the binaries. Debian's own cluster service is not started (a
+# policy-rc.d refusing starts, unless one is already there, as in Docker images) and is
+# disabled where systemd manages it.
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgresql:
+	@if [ -n "$(PG_INITDB)" ]; then :; elif [ "$$(id -u)" = 0 ]; then \
+		own=; if [ ! -e /usr/sbin/policy-rc.d ]; then own=1; \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			postgresql >/dev/null; status=$$?; \
+		if [ -n "$$own" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		if command -v systemctl >/dev/null; then systemctl disable postgresql >/dev/null 2>&1; fi; \
+		exit $$status; \
+	else \
+		echo "the PostgreSQL store's tests need Debian's postgresql: sudo apt-get install postgresql"; \
+		exit 1; \
+	fi
+
+system-deps: $(HUB_PROXY) $(CHROMIUM) postgresql
 
 # Both tiers, on two workers: each test file stays on one worker (a module's JupyterLab,
 # hub or server is shared by its tests) and the browser files share one (tests/conftest.py).

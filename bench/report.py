@@ -40,6 +40,7 @@ SECTIONS = [
     "load",
     "ceiling",
     "observers",
+    "watchers",
     "flushes",
     "burst",
     "diskbytes",
@@ -170,6 +171,27 @@ def table(r: dict[str, Any]) -> str:
             "≥ 0.95 / < 50 ms",
             ob["pass_pace"] and (_g(ob, "api_status", "p99_ms") or 1e9) < 50,
         )
+    wa = r.get("watchers")
+    if isinstance(wa, dict) and "observers" in wa:
+        o, idle = wa["observers"], wa.get("idle") or {}
+        add(
+            f"{o['n']} watchers (watch stream) during {wa['streams']} streams: staleness p99",
+            f"{_f(o['staleness_p99_ms'], ' ms', 0)} (p50 {_f(o['staleness_p50_ms'], ' ms', 0)}),"
+            f" loop lag p99 {_f(_g(wa, 'loop_lag', 'p99_ms'), ' ms')}",
+            "the polling observers above",
+            f"≤ {_f(o['staleness_target_ms'], ' ms', 0)} / lag < 50 ms",
+            (o["staleness_p99_ms"] or 1e9) <= o["staleness_target_ms"]
+            and (_g(wa, "loop_lag", "p99_ms") or 1e9) < 50,
+        )
+        add(
+            "… bytes to one watcher / reply text (median, max); idle watcher memory",
+            f"{_f(o['bytes_per_observer_over_reply_median'], '×', 2)},"
+            f" {_f(o['bytes_per_observer_over_reply_max'], '×', 2)}; exact {o['final_text_exact']};"
+            f" {_f(idle.get('kb_per_idle_watcher'), ' KB', 1)} per idle watcher",
+            "",
+            "≤ 1.2×; stated",
+            (o["bytes_per_observer_over_reply_median"] or 1e9) <= 1.2,
+        )
     fl = r.get("flushes")
     if isinstance(fl, list):
         add(
@@ -193,6 +215,15 @@ def table(r: dict[str, Any]) -> str:
             f"{_f(b['direct_first_delta_ms']['p99'], ' ms')}",
             f"p99 ≤ direct + 100 ms (Δ {_f(b['p99_minus_direct_ms'], ' ms')})",
             b["pass"],
+        )
+    if isinstance(b, dict) and isinstance(b.get("store_admissions"), dict):
+        a = b["store_admissions"]
+        add(
+            f"… the same burst's {b['sends']} admissions in the store alone: durable p50 / p99",
+            f"{_f(a['durable_ms']['p50'], ' ms')} / {_f(a['durable_ms']['p99'], ' ms')}",
+            f"transactions per burst: {a['transactions_per_burst']}",
+            "",
+            None,
         )
     d = r.get("diskbytes")
     if isinstance(d, dict) and "rows" in d:

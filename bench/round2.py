@@ -4,6 +4,9 @@ Each figure is measured beside its baseline in the same run, as the rest of the 
 
 * ``burst``: 50 sends in one instant, first delta p50/p99 from the instant, against the
   same burst sent straight to the provider (raw httpx), interleaved over repetitions.
+  ``store_admissions`` times the same burst's part on the DB thread alone: ``sends``
+  ``begin_exchange`` calls at once on a fresh DuckDB file, in this process (how many
+  transactions they took: group commit makes it a few, not one per send).
 * ``diskbytes``: bytes the server process writes (``/proc/<pid>/io``: ``write_bytes``, what
   reached the block layer, and ``wchar``, every byte passed to ``write``) per byte of
   reply text, for replies of 1k to 100k tokens at ``snapshot_interval=0.25``.
@@ -73,6 +76,40 @@ async def burst(server: Server, provider: Provider, sends: int, reps: int) -> di
         "p99_minus_direct_ms": None if p99 is None or base99 is None else p99 - base99,
         "target": "first delta p99 within 100 ms of the same burst sent to the provider",
         "pass": None if p99 is None or base99 is None else p99 - base99 <= 100 and not failed,
+    }
+
+
+async def store_admissions(workdir: Path, sends: int, reps: int) -> dict[str, Any]:
+    """``sends`` admissions (prompt + streaming reply) at once, ``reps`` times, straight
+    to a DuckDB store: ms until each is durable, and transactions per burst."""
+    from r3nb.engine.store import NewMessage, Store
+
+    (workdir / "admissions").mkdir(parents=True, exist_ok=True)
+    store = Store(workdir / "admissions" / "bench.duckdb")
+    store.open()
+    durable: list[float] = []
+    commits: list[int] = []
+    try:
+        for _ in range(reps):
+            cids = [(await store.create_conversation("burst", "bench"))["id"] for _ in range(sends)]
+            before = store.admission_commits
+            t0 = time.perf_counter()
+
+            async def admit(cid: str, t0: float) -> None:
+                rows = [
+                    NewMessage("user", "q", "complete"),
+                    NewMessage("assistant", "", "streaming"),
+                ]
+                await store.begin_exchange(cid, rows, "q")
+                durable.append((time.perf_counter() - t0) * 1000)
+
+            await asyncio.gather(*(admit(cid, t0) for cid in cids))
+            commits.append(store.admission_commits - before)
+    finally:
+        store.close()
+    return {
+        "durable_ms": {"p50": pct(durable, 50), "p99": pct(durable, 99)},
+        "transactions_per_burst": commits,
     }
 
 

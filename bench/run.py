@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "load",
         "ceiling",
         "observers",
+        "watchers",
         "flushes",
         "burst",
         "diskbytes",
@@ -176,7 +177,7 @@ def _run_sections(
     workdir: Path,
     wanted: list[str],
 ) -> None:
-    from bench import streaming
+    from bench import streaming, watch
 
     reps = 1 if quick else 5
 
@@ -255,6 +256,26 @@ def _run_sections(
                 )
             ),
         )
+
+        def watchers() -> dict[str, Any]:
+            """The observers section's streams again, watched instead of polled: 1,000
+            watch streams (200 with --quick) beside the 200 pollers measured just before."""
+            found = asyncio.run(
+                streaming.load(
+                    server,
+                    provider,
+                    streams=50,
+                    tokens=200 if quick else 1000,
+                    delay=0.01,
+                    observers=200 if quick else 1000,
+                    snapshot_interval=2.0,
+                    watch=True,
+                )
+            )
+            found["idle"] = watch.idle_memory(workdir, provider, 200 if quick else 1000)
+            return found
+
+        section("watchers", watchers)
         sizes = [(1_000, 0.0), (10_000, 0.0), (1_000, 0.005)]
         if not quick:
             sizes += [(100_000, 0.0), (2_000, 0.005)]
@@ -262,10 +283,13 @@ def _run_sections(
 
         from bench import dialects, round2
 
-        section(
-            "burst",
-            lambda: asyncio.run(round2.burst(server, provider, sends=50, reps=2 if quick else 5)),
-        )
+        def burst() -> dict[str, Any]:
+            reps = 2 if quick else 5
+            found = asyncio.run(round2.burst(server, provider, sends=50, reps=reps))
+            found["store_admissions"] = asyncio.run(round2.store_admissions(workdir, 50, reps))
+            return found
+
+        section("burst", burst)
         disk_sizes = [(1_000, 0.005), (10_000, 0.001)]
         if not quick:
             disk_sizes += [(100_000, 0.0003)]

@@ -39,6 +39,7 @@ from .common import (
     rss_mb,
     self_cpu,
 )
+from .watch import Watcher
 
 
 def prompt(tokens: int, delay: float = 0.0) -> str:
@@ -245,14 +246,14 @@ class Observer:
                     else:
                         self.text = m["content"]
                     self.status = m["status"]
-                    if not self.seen or len(self.text) > self.seen[-1][1]:
+                    if self.text and (not self.seen or len(self.text) > self.seen[-1][1]):
                         self.seen.append((t1, len(self.text)))
             if self.status not in (None, "streaming") or stop.is_set():
                 return
             await asyncio.sleep(max(0.0, self.interval - (time.perf_counter() - t0)))
 
 
-def _staleness(observer: Observer, timeline: list[tuple[float, int]]) -> list[float]:
+def _staleness(observer: Observer | Watcher, timeline: list[tuple[float, int]]) -> list[float]:
     """For each growth an observer saw: when it saw length L minus when the sender's
     live stream first reached L (an upper bound of flush → seen)."""
     times = [t for t, _ in timeline]
@@ -276,6 +277,7 @@ async def load(
     snapshot_interval: float = 2.0,
     path: str = "r3nb",
     sample_status: bool = True,
+    watch: bool = False,
 ) -> dict[str, Any]:
     """``streams`` concurrent paced replies via ``path`` (r3nb | litellm | httpx)."""
     expected = generated_text(tokens)
@@ -310,14 +312,27 @@ async def load(
         else:
             tasks = [httpx_stream(api, provider.url, p) for _ in range(streams)]
         stop = asyncio.Event()
-        watchers: list[tuple[int, Observer]] = []
+        watchers: list[tuple[int, Observer | Watcher]] = []
         watch_tasks = []
         if observers and server is not None:
             for k in range(observers):
                 i = k % streams
-                ob = Observer(api, cids[i], snapshot_interval)
+                ob: Observer | Watcher = (
+                    Watcher(api, cids[i]) if watch else Observer(api, cids[i], snapshot_interval)
+                )
                 watchers.append((i, ob))
                 watch_tasks.append(asyncio.ensure_future(ob.run(stop)))
+        if watch and watchers:
+            # Watchers are there before the replies start (a class watching): the 1,000
+            # connections' set-up is not what is measured, the replies' fan-out is.
+            joined = [ob.joined.wait() for _, ob in watchers if isinstance(ob, Watcher)]
+            await asyncio.wait_for(asyncio.gather(*joined), 120)
+            assert server is not None
+            server.looplag(reset=True)
+            s0 = cpu_seconds(server.pid)
+            p0 = cpu_seconds(provider.proc.pid) if provider.proc else 0.0
+            c0 = self_cpu()
+            t0 = time.perf_counter()
         results: list[StreamResult] = await asyncio.gather(*tasks)
         t1 = time.perf_counter()
         s1 = cpu_seconds(server.pid) if server else 0.0
@@ -364,9 +379,16 @@ async def load(
                 exact += ob.text == expected and ob.status == "complete"
             result["observers"] = {
                 "n": observers,
+                "mode": "watch stream" if watch else "polling",
                 "poll_interval_s": snapshot_interval,
                 "staleness_p50_ms": pct(stale, 50),
+                "staleness_p90_ms": pct(stale, 90),
                 "staleness_p99_ms": pct(stale, 99),
+                "staleness_over_target_share": (
+                    sum(x > snapshot_interval * 1000 + 250 for x in stale) / len(stale)
+                    if stale
+                    else None
+                ),
                 "staleness_target_ms": snapshot_interval * 1000 + 250,
                 "poll_latency_p99_ms": pct(lat, 99),
                 "bytes_per_observer_over_reply_median": median(ratios),

@@ -39,6 +39,12 @@ class BadRequest(R3nbError):
     status = 400
 
 
+class Forbidden(R3nbError):
+    """Authenticated, but not allowed: an admin-only report asked for by someone else."""
+
+    status = 403
+
+
 class NotFound(R3nbError):
     status = 404
 

@@ -268,7 +268,10 @@ class StreamError(TypedDict):
     error: str
 
 
-SseEventName = Literal["start", "delta", "done", "error"]
+#: ``snapshot`` (a ``Snapshot``) comes only on ``GET conversations/{cid}/watch``, whose
+#: stream is ``snapshot`` and ``delta`` events (and ``error`` when the conversation is
+#: deleted): what a poll ``since=REV&from=…`` would return, pushed at the snapshot cadence.
+SseEventName = Literal["start", "delta", "done", "error", "snapshot"]
 
 
 def sse_frame(event: str, data: Any) -> bytes:
@@ -318,3 +321,32 @@ class CommEvent(TypedDict):
 class CommEnd(TypedDict):
     type: Literal["end"]
     id: str
+
+
+class UsageRow(TypedDict):
+    """``GET usage/report``: one person's replies from one model on one UTC day."""
+
+    day: str  # YYYY-MM-DD, UTC
+    person: str
+    model: str
+    replies: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+
+class AuditRow(TypedDict):
+    """``GET audit``: one prompt sent to a model — who, from where, to which model,
+    and how the reply ended. ``prompt`` is the prompt's text, cut at 500 characters."""
+
+    at: float  # when the reply was admitted (Unix seconds)
+    person: str
+    source: Source | None
+    conversation_id: str
+    message_id: str  # the reply
+    model: str | None
+    status: Status
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: float | None
+    prompt: str

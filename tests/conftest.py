@@ -16,7 +16,12 @@ from r3nb.engine import provider as provider_module
 from tests.client import Api
 from tests.provider import FakeProvider
 
-pytest_plugins = ["pytest_jupyter.jupyter_server", "tests.kernels", "tests.shared_lab"]
+pytest_plugins = [
+    "pytest_jupyter.jupyter_server",
+    "tests.kernels",
+    "tests.shared_lab",
+    "tests.pg",  # pg_cluster (one per worker, started on first use) and pg_url
+]
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # One provider worker (litellm's multi-second import) for the whole session, started now:

@@ -21,6 +21,14 @@ model ``fake``, ``snapshot_interval=0.3``) merged with ``hub.configure(user, ser
 The hub's ``pre_spawn_hook`` reads those from ``<run>/servers.json`` at each spawn, so a
 restart picks up new settings.
 
+Hub mode (issue 18): ``Hub(..., service=ServicePlan(db_path, engine={...}, env={...}))``
+registers an external r3nb service (``python -m r3nb.service``, started by
+``hub.start_service()`` before ``hub.start()``: a hub waits up to 30 s for an external
+service it cannot reach, stopped by ``hub.stop_service()``), adds
+``access:services!service=r3nb`` to users (``extra_user_scopes``) and to server tokens
+(``Spawner.server_token_scopes``), and spawns every single-user server in relay mode
+(``R3NB_SERVICE_URL`` in its environment, no models, no keys).
+
 Process hygiene: the hub is started in a session of its own, and every process of the
 run (hub, proxy, single-user servers, kernels) carries ``R3NB_HUB_RUN=<run folder>`` in its
 environment; ``stop()`` asks the hub to stop (it stops servers and proxy), then kills by
@@ -30,6 +38,7 @@ pid whatever still carries the marker.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -183,6 +192,43 @@ def _pre_spawn(spawner):
 c.Spawner.pre_spawn_hook = _pre_spawn
 """
 
+#: Appended to the config in hub mode: the r3nb service, external (started by the tests).
+_SERVICE_CONFIG = """
+c.JupyterHub.services.append(
+    {{"name": {name!r}, "url": {url!r}, "api_token": {token!r}, "display": False}}
+)
+c.JupyterHub.services.extend({managed!r})
+_R3NB_SCOPES = ["access:services!service=" + s["name"] for s in c.JupyterHub.services[1:]]
+c.JupyterHub.extra_user_scopes = set(_R3NB_SCOPES)
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", *_R3NB_SCOPES]
+c.JupyterHub.load_groups = {groups!r}
+"""
+
+
+@dataclasses.dataclass
+class ServicePlan:
+    """The r3nb hub service of a test hub: its store location (a DuckDB path today, a
+    ``postgresql://`` URL once that backend lands), engine settings, and the environment
+    only it gets (provider keys)."""
+
+    db_path: str
+    engine: dict[str, Any] = dataclasses.field(default_factory=dict)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    name: str = "r3nb"
+    groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: Also register a second r3nb service under this name, *managed* (the hub starts it
+    #: with ``command``, gives it its token and URL, and restarts it if it dies), with the
+    #: same settings on its own store. ``hub.managed_service_url``; a server uses it with
+    #: ``hub.configure(user, server, service_url=hub.managed_service_url)``.
+    managed: str | None = None
+
+    @property
+    def managed_db_path(self) -> str:
+        """A PostgreSQL database can be shared by two services; a DuckDB file cannot."""
+        if self.db_path.startswith(("postgresql://", "postgres://")):
+            return self.db_path
+        return self.db_path.removesuffix(".duckdb") + "-managed.duckdb"
+
 
 class HubError(RuntimeError):
     pass
@@ -200,6 +246,7 @@ class Hub:
         sharers: Iterable[str] = ("alice",),
         r3nb: dict[str, Any] | None = None,
         token_cache_seconds: int = 1,
+        service: ServicePlan | None = None,
     ) -> None:
         self.run = Path(run_dir)
         self.users = tuple(users)
@@ -218,6 +265,13 @@ class Hub:
             "snapshot_interval": 0.3,
             **(r3nb or {}),
         }
+        self.plan = service
+        self.service_port = free_port() if service else 0
+        self.managed_port = free_port() if service and service.managed else 0
+        self.service_api_token = secrets.token_hex(24)
+        self.service_proc: subprocess.Popen[bytes] | None = None
+        if service is not None:  # relay mode: the servers hold no models and no keys
+            self.r3nb = dict(r3nb or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.run / "hub.log"
         self._servers: dict[str, dict[str, Any]] = {}
@@ -237,6 +291,19 @@ class Hub:
     def server_url(self, user: str, server: str = "") -> str:
         """A single-user server's URL through the proxy, with a trailing slash."""
         return f"{self.url}/user/{user}/" + (f"{server}/" if server else "")
+
+    @property
+    def service_url(self) -> str:
+        """The r3nb service's internal base URL (what relays call, not the proxy)."""
+        assert self.plan is not None, "this hub has no r3nb service"
+        return f"http://127.0.0.1:{self.service_port}/services/{self.plan.name}/"
+
+    @property
+    def managed_service_url(self) -> str:
+        """The hub-managed r3nb service's internal base URL (``ServicePlan.managed``)."""
+        assert self.plan is not None, "this hub has no r3nb service"
+        assert self.plan.managed, "this hub has no managed r3nb service"
+        return f"http://127.0.0.1:{self.managed_port}/services/{self.plan.managed}/"
 
     def r3nb_api(self, user: str, server: str = "") -> str:
         return self.server_url(user, server) + "r3nb/api/"
@@ -271,6 +338,8 @@ class Hub:
             "PYTHONDONTWRITEBYTECODE": "1",
             MARKER: str(self.run),
         }
+        if self.plan is not None:
+            base_env["R3NB_SERVICE_URL"] = self.service_url
         chp = proxy_command()
         assert chp is not None, missing()
         path = self.run / "jupyterhub_config.py"
@@ -291,8 +360,101 @@ class Hub:
                 base_env=base_env,
                 r3nb=self.r3nb,
             )
+            + self._service_config()
         )
         return path
+
+    def _service_config(self) -> str:
+        if self.plan is None:
+            return ""
+        plan = self.plan
+        managed = []
+        if plan.managed:
+            config = self.run / "r3nb-service-managed.json"
+            config.write_text(json.dumps({**plan.engine, "db_path": plan.managed_db_path}))
+            managed.append(
+                {
+                    "name": plan.managed,
+                    "url": f"http://127.0.0.1:{self.managed_port}",
+                    "command": [sys.executable, "-m", "r3nb.service", "--config", str(config)],
+                    "cwd": str(REPO),
+                    "environment": {
+                        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                        "PYTHONDONTWRITEBYTECODE": "1",
+                        MARKER: str(self.run),
+                        **plan.env,
+                    },
+                    "display": False,
+                }
+            )
+        return _SERVICE_CONFIG.format(
+            name=plan.name,
+            url=f"http://127.0.0.1:{self.service_port}",
+            token=self.service_api_token,
+            managed=managed,
+            groups={g: {"users": users} for g, users in plan.groups.items()},
+        )
+
+    # --- the r3nb service (hub mode) ---------------------------------------------------
+
+    def start_service(self, timeout: float = 60) -> subprocess.Popen[bytes]:
+        """Start the external r3nb service (before ``start()``); return when it answers."""
+        plan = self.plan
+        assert plan is not None, "this hub has no r3nb service"
+        config = self.run / "r3nb-service.json"
+        config.write_text(json.dumps({"db_path": plan.db_path, **plan.engine}))
+        env = {
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "JUPYTERHUB_API_TOKEN": self.service_api_token,
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.hub_port}/hub/api",
+            "JUPYTERHUB_SERVICE_NAME": plan.name,
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.service_port}",
+            "JUPYTERHUB_SERVICE_PREFIX": f"/services/{plan.name}/",
+            MARKER: str(self.run),
+            **plan.env,
+        }
+        log = (self.run / "service.log").open("ab")
+        self.service_proc = subprocess.Popen(
+            [sys.executable, "-m", "r3nb.service", "--config", str(config)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        proc = self.service_proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise HubError(f"r3nb-service exited ({proc.returncode}):\n{self.service_log()}")
+            return self._probe(self.service_url + "r3nb/api/health") == 401  # up, and closed
+
+        try:
+            self._wait_until(answers, timeout, "the r3nb service to answer")
+        except BaseException:
+            self.stop_service()
+            raise
+        return proc
+
+    def stop_service(self) -> None:
+        """SIGTERM the service (it ends live replies whole), SIGKILL after 20 s."""
+        proc, self.service_proc = self.service_proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def service_log(self, tail: int = 6000) -> str:
+        try:
+            return (self.run / "service.log").read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
 
     def start(self, timeout: float = 60) -> Hub:
         config = self._write_config()
@@ -342,6 +504,8 @@ class Hub:
     def stop(self) -> None:
         """Stop the hub (it stops its servers and the proxy), then kill by pid anything
         of this run still alive: proxy, single-user servers, kernels. Never raises."""
+        with contextlib.suppress(Exception):
+            self.stop_service()
         proc = self.proc
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
+
+import psycopg
+import pytest
 
 from tests.servers import free_port
 
@@ -41,7 +47,8 @@ class PostgresCluster:
         found = pg_bin()
         if found is None:
             raise RuntimeError(
-                "PostgreSQL is not installed: `make system-deps` (apt-get install postgresql)"
+                "PostgreSQL is not installed here: run `make system-deps`"
+                " (it apt-installs Debian's postgresql)"
             )
         self.bin = found
         self.workdir = workdir
@@ -103,6 +110,10 @@ class PostgresCluster:
         self.pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
 
     def stop(self) -> None:
+        pidfile = self.data / "postmaster.pid"
+        if self.pid is None and pidfile.exists():  # a start that failed half-way
+            with contextlib.suppress(OSError, ValueError):
+                self.pid = int(pidfile.read_text().split("\n", 1)[0])
         if self.pid is None:
             return
         with contextlib.suppress(RuntimeError, subprocess.SubprocessError, OSError):
@@ -119,6 +130,26 @@ class PostgresCluster:
         self.stop()
         self._pg_ctl_start()
 
+    def start_again(self) -> None:
+        """Start the cluster ``stop()`` stopped (an outage's end)."""
+        self._pg_ctl_start()
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A new, empty database (a copy of ``template1``: ~0.1 s); returns its URL."""
+        name = f"r3nb_{secrets.token_hex(6)}"
+        with psycopg.connect(self.dsn, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        """Drop the database of ``url`` (its sessions too: FORCE)."""
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.dsn, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -134,3 +165,34 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """One cluster per test process (per xdist worker), started the first time a test
+    asks for it and stopped by pid at the end of the session, even after failures.
+    Missing PostgreSQL is an error, never a skip: ``make system-deps`` installs it."""
+    # Not under pytest's default temp root: a pytest session starting meanwhile (another
+    # run on the machine) makes ``/tmp/pytest-of-<user>`` 0700 again, and the
+    # ``postgres`` user then cannot reach its data (seen: "pg_control: Permission
+    # denied"). An explicit ``--basetemp`` (make test) is left alone: it is used.
+    base = tmp_path_factory.getbasetemp()
+    workdir = Path(
+        tempfile.mkdtemp(prefix="r3nb-pg-", dir=None if "pytest-of-" in str(base) else base)
+    )
+    cluster = PostgresCluster(workdir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh database of the session's cluster, dropped after the test."""
+    url = pg_cluster.create_database()
+    yield url
+    with contextlib.suppress(psycopg.Error):
+        pg_cluster.drop_database(url)

@@ -134,8 +134,12 @@ def test_a_plugin_adapter_streams_a_reply_in_a_real_server(tmp_path: Path) -> No
                 body = r.read().decode()
             assert "event: done" in body
             reply = client.get(f"conversations/{cid}").json()["messages"][-1]
+            ready = client.get("health").json()["adapters"]
     finally:
         server.stop()
     assert reply["status"] == "complete"
     assert reply["content"] == "echo:one echo:two echo:three "
     assert (reply["prompt_tokens"], reply["completion_tokens"]) == (1, 3)
+    # health says, per adapter, whether a reply would start at once
+    assert (ready["echo"], ready["lean"]) == (None, None)
+    assert "litellm" in ready

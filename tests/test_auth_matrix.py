@@ -17,9 +17,12 @@ AUTHENTICATED = {
     ("GET", "models"): 200,
     ("POST", "models/reload"): 409,  # the suite's server has no models file
     ("GET", "usage"): 200,
+    ("GET", "usage/report"): 200,  # the caller is the owner: an admin
+    ("GET", "audit"): 200,
     ("GET", "conversations"): 200,
     ("POST", "conversations"): 201,
     ("GET", "conversations/{cid}"): 404,
+    ("GET", "conversations/{cid}/watch"): 404,
     ("PATCH", "conversations/{cid}"): 404,
     ("DELETE", "conversations/{cid}"): 404,
     ("POST", "conversations/{cid}/messages"): 404,

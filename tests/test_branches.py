@@ -42,6 +42,23 @@ async def _edit(api: Api, cid: str, mid: str, content: str) -> dict[str, Any]:
     return await _stream(api, f"conversations/{cid}/messages/{mid}/edit", {"content": content})
 
 
+async def _send_noting_start(
+    api: Api, cid: str, content: str, started: asyncio.Event
+) -> dict[str, Any]:
+    """``api.send``, setting ``started`` at the ``start`` event (the rows are durable)."""
+    out: dict[str, Any] = {"deltas": []}
+    async for event, data in api.events(
+        "POST", f"conversations/{cid}/messages", {"content": content}
+    ):
+        if event == "start":
+            started.set()
+        if event == "delta":
+            out["deltas"].append(data)
+        else:
+            out[event] = data
+    return out
+
+
 async def _shown(api: Api, cid: str) -> tuple[list[str], dict[str, Any]]:
     """The ids a panel shows (the branch) and the snapshot."""
     snap = await api.ok("GET", f"conversations/{cid}")
@@ -213,8 +230,10 @@ async def test_bad_branch_requests_are_clear_4xx_never_500(
     assert len(provider.requests) == 2, "nothing refused reached the model"
 
     # While a reply is being written, nothing may change the branch under it.
-    sending = asyncio.create_task(api.send(cid, "two !tokens=30 !gate=2"))
+    started = asyncio.Event()
+    sending = asyncio.create_task(_send_noting_start(api, cid, "two !tokens=30 !gate=2", started))
     await provider.await_sent(2, 2)
+    await started.wait()  # acknowledged, so stored: the provider may stream before that
     streaming = [m for m in (await _shown(api, cid))[1]["messages"] if m["status"] == "streaming"]
     for method, path, body in [
         ("POST", f"conversations/{cid}/messages/{a1['id']}/regenerate", {}),

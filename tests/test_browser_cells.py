@@ -272,6 +272,9 @@ def test_without_the_extension_code_blocks_keep_copy_and_the_panel_says_so_once(
         assert note.count() == 1
         assert "needs r3nb's JupyterLab extension" in (note.text_content() or "")
         assert bare.evaluate(CELLS)[2] == BASE_CELL
+        # Cells → chat needs the extension too: "Attach cell" is absent, not broken.
+        bare.wait_for_selector(".r3nb-root[data-notebook='no']")
+        assert bare.locator(".r3nb-root .r3nb-attach-cell").is_hidden()
     finally:
         page_config.unlink(missing_ok=True)
         bare.context.close()

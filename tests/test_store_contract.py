@@ -2,11 +2,11 @@
 
 Each test takes ``store``: an opened, empty store of one backend, and speaks to it only
 through the interface's public methods, so what passes here is what the engine may rely
-on whichever backend it runs on. DuckDB runs file-backed (in ``tmp_path``) and in memory.
+on whichever backend it runs on. DuckDB runs file-backed (in ``tmp_path``) and in
+memory, PostgreSQL on a fresh database of a real cluster (``tests/pg.py``).
 
 **Adding a backend is one line in ``BACKENDS``**: a name and how to build an unopened
-store for a test, e.g. ``"postgres": lambda tmp_path: PostgresStore(fresh_database())``.
-Every test here then runs on it too.
+store for a test from its ``request`` and ``tmp_path``. Every test here then runs on it.
 
 What the DuckDB backend adds beyond the interface (the in-memory mirror answering as the
 file would, the file's schema, reopening an old file) is tested in ``test_store.py``.
@@ -30,20 +30,25 @@ from r3nb.engine.store import (
     Parent,
     StoreInterface,
 )
+from r3nb.engine.store.pg_store import PostgresStore
 from r3nb.errors import BadRequest, StoreUnavailable
 from r3nb.protocol import MessageDict
 
-#: name -> an unopened store of that backend, its data under the test's ``tmp_path``.
-BACKENDS: dict[str, Callable[[Path], StoreInterface]] = {
-    "duckdb": lambda tmp_path: DuckDBStore(tmp_path / "r3nb.duckdb"),
-    "duckdb-memory": lambda tmp_path: DuckDBStore(":memory:"),
+#: name -> an unopened store of that backend, built from the test's ``request`` (for
+#: fixtures only that backend needs: a PostgreSQL cluster is started only when a
+#: PostgreSQL test runs) and ``tmp_path`` (where its data lives).
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], StoreInterface]] = {
+    "duckdb": lambda _, tmp_path: DuckDBStore(tmp_path / "r3nb.duckdb"),
+    "duckdb-memory": lambda _, tmp_path: DuckDBStore(":memory:"),
+    # A fresh database of this worker's cluster (tests/pg.py), dropped after the test.
+    "postgres": lambda request, _: PostgresStore(request.getfixturevalue("pg_url")),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreInterface]:
     """A store of one backend, not opened yet (closed after the test)."""
-    unopened = BACKENDS[request.param](tmp_path)
+    unopened = BACKENDS[request.param](request, tmp_path)
     yield unopened
     unopened.close()
 
@@ -543,3 +548,63 @@ async def test_concurrent_writes_get_distinct_increasing_revisions(
     revisions = [m["revision"] for pair in created for m in pair]
     assert len(set(revisions)) == len(revisions) == 8
     assert store.revision >= max(revisions)
+
+
+# --- issue 16: append-only flushes and group-committed admissions -------------------
+
+
+async def test_each_flush_shows_the_text_so_far_whether_or_not_it_extends_the_last(
+    store: StoreInterface,
+) -> None:
+    """A backend may store only what a flush adds (DuckDB appends chunks): every read,
+    a failure and the end still see one whole text, and text that does not extend the
+    last flush replaces it."""
+    cid = await _cid(store)
+    _, reply = await _turn(store, cid)
+    mid = reply["id"]
+    for text in ("Once", "Once upon", "Once upon a time"):
+        await store.flush_partials([(mid, text)])
+        assert (await store.get_message(mid))["content"] == text  # type: ignore[index]
+    await store.flush_partials([(mid, "Rewritten")])
+    assert [m["content"] for m in await store.messages_since(cid, 0)] == ["q", "Rewritten"]
+    await store.flush_partials([(mid, "Rewritten, then more")])
+    assert (await store.get_message(mid))["content"] == "Rewritten, then more"  # type: ignore[index]
+    assert await store.fail_streaming("stale") == [mid]
+    failed = await store.get_message(mid)
+    assert failed is not None
+    assert (failed["status"], failed["content"]) == ("error", "Rewritten, then more")
+    await store.flush_partials([(mid, "Rewritten, then more, too late")])
+    assert (await store.get_message(mid))["content"] == "Rewritten, then more"  # type: ignore[index]
+
+
+async def test_begin_exchanges_at_once_each_store_their_rows_or_none(
+    store: StoreInterface,
+) -> None:
+    """Sends arriving together (a backend may commit them together): each gets its own
+    rows, a deleted conversation's gets None without failing the others, and two into
+    one conversation follow each other."""
+    cids = [await _cid(store) for _ in range(6)]
+    gone = await _cid(store)
+    await store.delete_conversation(gone)
+    targets = [*cids, gone, cids[0]]
+    answers = await asyncio.gather(
+        *(
+            store.begin_exchange(c, [_user(f"q{i}"), _reply()], f"q{i}")
+            for i, c in enumerate(targets)
+        )
+    )
+    assert answers[6] is None
+    for i, cid in enumerate(cids):
+        created = answers[i]
+        assert created is not None
+        assert [(m["conversation_id"], m["content"]) for m in created] == [
+            (cid, f"q{i}"),
+            (cid, ""),
+        ]
+    first, again = answers[0], answers[7]
+    assert first is not None
+    assert again is not None
+    assert again[0]["parent_id"] == first[1]["id"]
+    header = await store.get_conversation(cids[0])
+    assert header is not None
+    assert (header["message_count"], header["head_id"]) == (4, again[1]["id"])

@@ -452,6 +452,7 @@ EVENT_SHAPES = {
     "delta": protocol.DeltaEvent,
     "done": protocol.DoneEvent,
     "error": protocol.StreamError,
+    "snapshot": protocol.Snapshot,
 }
 
 

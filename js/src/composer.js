@@ -42,15 +42,23 @@ export class Composer {
     // The reason Send is disabled is read out with the button and the text box.
     this.sendButton.setAttribute("aria-describedby", this.note.id);
     this.input.setAttribute("aria-describedby", this.note.id);
-    const row = h(doc, "div", { class: "r3nb-composer-row" }, [this.input, this.sendButton, this.stopButton]);
-    this.el = h(doc, "div", { class: "r3nb-composer" }, [this.note, row]);
+    /** Shown by the panel once r3nb's JupyterLab extension answers (cell_context.js). */
+    this.attachCellButton = h(doc, "button", { type: "button", class: "r3nb-attach-cell", "aria-label": "Attach the active cell (its code and output) to the next message", hidden: true }, ["Attach cell"]);
+    const row = h(doc, "div", { class: "r3nb-composer-row" }, [this.input, this.attachCellButton, this.sendButton, this.stopButton]);
+    /** What goes with the next Send (attached cells, errors): chips a person can remove. */
+    this.tray = h(doc, "div", { class: "r3nb-attachments r3nb-pending", "aria-label": "Attached to the next message", hidden: true });
+    /** Takes the keys it needs (the `@name` list) before Enter sends; set by the panel. */
+    this.keyFilter = /** @type {((e: KeyboardEvent) => boolean) | null} */ (null);
+    /** Where the panel puts the `@name` list, above the text box. */
+    this.slot = h(doc, "div", { class: "r3nb-composer-slot" });
+    this.el = h(doc, "div", { class: "r3nb-composer" }, [this.note, this.tray, this.slot, row]);
     this.listen();
   }
 
   listen() {
     const { signal } = this.host;
     this.input.addEventListener("keydown", (e) => {
-      if (e.isComposing) return;
+      if (e.isComposing || this.keyFilter?.(e)) return;
       if (e.key === "Enter" && !e.shiftKey) {
         e.preventDefault();
         this.host.onSubmit();
@@ -76,6 +84,30 @@ export class Composer {
     this.el.dataset.busy = String(busy);
     if (stopHadFocus && !busy) this.input.focus(); // never leave the focus on a hidden button
   }
+}
+
+/**
+ * Chips of what is attached to the next message, each with a remove button.
+ * @param {HTMLElement} tray
+ * @param {import("./protocol.js").Attachment[]} attachments
+ * @param {(index: number) => void} onRemove
+ */
+export function showPending(tray, attachments, onRemove) {
+  const doc = tray.ownerDocument;
+  tray.replaceChildren(...attachments.map((a, i) => {
+    const remove = h(doc, "button", { type: "button", class: "r3nb-chip-remove", "aria-label": `Remove ${a.name}` }, ["×"]);
+    remove.addEventListener("click", () => onRemove(i), { once: true });
+    return h(doc, "span", { class: "r3nb-chip", "data-kind": a.kind, title: a.summary }, [chipLabel(a), remove]);
+  }));
+  tray.hidden = attachments.length === 0;
+}
+
+/**
+ * What a chip says: `@df` for a variable, the attachment's own name otherwise.
+ * @param {import("./protocol.js").Attachment} a
+ */
+export function chipLabel(a) {
+  return a.kind === "variable" ? `@${a.name}` : a.name;
 }
 
 let counter = 0;

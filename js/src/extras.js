@@ -20,6 +20,7 @@ import { loadImage } from "./sanitize.js";
  * @property {(id: string) => Set<string>} loadedImages      the images a person chose to load
  * @property {(id: string) => void} onRetry                  ask for that reply again (a new version)
  * @property {(id: string) => void} onStop                   stop that reply
+ * @property {(id: string) => import("./notebook_bridge.js").TargetCell | null} [cellFor]  a reply's attached cell
  * @property {AbortSignal} signal
  */
 
@@ -40,7 +41,7 @@ export class MessageExtras {
     this.observer.observe(list, { childList: true, subtree: true, attributes: true, attributeFilter: ["data-status"] });
     /** @type {Set<ReturnType<typeof setTimeout>>} */
     this.timers = new Set();
-    this.cells = new CellActions(list, host.signal);
+    this.cells = new CellActions(list, host.signal, host.cellFor);
     list.addEventListener("click", (e) => this.onClick(e), { signal: host.signal });
     host.signal.addEventListener("abort", () => {
       this.observer.disconnect();

@@ -4,6 +4,7 @@
 // never takes the others, or the session's state, with it.
 
 import { versionLabel } from "./branches.js";
+import { chipLabel } from "./composer.js";
 import { contextOf } from "./context_marks.js";
 import { formatTime, formatUsage, h } from "./dom.js";
 import { MarkdownView } from "./incremental.js";
@@ -103,7 +104,7 @@ export class MessageView {
     this.meta.replaceChildren(...parts);
 
     const chips = (msg.attachments || []).map((a) =>
-      h(doc, "span", { class: "r3nb-chip", title: a.summary || a.kind }, [`@${a.name}`]),
+      h(doc, "span", { class: "r3nb-chip", "data-kind": a.kind, title: a.summary || a.kind }, [chipLabel(a)]),
     );
     this.attachments.replaceChildren(...chips);
     this.attachments.hidden = chips.length === 0;

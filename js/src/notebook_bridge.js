@@ -28,8 +28,10 @@ export const NO_EXTENSION = "no-extension";
 /** The reason when the panel is not in the page (yet): ask again later. */
 export const DETACHED = "detached";
 
-/** @typedef {"probe" | "insert-below" | "replace-active" | "insert-and-run"} NotebookAction */
-/** @typedef {{ ok: boolean, reason: string, version: string }} NotebookReply */
+/** @typedef {"probe" | "insert-below" | "replace-active" | "insert-and-run" | "active-cell" | "replace-cell"} NotebookAction */
+/** The cell a reply's question had attached (notebook_context.js): "Replace that cell". */
+/** @typedef {{ id: string, name: string }} TargetCell */
+/** @typedef {{ ok: boolean, reason: string, version: string, cell?: unknown }} NotebookReply */
 
 /** The actions a code block offers: [action, label, aria-label, what it says when done]. */
 const ACTIONS = /** @type {const} */ ([
@@ -46,9 +48,10 @@ const NOTE_TEXT = "Insert into cells needs r3nb's JupyterLab extension (JupyterL
  * @param {NotebookAction} action
  * @param {string} [code]
  * @param {number} [timeoutMs]    how long an extension that claimed the event may take
+ * @param {Record<string, string>} [extra]  more of the detail ("replace-cell": cellId)
  * @returns {Promise<NotebookReply>}
  */
-export function askNotebook(from, action, code = "", timeoutMs = 10_000) {
+export function askNotebook(from, action, code = "", timeoutMs = 10_000, extra = {}) {
   return new Promise((resolve) => {
     /** @type {{ done: boolean, timer?: ReturnType<typeof setTimeout> }} */
     const state = { done: false };
@@ -65,7 +68,7 @@ export function askNotebook(from, action, code = "", timeoutMs = 10_000) {
       bubbles: true,
       composed: true,
       cancelable: true,
-      detail: { action, code, respond: finish },
+      detail: { ...extra, action, code, respond: finish },
     });
     const claimed = !from.dispatchEvent(event);
     if (!claimed) return finish({ ok: false, reason: NO_EXTENSION });
@@ -81,7 +84,10 @@ function normalize(reply) {
   const r = /** @type {Record<string, unknown>} */ (reply && typeof reply === "object" ? reply : {});
   const ok = r.ok === true;
   const reason = typeof r.reason === "string" ? r.reason : ok ? "" : "the notebook refused";
-  return { ok, reason, version: typeof r.version === "string" ? r.version : "" };
+  /** @type {NotebookReply} */
+  const out = { ok, reason, version: typeof r.version === "string" ? r.version : "" };
+  if (ok && r.cell && typeof r.cell === "object") out.cell = r.cell; // "active-cell"
+  return out;
 }
 
 // Characters that show nothing (or change how their neighbours show) in a code block:
@@ -114,10 +120,12 @@ export class CellActions {
   /**
    * @param {HTMLElement} list
    * @param {AbortSignal} signal
+   * @param {(messageId: string) => TargetCell | null} [cellFor]  the cell a reply's question attached
    */
-  constructor(list, signal) {
+  constructor(list, signal, cellFor = () => null) {
     this.list = list;
     this.signal = signal;
+    this.cellFor = cellFor;
     /** @type {"unknown" | "probing" | "yes" | "no"} */
     this.state = "unknown";
     /** Why cell actions are off ("" while unknown or on). */
@@ -184,8 +192,27 @@ export class CellActions {
       ]);
       block.append(bar);
     }
+    this.addReplaceThatCell(block, bar);
     // Checked again when the reply has ended: a block still being written may grow.
     if (!streaming(block)) this.checkVisible(block, bar);
+  }
+
+  /**
+   * "Replace cell [3]" when the question of this reply attached that cell: the answer to
+   * "why does this fail?" goes back where the code came from (one step of undo too).
+   * @param {HTMLElement} block
+   * @param {HTMLElement} bar
+   */
+  addReplaceThatCell(block, bar) {
+    if (bar.querySelector("[data-action=replace-cell]")) return;
+    const id = block.closest("[data-r3nb-role=message]")?.getAttribute("data-message-id") ?? "";
+    const target = id ? this.cellFor(id) : null;
+    if (!target) return;
+    const button = h(block.ownerDocument, "button", {
+      type: "button", class: "r3nb-cell-action", "data-action": "replace-cell", "data-cell-id": target.id,
+      "aria-label": `Replace the code of ${target.name}, the cell attached to the question, with this code`,
+    }, [`Replace ${target.name}`]);
+    bar.insertBefore(button, bar.querySelector(".r3nb-cell-status"));
   }
 
   /**
@@ -212,11 +239,15 @@ export class CellActions {
     const block = /** @type {HTMLElement | null} */ (bar?.parentElement ?? null);
     if (!button || !bar || !block || button.disabled || !this.list.contains(button)) return;
     if (!this.checkVisible(block, bar)) return;
-    const entry = ACTIONS.find(([action]) => action === button.dataset.action);
+    const entry = button.dataset.action === "replace-cell"
+      ? /** @type {const} */ (["replace-cell", "", "", "Replaced"])
+      : ACTIONS.find(([action]) => action === button.dataset.action);
     if (!entry) return;
     const buttons = Array.from(bar.querySelectorAll("button"));
     for (const b of buttons) b.disabled = true;
-    const reply = await askNotebook(button, entry[0], blockText(block));
+    /** @type {Record<string, string>} */
+    const extra = entry[0] === "replace-cell" ? { cellId: button.dataset.cellId ?? "" } : {};
+    const reply = await askNotebook(button, entry[0], blockText(block), 10_000, extra);
     if (this.signal.aborted) return;
     for (const b of buttons) b.disabled = false;
     if (reply.reason === NO_EXTENSION || reply.reason === DETACHED) {

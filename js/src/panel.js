@@ -12,6 +12,7 @@ import { MessageExtras } from "./extras.js";
 import { ScrollFollower } from "./follow.js";
 import { ConversationActions } from "./manage.js";
 import { ModelPicker } from "./models.js";
+import { NotebookContext } from "./notebook_context.js";
 import { ConversationPicker } from "./picker.js";
 import { createSanitizer } from "./sanitize.js";
 import { Session } from "./session.js";
@@ -72,6 +73,12 @@ export class ChatPanel {
     });
     const signal = this.controller.signal;
     this.composer = new Composer(doc, { signal, onSubmit: () => void this.submit(), onStop: () => this.stopReply() });
+    // `@name`, attached cells and errors: what goes with the next message (notebook_context.js).
+    this.context = new NotebookContext(model, el, this.composer, {
+      signal,
+      setStatus: (text) => this.setStatus("send", text),
+      sleep: (ms) => this.sleep(ms),
+    });
     this.models = new ModelPicker(doc, {
       transport: () => this.transport,
       signal,
@@ -108,6 +115,11 @@ export class ChatPanel {
       // A new version of the failed or stopped reply, not the question again as a new
       // turn: the history keeps one question and its versions (branches.js shows them).
       onRetry: (id) => void this.regenerate(id),
+      cellFor: (id) => {
+        const msg = this.session?.entries.get(id)?.msg;
+        const question = msg?.parent_id ? this.session?.entries.get(msg.parent_id)?.msg : null;
+        return question ? this.context.cellFor(question) : null;
+      },
       onStop: (id) => {
         const entry = this.session?.entries.get(id);
         if (entry?.live) this.session?.stop();
@@ -208,6 +220,7 @@ export class ChatPanel {
     const cid = wanted || this.picker.first();
     await this.open(cid, cid !== wanted);
     if (!signal.aborted) this.el.dataset.r3nbReady = "1";
+    void this.context.probeNotebook();
   }
 
   /**
@@ -315,6 +328,7 @@ export class ChatPanel {
       onReplyDone: () => void this.usage.refresh(),
       onRender: () => this.onRender(),
       onPoll: () => this.onPoll(),
+      onWatching: (open) => (this.el.dataset.watching = open ? "1" : "0"),
       onConversation: (c) => this.noteConversation(c),
       onGone: () => void this.conversationGone(cid, "That conversation was deleted."),
       isShown: () => this.el.isConnected,
@@ -411,28 +425,34 @@ export class ChatPanel {
     if (!content.trim() || !this.transport) return;
     // Our last reply has ended but its stream may still be closing: let it.
     if (this.inflight && !this.replyBeingWritten() && !this.creating) await this.inflight;
-    if (!this.composerState().sendable) return; // the reason is on screen; the text stays
+    if (!this.composerState().sendable || this.context.resolving) return; // the reason is on screen; the text stays
+    const attachments = await this.context.attachments(content);
+    if (!attachments) return; // why is on the status line; the text stays
     const replaces = this.editing;
     input.value = "";
-    const accepted = await this.sendContent(content, replaces);
-    // Never lose a prompt (e.g. a 409: someone else's reply started first).
-    if (!accepted) input.value = input.value ? `${content}\n${input.value}` : content;
-    else if (replaces && this.editing === replaces) this.endEdit();
+    const pending = this.context.take();
+    const accepted = await this.sendContent(content, replaces, attachments);
+    // Never lose a prompt (e.g. a 409: someone else's reply started first), nor its chips.
+    if (!accepted) {
+      input.value = input.value ? `${content}\n${input.value}` : content;
+      this.context.giveBack(pending);
+    } else if (replaces && this.editing === replaces) this.endEdit();
   }
 
   /**
    * @param {string} content
    * @param {string} [replaces]   the prompt this is a new version of (Edit)
+   * @param {import("./protocol.js").Attachment[]} [attachments]
    * @returns {Promise<boolean>}
    */
-  async sendContent(content, replaces = "") {
+  async sendContent(content, replaces = "", attachments = []) {
     if (!this.session) {
       const title = content.trim().split("\n")[0].slice(0, 60);
       if (!(await this.createConversation(title))) return false;
     }
     const session = this.session;
     if (!session) return false;
-    return this.track(session.send(content, this.models.value, replaces));
+    return this.track(session.send(content, this.models.value, replaces, attachments));
   }
 
   /**

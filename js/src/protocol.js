@@ -92,6 +92,34 @@ export const STALL_SECONDS = 30;
  */
 
 /**
+ * `GET usage/report` (admins): one person's replies from one model on one UTC day.
+ * @typedef {object} UsageRow
+ * @property {string} day   YYYY-MM-DD, UTC
+ * @property {string} person
+ * @property {string} model
+ * @property {number} replies
+ * @property {number} prompt_tokens
+ * @property {number} completion_tokens
+ * @property {number} cost
+ */
+
+/**
+ * `GET audit` (admins): one prompt sent to a model, and how its reply ended.
+ * @typedef {object} AuditRow
+ * @property {number} at   when the reply was admitted (Unix seconds)
+ * @property {string} person
+ * @property {Source | null} source
+ * @property {string} conversation_id
+ * @property {string} message_id   the reply
+ * @property {string | null} model
+ * @property {Status} status
+ * @property {number | null} prompt_tokens
+ * @property {number | null} completion_tokens
+ * @property {number | null} cost
+ * @property {string} prompt   cut at 500 characters
+ */
+
+/**
  * `GET conversations?limit=N&cursor=C&q=TEXT`: one page, most recently active first.
  * `limit` defaults to 100 (at most 500); `q` matches titles or message text
  * (case-insensitive); `cursor` is the previous page's `next_cursor`.
@@ -225,7 +253,12 @@ export const STALL_SECONDS = 30;
  * @property {string} error
  */
 
-/** @typedef {"start" | "delta" | "done" | "error"} SseEventName */
+/**
+ * `snapshot` (a Snapshot) comes only on GET conversations/{cid}/watch, whose stream is
+ * `snapshot` and `delta` events (and `error` when the conversation is deleted): what a
+ * poll `since=REV&from=…` would return, pushed at the snapshot cadence.
+ * @typedef {"start" | "delta" | "done" | "error" | "snapshot"} SseEventName
+ */
 
 // --- Comm relay between the widget and its kernel ---
 

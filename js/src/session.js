@@ -8,6 +8,13 @@
 // A message is owned by exactly one of the two at a time (`entry.live`); snapshots skip live
 // ones. When a live stream stalls or fails, the poll takes over from that message's revision.
 //
+// Observers are pushed, not polled, where the server offers it: after the first snapshot
+// the session opens `GET conversations/{cid}/watch?since=REV&from=…`, whose `snapshot`
+// events are what a poll would have returned and whose `delta` events carry the text
+// after what is held. A 404/405 (an older server; embedded mode has no watch at all)
+// turns it off for the session; a broken watch stream hands over to one poll, which
+// opens a new watch (after three breaks in a row the session keeps polling).
+//
 // Only the conversation's current branch is shown. A snapshot whose header changed names the
 // branch's ids: messages not in it go (another version was chosen, a turn was deleted), and
 // one we hold nowhere means another branch was chosen: load the whole conversation again.
@@ -35,6 +42,7 @@ import { ApiError, NetworkError, StallError, call, isAbort } from "./transport.j
  * @property {() => void} [onReplyDone]         a reply this panel followed live ended (done)
  * @property {() => void} onRender             a message's text was rendered
  * @property {() => void} onPoll               a snapshot poll completed
+ * @property {(open: boolean) => void} [onWatching]   the watch stream opened or ended
  * @property {(conversation: ConversationDict) => void} onConversation
  * @property {() => void} onGone               the conversation was deleted
  * @property {() => boolean} isShown           false while the view is detached
@@ -79,6 +87,12 @@ export class Session {
     this.started = undefined;
     /** @type {Set<string>} replies whose prompt's pinned messages alone exceeded the window (live only) */
     this.overBudget = new Set();
+    /** @type {AbortController | null} the open watch stream, if any */
+    this.watchController = null;
+    /** The server has no watch route (404/405): poll for the rest of this session. */
+    this.watchUnavailable = false;
+    /** Watch streams that broke in a row (reset by one that delivered an event). */
+    this.watchBreaks = 0;
   }
 
   get disposed() {
@@ -92,7 +106,7 @@ export class Session {
   }
 
   dispose() {
-    this.controller.abort();
+    this.controller.abort(); // ends the watch stream too
     clearTimeout(this.pollTimer);
     for (const entry of this.entries.values()) entry.view.dispose();
     this.entries.clear();
@@ -110,6 +124,9 @@ export class Session {
   /** @param {number} delayMs */
   schedulePoll(delayMs) {
     if (this.disposed) return;
+    // A watch is open: end it instead, and its end polls at once, then watches again from
+    // what is held (after a Send, a branch switch, a resync).
+    if (this.watchController) return void this.watchController.abort();
     clearTimeout(this.pollTimer);
     this.pollTimer = setTimeout(() => void this.poll(), delayMs);
   }
@@ -140,7 +157,8 @@ export class Session {
         console.error("r3nb: a snapshot could not be applied", err);
       }
       this.host.onPoll();
-      delay = this.nextInterval();
+      if (this.canWatch()) void this.watch();
+      else if (!this.watchController) delay = this.nextInterval(); // a watch brings what follows
     } catch (err) {
       if (this.disposed || isAbort(err)) return;
       delay = this.pollFailed(err);
@@ -151,8 +169,8 @@ export class Session {
     this.pollAgain = false;
   }
 
-  snapshotPath() {
-    let path = `conversations/${encodeURIComponent(this.cid)}`;
+  snapshotPath(suffix = "") {
+    let path = `conversations/${encodeURIComponent(this.cid)}${suffix}`;
     if (this.revision === null) return path;
     path += `?since=${this.revision}`;
     const held = [];
@@ -185,6 +203,60 @@ export class Session {
     return delay;
   }
 
+  // --- watching --------------------------------------------------------------------------
+
+  /** Whether the next update should come from a watch stream rather than a poll. */
+  canWatch() {
+    return Boolean(this.host.transport.canWatch) && !this.watchUnavailable && this.watchBreaks < 3
+      && this.watchController === null && this.revision !== null && this.host.isShown();
+  }
+
+  /**
+   * Follows the conversation over its watch stream until it ends, then hands over to a
+   * poll (which opens the next watch, unless the route is missing or keeps breaking).
+   */
+  async watch() {
+    const controller = new AbortController();
+    const abort = () => controller.abort();
+    this.controller.signal.addEventListener("abort", abort);
+    this.watchController = controller;
+    let opened = false;
+    /** @param {string} event @param {any} data */
+    const handler = (event, data) => {
+      this.watchBreaks = 0;
+      if (!opened) {
+        opened = true;
+        this.host.onWatching?.(true);
+      }
+      if (event === "snapshot") {
+        this.applySnapshot(data); // a resync in it ends this watch: schedulePoll above
+        this.host.onPoll();
+      } else if (event === "delta") {
+        const entry = this.entries.get(data.message_id);
+        if (entry && !entry.live) this.applyDelta(entry, data.offset, data.text);
+      }
+    };
+    let delay = 0;
+    try {
+      await this.host.transport.stream("GET", this.snapshotPath("/watch"), undefined, handler, controller.signal);
+    } catch (err) {
+      if (this.disposed) return;
+      if (err instanceof ApiError && (err.status === 404 || err.status === 405)) {
+        this.watchUnavailable = true; // an older server; a deleted conversation: the poll says which
+      } else if (err instanceof GapError) {
+        this.revision = null; // text went missing: load everything again
+      } else if (!isAbort(err)) {
+        this.watchBreaks += 1;
+        delay = this.host.intervals().snapshotMs;
+      }
+    } finally {
+      this.controller.signal.removeEventListener("abort", abort);
+      this.watchController = null;
+      if (opened) this.host.onWatching?.(false);
+    }
+    if (!this.disposed) this.schedulePoll(delay);
+  }
+
   /** @param {Snapshot} snapshot */
   applySnapshot(snapshot) {
     if (snapshot.conversation) this.host.onConversation(snapshot.conversation); // null: unchanged
@@ -194,8 +266,11 @@ export class Session {
       if (entry?.live) continue;
       if (msg.offset == null) this.upsert(msg);
       // An offset update carries only the fields that change while streaming: merge.
-      else if (entry && entry.length === msg.offset) this.upsert({ ...entry.msg, ...msg, content: entry.msg.content + msg.content }, msg.content);
-      else resync = true; // we no longer hold what the server appended to: reload everything
+      // We may already hold part of it (our own live stream, a watch restarted): append the rest.
+      else if (entry && entry.length >= msg.offset && entry.length <= msg.offset + codePointLength(msg.content)) {
+        const fresh = codePointSlice(msg.content, entry.length - msg.offset);
+        this.upsert({ ...entry.msg, ...msg, content: entry.msg.content + fresh }, fresh);
+      } else resync = true; // we no longer hold what the server appended to: reload everything
     }
     if (Array.isArray(snapshot.branch) && !this.followBranch(snapshot.branch, snapshot.revision)) resync = true;
     this.revision = resync ? null : Math.max(this.revision ?? 0, snapshot.revision);
@@ -388,12 +463,14 @@ export class Session {
    * @param {string} content
    * @param {string} model   "" for the server's default
    * @param {string} [replaces]   a user message this prompt is a new version of (edit)
+   * @param {import("./protocol.js").Attachment[]} [attachments]  `@name`s, cells (kernel_context.js)
    * @returns {Promise<boolean>} whether the server accepted it (false → give the text back)
    */
-  send(content, model, replaces = "") {
-    /** @type {Record<string, string>} */
+  send(content, model, replaces = "", attachments = []) {
+    /** @type {Record<string, any>} */
     const body = { content };
     if (model) body.model = model;
+    if (attachments.length) body.attachments = attachments;
     const base = `conversations/${encodeURIComponent(this.cid)}/messages`;
     if (!replaces) return this.exchange(base, body, null);
     return this.exchange(`${base}/${encodeURIComponent(replaces)}/edit`, body, this.entries.get(replaces)?.msg.seq ?? null);

@@ -31,6 +31,8 @@ import { SseParser } from "./sse.js";
  *   Resolves when the stream ends; rejects with ApiError (refused before it started),
  *   StallError (silent too long), NetworkError, or the signal's AbortError.
  * @property {() => void} close
+ * @property {boolean} [canWatch]  offers `GET conversations/{cid}/watch` (HTTP only: the
+ *   comm relay has no such stream; a server without the route answers 404, see session.js)
  */
 
 /**
@@ -167,6 +169,8 @@ export class DirectTransport {
   constructor(apiBase, options = {}) {
     /** @type {"direct"} */
     this.kind = "direct";
+    /** Observers may be pushed over a watch stream (session.js falls back to polls). */
+    this.canWatch = true;
     this.base = apiBase.endsWith("/") ? apiBase : `${apiBase}/`;
     this.stallMs = options.stallMs ?? STALL_MS;
     this.token = pageToken();

@@ -19,19 +19,28 @@ function fakeModel({ usage = null } = {}) {
   const traits = { api_base: "", mode: "server", conversation_id: "", kernel_id: KERNEL, snapshot_interval: 1000, idle_interval: 1000, default_model: "demo" };
   const listeners = new Map();
   const requests = [];
+  const bodies = [];
   let tokensToday = 0;
   const emit = (name, ...args) => (listeners.get(name) || []).slice().forEach((cb) => cb(...args));
   const reply = (msg) => setTimeout(() => emit("msg:custom", msg), 0);
   const message = (over) => ({ id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "user", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, ...over });
   return {
-    traits, listeners, requests,
+    traits, listeners, requests, bodies,
     get: (name) => traits[name],
     set: (name, value) => { traits[name] = value; emit(`change:${name}`); },
     save_changes() {},
     on(name, cb) { listeners.set(name, [...(listeners.get(name) || []), cb]); },
     off(name, cb) { listeners.set(name, (listeners.get(name) || []).filter((x) => x !== cb)); },
     send(msg) {
+      if (msg.type === "context") {
+        // The kernel's side of `@name` (r3nb/kernel/panel.py): described between cells.
+        requests.push(`context ${msg.op}`);
+        if (msg.op === "resolve") bodies.push(msg.prompt);
+        reply({ type: "context-reply", id: msg.id, ok: true, attachments: [{ kind: "variable", name: "df", summary: "3 rows" }] });
+        return;
+      }
       requests.push(`${msg.method} ${msg.path}`);
+      if (msg.method === "POST") bodies.push(msg.body);
       const { id, path } = msg;
       if (msg.method === "PATCH") {
         Object.assign(conversation, msg.body, { revision: conversation.revision + 1 });
@@ -88,6 +97,10 @@ test("the panel starts over the relay, sends, streams and cleans up", async () =
   await until(() => !el.querySelector(".r3nb-send").hidden, "Send back");
   assert.equal(el.querySelector(".r3nb-stop").hidden, true);
   assert.ok(model.requests.includes("POST conversations/c1/messages"));
+  // `@df` was described by the kernel before the send, and went with the prompt.
+  assert.ok(model.bodies.includes("hello @df"));
+  const posted = model.bodies.find((b) => b && typeof b === "object" && b.content === "hello @df");
+  assert.deepEqual(posted.attachments, [{ kind: "variable", name: "df", summary: "3 rows" }]);
 
   const usage = el.querySelector(".r3nb-header .r3nb-usage");
   assert.equal(usage.hidden, true, "a server without GET usage (404) hides the line");

@@ -8,7 +8,7 @@ import { JSDOM } from "jsdom";
 
 import { createSanitizer } from "../src/sanitize.js";
 import { Session } from "../src/session.js";
-import { StallError } from "../src/transport.js";
+import { ApiError, NetworkError, StallError } from "../src/transport.js";
 
 const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true });
 const win = /** @type {any} */ (dom.window);
@@ -143,4 +143,99 @@ test("the panel's own kernel is followed live from the text held; a stall hands 
   assert.equal(t.calls[2], "GET conversations/c1?since=6&from=m1:3");
   assert.equal(entry.msg.content, "abcde");
   session.dispose();
+});
+
+// --- the watch stream (GET conversations/{cid}/watch) ----------------------------------
+
+/**
+ * A transport that offers the watch: each stream plays its script (events, or an Error to
+ * throw), then stays open until the session aborts it, as a real watch stream does.
+ */
+function watchingTransport() {
+  const t = fakeTransport();
+  t.canWatch = true;
+  t.stream = async (method, path, _body, onEvent, signal) => {
+    t.calls.push(`${method} ${path}`);
+    const script = t.streams.shift();
+    if (!script) throw new Error(`no stream queued for ${method} ${path}`);
+    for (const step of script) {
+      if (step instanceof Error) throw step;
+      onEvent(step[0], step[1]);
+    }
+    await new Promise((_resolve, reject) => {
+      const abort = () => reject(new win.DOMException("aborted", "AbortError"));
+      if (signal.aborted) abort();
+      signal.addEventListener("abort", abort);
+    });
+  };
+  return t;
+}
+
+test("after its first snapshot an observer is pushed over the watch stream: snapshots and deltas", async () => {
+  const t = watchingTransport();
+  const { session } = makeSession(t);
+  const other = message({ streaming_for: "k-other", content: "Hel" });
+  t.replies.push({ conversation: CONVERSATION, messages: [USER, other], revision: 7, streaming: true });
+  t.streams.push([
+    ["delta", { message_id: "m1", offset: 3, text: "lo" }],
+    ["delta", { message_id: "m1", offset: 5, text: " wor" }],
+    ["snapshot", { conversation: null, branch: null, messages: [{ ...other, content: "ld", offset: 9, status: "complete", revision: 9 }], revision: 9, streaming: false }],
+  ]);
+  await session.start();
+  await settle();
+  assert.deepEqual(t.calls, ["GET conversations/c1", "GET conversations/c1/watch?since=7&from=m1:3"]);
+  assert.equal(session.entries.get("m1").msg.content, "Hello world");
+  assert.equal(session.entries.get("m1").msg.status, "complete");
+  assert.equal(session.revision, 9);
+  // A poll asked for meanwhile (a Send ended, a branch switched) ends the watch, polls, watches again.
+  t.replies.push({ conversation: null, branch: null, messages: [], revision: 9, streaming: false });
+  t.streams.push([]);
+  session.schedulePoll(0);
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(t.calls.slice(2), ["GET conversations/c1?since=9", "GET conversations/c1/watch?since=9"]);
+});
+
+test("a server without the watch route (404) is polled instead, for the rest of the session", async () => {
+  const t = watchingTransport();
+  const { session } = makeSession(t);
+  t.replies.push({ conversation: CONVERSATION, messages: [USER], revision: 7, streaming: false });
+  t.streams.push([new ApiError(404, "no r3nb API route 'conversations/c1/watch'", null)]);
+  t.replies.push({ conversation: null, branch: null, messages: [], revision: 7, streaming: false });
+  await session.start();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(t.calls, ["GET conversations/c1", "GET conversations/c1/watch?since=7", "GET conversations/c1?since=7"]);
+  assert.equal(session.watchUnavailable, true);
+  assert.ok(session.pollTimer !== undefined, "the next poll is scheduled");
+  await session.poll().catch(() => {}); // no reply queued: what matters is the path asked
+  assert.equal(t.calls.length, 4);
+  assert.equal(t.calls[3], "GET conversations/c1?since=7", "no second watch attempt");
+});
+
+test("a watch delta that skips text reloads the conversation whole, then watches again", async () => {
+  const t = watchingTransport();
+  const { session } = makeSession(t);
+  const other = message({ streaming_for: "k-other", content: "Hel" });
+  t.replies.push({ conversation: CONVERSATION, messages: [USER, other], revision: 7, streaming: true });
+  t.streams.push([["delta", { message_id: "m1", offset: 10, text: "??" }]]);
+  t.replies.push({ conversation: CONVERSATION, branch: ["u1", "m1"], messages: [USER, { ...other, content: "Hello there" }], revision: 8, streaming: true });
+  t.streams.push([]);
+  await session.start();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(t.calls.slice(1), ["GET conversations/c1/watch?since=7&from=m1:3", "GET conversations/c1", "GET conversations/c1/watch?since=8&from=m1:11"]);
+  assert.equal(session.entries.get("m1").msg.content, "Hello there");
+});
+
+test("a watch stream that breaks hands over to a poll, which opens the next watch", async () => {
+  const t = watchingTransport();
+  const { session } = makeSession(t);
+  t.replies.push({ conversation: CONVERSATION, messages: [USER], revision: 7, streaming: false });
+  t.streams.push([new NetworkError("connection reset")]);
+  await session.start();
+  await settle();
+  assert.equal(session.watchBreaks, 1);
+  assert.ok(session.pollTimer !== undefined, "a poll is scheduled (after the snapshot interval)");
+  t.replies.push({ conversation: null, branch: null, messages: [], revision: 8, streaming: false });
+  t.streams.push([]);
+  await session.poll();
+  assert.deepEqual(t.calls, ["GET conversations/c1", "GET conversations/c1/watch?since=7", "GET conversations/c1?since=7", "GET conversations/c1/watch?since=8"]);
 });

@@ -5,9 +5,11 @@
 //
 //   The widget dispatches a bubbling, cancelable CustomEvent "r3nb:notebook" from its own
 //   element, detail = {action, code, respond}:
-//     action   "probe" | "insert-below" | "replace-active" | "insert-and-run"
-//     code     the code block's text, exactly as shown (ignored by "probe")
-//     respond  called once with {ok: true, version} or {ok: false, reason, version}
+//     action   "probe" | "insert-below" | "replace-active" | "insert-and-run" | "active-cell"
+//              | "replace-cell" (with detail.cellId: the cell a question attached)
+//     code     the code block's text, exactly as shown (ignored by "probe", "active-cell")
+//     respond  called once with {ok: true, version} or {ok: false, reason, version};
+//              "active-cell" answers {ok: true, cell, version} (context.js's cellData)
 //   This extension listens on `document`, claims the event with preventDefault() (so the
 //   widget knows, synchronously, that someone answers) and responds before returning.
 //
@@ -18,10 +20,12 @@
 
 import { INotebookTracker, NotebookActions } from "@jupyterlab/notebook";
 
+import { askButtons, cellData } from "./context.js";
+
 const EVENT = "r3nb:notebook";
 // Kept equal to package.json's version (tests/test_packaging.py checks it).
 const VERSION = "0.1.0";
-const ACTIONS = new Set(["probe", "insert-below", "replace-active", "insert-and-run"]);
+const ACTIONS = new Set(["probe", "insert-below", "replace-active", "insert-and-run", "active-cell", "replace-cell"]);
 const PANEL_ROOT = ".r3nb-root";
 // How many recently active cells each notebook remembers (see workCell).
 const HISTORY = 8;
@@ -48,6 +52,7 @@ const plugin = {
     };
     tracker.forEach(follow);
     tracker.widgetAdded.connect((_, panel) => follow(panel));
+    askButtons(tracker);
 
     document.addEventListener(EVENT, (event) => {
       const detail = event instanceof CustomEvent ? event.detail : null;
@@ -64,7 +69,7 @@ const plugin = {
   },
 };
 
-function act(tracker, recent, target, { action, code }) {
+function act(tracker, recent, target, { action, code, cellId }) {
   const panel = target instanceof Node ? tracker.find((p) => p.node.contains(target)) : undefined;
   if (!panel) return { ok: false, reason: "this panel is not inside a notebook" };
   if (action === "probe") return { ok: true };
@@ -72,8 +77,21 @@ function act(tracker, recent, target, { action, code }) {
   const model = notebook.model;
   if (typeof code !== "string") return { ok: false, reason: "no code was given" };
   if (!model || notebook.isDisposed) return { ok: false, reason: "the notebook is not ready" };
-  if (model.readOnly) return { ok: false, reason: "the notebook is read-only" };
   const work = workCell(notebook, recent);
+  if (action === "active-cell") {
+    // Read-only: the cell's text as the notebook holds it, for the panel to attach.
+    if (!work) return { ok: false, reason: "click the cell to attach first" };
+    return { ok: true, cell: cellData(notebook, work) };
+  }
+  if (model.readOnly) return { ok: false, reason: "the notebook is read-only" };
+  if (action === "replace-cell") {
+    // The cell a question attached ("Replace that cell"), found by its id, wherever it is now.
+    const cell = notebook.widgets.find((c) => c.model.sharedModel.getId() === cellId);
+    if (!cell) return { ok: false, reason: "that cell is not in this notebook any more" };
+    if (cell.model.type !== "code") return { ok: false, reason: "that cell is not a code cell" };
+    replace(notebook, cell, code);
+    return { ok: true };
+  }
   if (action === "replace-active") {
     if (!work) return { ok: false, reason: "click the cell to replace first" };
     if (work.model.type !== "code") return { ok: false, reason: "the active cell is not a code cell" };

@@ -136,3 +136,8 @@ def get(name: str) -> Adapter:
 def loaded() -> list[Adapter]:
     """The adapters imported so far (those a shutdown must close)."""
     return list(_loaded.values())
+
+
+def loaded_by_name() -> dict[str, Adapter]:
+    """The adapters imported so far, by name (health reports each)."""
+    return dict(_loaded)

@@ -16,7 +16,7 @@ from typing import Any
 from r3nb.errors import BadRequest, NotFound, R3nbError
 from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS, MessageDict
 
-from . import usage
+from . import reports, usage
 from .context import MARKS
 from .core import Caller, Engine
 from .streams import Event
@@ -49,7 +49,17 @@ class StreamReply:
     events: AsyncIterator[Event]
 
 
-Reply = JsonReply | StreamReply
+@dataclass
+class TextReply:
+    """A document that is not JSON (a CSV report): its text, type and a file name a
+    browser saves it under."""
+
+    text: str
+    content_type: str
+    filename: str
+
+
+Reply = JsonReply | StreamReply | TextReply
 RouteFn = Callable[[Engine, Call], Awaitable[Reply]]
 
 # --- input validation ----------------------------------------------------------------
@@ -128,7 +138,7 @@ async def get_health(engine: Engine, call: Call) -> Reply:
 
 
 async def get_models(engine: Engine, call: Call) -> Reply:
-    return JsonReply(engine.models_report())
+    return JsonReply(engine.models_report(call.caller))
 
 
 async def reload_models(engine: Engine, call: Call) -> Reply:
@@ -179,6 +189,13 @@ async def get_snapshot(engine: Engine, call: Call) -> Reply:
     cid = _id(call, "cid", "conversation")
     snapshot = await engine.snapshot(cid, _int_arg(call, "since", 0), _offsets(call))
     return JsonReply(snapshot)
+
+
+async def watch_conversation(engine: Engine, call: Call) -> Reply:
+    """The snapshot poll as a stream: ``snapshot`` and ``delta`` events at the snapshot
+    cadence, from memory, only what changed (``since`` and ``from`` as for the poll)."""
+    cid = _id(call, "cid", "conversation")
+    return StreamReply(engine.watch(cid, _int_arg(call, "since", 0), _offsets(call)))
 
 
 async def delete_conversation(engine: Engine, call: Call) -> Reply:
@@ -313,6 +330,26 @@ async def get_usage(engine: Engine, call: Call) -> Reply:
     return JsonReply(await usage.usage_report(engine.store, call.caller.name, call.caller.is_admin))
 
 
+async def get_usage_report(engine: Engine, call: Call) -> Reply:
+    reports.require_admin(call.caller.is_admin, "the usage report")
+    chosen = reports.output_format(call.query)
+    covers, rows = await reports.usage_report(engine.store, call.query)
+    if chosen == "csv":
+        text = reports.to_csv(reports.USAGE_COLUMNS, rows)
+        return TextReply(text, "text/csv; charset=utf-8", "r3nb-usage.csv")
+    return JsonReply(covers | {"rows": rows})
+
+
+async def get_audit(engine: Engine, call: Call) -> Reply:
+    reports.require_admin(call.caller.is_admin, "the audit trail")
+    chosen = reports.output_format(call.query)
+    page = await reports.audit(engine.store, call.query)
+    if chosen == "csv":
+        text = reports.to_csv(reports.AUDIT_COLUMNS, page["sends"])
+        return TextReply(text, "text/csv; charset=utf-8", "r3nb-audit.csv")
+    return JsonReply(page)
+
+
 async def cancel_message(engine: Engine, call: Call) -> Reply:
     message = await engine.cancel(_id(call, "mid", "message"), call.caller)
     return JsonReply({"message": message})
@@ -335,9 +372,12 @@ ROUTES: list[Route] = [
     Route("GET", "models", get_models),
     Route("POST", "models/reload", reload_models),
     Route("GET", "usage", get_usage),
+    Route("GET", "usage/report", get_usage_report),
+    Route("GET", "audit", get_audit),
     Route("GET", "conversations", list_conversations),
     Route("POST", "conversations", create_conversation),
     Route("GET", "conversations/{cid}", get_snapshot),
+    Route("GET", "conversations/{cid}/watch", watch_conversation),
     Route("PATCH", "conversations/{cid}", update_conversation),
     Route("DELETE", "conversations/{cid}", delete_conversation),
     Route("POST", "conversations/{cid}/messages", post_message),

@@ -10,13 +10,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from tornado.ioloop import IOLoop
+
 from r3nb import __version__
-from r3nb.errors import BadRequest, Conflict, NotFound, RateLimited, StoreUnavailable
+from r3nb.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    StoreUnavailable,
+)
 from r3nb.protocol import (
+    SSE_HEARTBEAT_SECONDS,
     ConversationDict,
     MessageDict,
     MessageUpdate,
@@ -25,16 +35,17 @@ from r3nb.protocol import (
     Source,
 )
 
-from . import limits, provider, usage
+from . import lifecycle, limits, provider, usage
 from .context import EXCLUDED, PINNED, fit
 from .metrics import LoopLag
 from .model_file import ModelsFile
 from .models import ModelConfig, ModelRegistry
 from .settings import Settings as Settings  # re-exported: apps import it from here
-from .store import DEFAULT_TITLE, NewMessage, StoreInterface, make_store, new_id
+from .store import DEFAULT_TITLE, Final, NewMessage, StoreInterface, make_store, new_id
 from .store.rows import MESSAGE_FIELDS
-from .streams import LiveStream, ReplySource, StreamHub
+from .streams import Event, LiveStream, ReplySource, StreamHub
 from .sweeper import Sweeper
+from .watch import WatchHub
 
 log = logging.getLogger("r3nb")
 
@@ -49,7 +60,8 @@ class Caller:
 
     name: str
     source: Source  # "user" (browser or API client), "kernel" (kernel secret), "embedded"
-    is_admin: bool = False  # may see everyone's usage
+    is_admin: bool = False  # may see everyone's usage, use every model
+    groups: frozenset[str] = frozenset()  # JupyterHub groups (hub mode), for model_groups
 
 
 class Engine:
@@ -77,6 +89,10 @@ class Engine:
             idle_timeout=settings.idle_timeout,
             max_duration=settings.max_duration,
         )
+        # Observers' watch streams: one producer per watched conversation (watch.py).
+        self.watches = WatchHub(
+            self.store, self.hub.live, settings.snapshot_interval, SSE_HEARTBEAT_SECONDS
+        )
         self.sweeper = Sweeper(
             self.store,
             self.hub,
@@ -90,6 +106,9 @@ class Engine:
         self.loop_lag = LoopLag()
         self.counters = self.hub.counters  # one place for every counter health reports
         self.started_at = time.time()
+        #: A store several processes share (PostgreSQL) says what the others wrote.
+        self._shared_store = hasattr(self.store, "on_change")
+        self._elsewhere: set[asyncio.Future[None]] = set()
         #: Models whose provider was unreachable on their last call (GET models says so).
         self.unreachable: dict[str, str] = {}
 
@@ -112,6 +131,7 @@ class Engine:
         """The sweeper and the loop-lag probe: PeriodicCallbacks on the current loop."""
         self.sweeper.start()
         self.loop_lag.start()
+        self._listen_elsewhere()
         if self.models_file is not None:
             self.models_file.watch(self.use_models, self.settings.models_file_interval)
 
@@ -131,6 +151,7 @@ class Engine:
             self.models_file.stop()
         self.loop_lag.stop()
         self.sweeper.stop()
+        await self.watches.stop()
         await self.hub.shutdown()
         await provider.aclose()
         self.store.close()
@@ -149,6 +170,9 @@ class Engine:
             "store_error": self.store.error,
             "store_exposed": self.store.exposed,
             "provider_loaded": provider.is_loaded(),
+            # Each stream adapter used so far (and r3nb's two): None when a reply would
+            # start at once, else why it would wait (litellm importing in its worker).
+            "adapters": provider.readiness(),
             "active_streams": len(self.hub.live),
             "loop_lag": self.loop_lag.report(),
             "tasks": len(asyncio.all_tasks()),  # a leak shows here first
@@ -170,15 +194,34 @@ class Engine:
             }
             | {"db_writes": self.store.writes, "swept": self.sweeper.swept},
             "store": stats,
+            "watch": self.watches.report(),
             "models_revision": self.models_revision,
             "models_file": self.models_file.state() if self.models_file else None,
         }
 
-    def models_report(self) -> dict[str, Any]:
-        """``GET models``: each model with whether it can answer now and, if not, why
-        (so the picker can say so instead of failing on Send)."""
+    def may_use(self, caller: Caller, name: str) -> bool:
+        """Whether ``caller`` may send to model ``name`` (``settings.model_groups``)."""
+        groups = self.settings.model_groups.get(name)
+        return groups is None or caller.is_admin or not caller.groups.isdisjoint(groups)
+
+    def _model_for(self, caller: Caller, name: str | None) -> ModelConfig:
+        """The model a reply for ``caller`` uses: 400 if unknown, 403 if not theirs."""
+        model = self.models.resolve(name)
+        if not self.may_use(caller, model.name):
+            groups = ", ".join(self.settings.model_groups[model.name])
+            raise Forbidden(
+                f"the model {model.name!r} is for the groups {groups} only "
+                "(c.R3nbApp.model_groups): pick another model, or ask an admin"
+            )
+        return model
+
+    def models_report(self, caller: Caller | None = None) -> dict[str, Any]:
+        """``GET models``: each model ``caller`` may use, with whether it can answer now
+        and, if not, why (so the picker can say so instead of failing on Send)."""
         models = self.models  # one registry for the whole report, whatever a reload does
         report = models.public() | {"revision": self.models_revision}
+        if caller is not None:
+            report["models"] = [m for m in report["models"] if self.may_use(caller, m["name"])]
         for entry in report["models"]:
             model = models.resolve(entry["name"])
             reason = model.missing_key_reason()
@@ -280,6 +323,11 @@ class Engine:
             "streaming": streaming,
         }
 
+    def watch(self, cid: str, since: int, held: dict[str, int]) -> AsyncIterator[Event]:
+        """``GET conversations/{cid}/watch``: what changes after ``since`` (``held``: the
+        text the watcher has of streaming messages), pushed at the snapshot cadence."""
+        return self.watches.watch(cid, since, held)
+
     async def send(
         self,
         caller: Caller,
@@ -298,7 +346,7 @@ class Engine:
         on a new branch, and the old version stays."""
         size = len(content) + sum(len(a.get("summary", "")) for a in attachments or [])
         limits.check_prompt_size(size, self.settings.max_prompt_chars)
-        model = self.models.resolve(model_name)
+        model = self._model_for(caller, model_name)
         header = await self._conversation(cid)
         parent = header["head_id"]
         if replaces is not None:
@@ -331,7 +379,7 @@ class Engine:
         old = await self._message_in(cid, mid, "assistant", "regenerate")
         if old["parent_id"] is None:
             raise BadRequest(f"message {mid} follows no prompt: there is nothing to ask again")
-        model = self.models.resolve(model_name or _known(self.models, old["model"]))
+        model = self._model_for(caller, model_name or _known(self.models, old["model"]))
         self._one_reply_at_a_time(cid)
         await self._admit(caller)
         created, stream = await self._exchange(
@@ -489,7 +537,44 @@ class Engine:
         message = await self.store.get_message(mid)
         if message is None:
             raise NotFound(f"no message {mid}")
+        if message["status"] == lifecycle.STREAMING and self._shared_store:
+            # Streaming in another process on the same database (hub service processes):
+            # end the row here, with the text that process last flushed; that process
+            # hears of the change (``_changed_elsewhere``) and stops calling the provider.
+            status, note = lifecycle.interrupted(None, caller.name)
+            ended = await self.store.finalize(mid, Final(message["content"], status, note))
+            return ended or message
         return message  # already ended: cancelling is idempotent
+
+    # --- several processes on one store (PostgreSQL) ---------------------------------
+
+    def _listen_elsewhere(self) -> None:
+        """Hear what other processes write to a shared store (``on_change``, from its
+        listener thread): a reply this process streams may have been stopped there."""
+        hooks = getattr(self.store, "on_change", None)
+        if hooks is None:
+            return
+        loop = IOLoop.current()  # the loop the timers run on (add_callback: any thread)
+
+        def changed(cids: frozenset[str] | None) -> None:
+            loop.add_callback(self._changed_elsewhere, cids)
+
+        hooks.append(changed)
+
+    def _changed_elsewhere(self, cids: frozenset[str] | None) -> None:
+        streams = [s for s in self.hub.live.values() if cids is None or s.conversation_id in cids]
+        for stream in streams:
+            task = asyncio.ensure_future(self._stop_if_ended_elsewhere(stream))
+            self._elsewhere.add(task)
+            task.add_done_callback(self._elsewhere.discard)
+
+    async def _stop_if_ended_elsewhere(self, stream: LiveStream) -> None:
+        """Stop calling the provider for a reply whose row another process ended (a
+        Stop there): its end is already stored, so this one's is a no-op (first wins)."""
+        with contextlib.suppress(StoreUnavailable):
+            stored = await self.store.get_message(stream.message_id)
+            if stored is not None and stored["status"] != lifecycle.STREAMING:
+                await self.hub.cancel(stream.message_id, by="another r3nb process")
 
     async def delete_conversation(self, cid: str) -> None:
         for stream in list(self.hub.live.values()):

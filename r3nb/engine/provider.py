@@ -155,6 +155,14 @@ def not_ready(model: ModelConfig) -> str | None:
         return str(e)
 
 
+def readiness() -> dict[str, str | None]:
+    """r3nb's adapters and any other imported so far → None (ready) or why not."""
+    names = dict.fromkeys(adapters.BUILTIN)
+    found = {name: adapters.get(name) for name in names}
+    found |= {name: a for name, a in adapters.loaded_by_name().items() if name not in found}
+    return {name: adapter.not_ready() for name, adapter in found.items()}
+
+
 async def aclose() -> None:
     """Close every adapter used so far (server shutdown)."""
     for adapter in adapters.loaded():

@@ -81,6 +81,12 @@ class Settings:
         'Daily budgets per person: {"tokens_per_day": N, "cost_per_day": USD}. When '
         "one runs out, that person gets 429 until midnight UTC. None by default.",
     )
+    model_groups: dict[str, list[str]] = _setting(  # noqa: RUF009 (a default_factory field)
+        {},
+        'Models only some groups may use: {"gpt-4o": ["teachers"]}. Admins may use every '
+        "model; a model not named here is open to everyone. On a hub, groups are "
+        "JupyterHub groups; a single-user server knows none (only its admins pass).",
+    )
     models_file_interval: float = _setting(
         2.0,
         "Seconds between checks of models_file for a change (0: only on POST models/reload).",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 #: ``@name`` not glued to a word, a dot, another ``@`` or a backtick (so ``a@b.com`` and
@@ -21,6 +21,7 @@ _CODE = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)|`[^`\n]*`", re.DOTALL)
 
 MAX_REPR = 1_000
 MAX_TABLE = 2_000
+MAX_COMPLETIONS = 20
 
 
 class ContextError(NameError):
@@ -47,8 +48,16 @@ def attachments_for(prompt: str, namespace: Mapping[str, Any]) -> list[dict[str,
 
 
 def describe(name: str, value: Any) -> str:
-    """One variable as the model will read it; starts with ``Variable `name```."""
+    """One variable as the model will read it; starts with ``Variable `name```.
+
+    An object that defines ``_repr_llm_()`` describes itself (the convention proposed for
+    notebook assistants, like IPython's ``_repr_html_``); its text is bounded like a
+    table's. One that fails, or answers something other than text, gets the usual
+    description: a broken hook must not break the prompt."""
     kind = _type_name(value)
+    own = _repr_llm(value)
+    if own is not None:
+        return _bounded(f"Variable `{name}`: {kind}\n{own}", MAX_TABLE + 400)
     try:
         if _is_table(value):
             return _bounded(f"Variable `{name}`: {kind}, {_table(value)}", MAX_TABLE + 400)
@@ -62,6 +71,35 @@ def describe(name: str, value: Any) -> str:
         return f"Variable `{name}`: {kind} (could not describe it: {type(e).__name__})"
     size = f", len {len(value)}" if isinstance(value, list | tuple | dict | set | str) else ""
     return f"Variable `{name}`: {kind}{size}\n{_repr(value)}"
+
+
+def _repr_llm(value: Any) -> str | None:
+    # Looked up on the type, as IPython looks up ``_repr_*_``: a class that defines it
+    # for its instances must not be asked (unbound) for its own description.
+    method = getattr(type(value), "_repr_llm_", None)
+    if not callable(method):
+        return None
+    try:
+        text = method(value)
+    except Exception:
+        return None
+    return text if isinstance(text, str) else None
+
+
+def completions(
+    prefix: str, namespace: Mapping[str, Any], hidden: Container[str] = ()
+) -> list[dict[str, str]]:
+    """The person's variables whose names start with ``prefix`` (for ``@`` completion in
+    the panel): ``[{name, type}]``, sorted, at most ``MAX_COMPLETIONS``. IPython's own
+    names (``In``, ``Out``, ``exit``, ``_i3``) and private ones are left out; nothing is
+    described here, so completing never runs an object's code."""
+    # A copy first: a cell running on the main thread may add names meanwhile.
+    items = sorted(
+        (n, v)
+        for n, v in list(namespace.items())
+        if n.startswith(prefix) and not n.startswith("_") and n not in hidden and n.isidentifier()
+    )
+    return [{"name": n, "type": _type_name(v)} for n, v in items[:MAX_COMPLETIONS]]
 
 
 def _type_name(value: Any) -> str:

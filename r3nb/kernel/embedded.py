@@ -110,11 +110,13 @@ class EmbeddedClient(BaseClient):
     def call(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        from r3nb.engine.api import JsonReply, StreamReply
+        from r3nb.engine.api import JsonReply, StreamReply, TextReply
 
         reply = self._reply(method, path, body, query)
         if isinstance(reply, tuple):
             return reply
+        if isinstance(reply, TextReply):  # a CSV report: its text
+            return 200, reply.text
         if isinstance(reply, StreamReply):  # a stream asked for as JSON: drain it
             final: Any = None
             for name, data in self._iterate(reply):

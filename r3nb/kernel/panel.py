@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 import anywidget
@@ -88,6 +88,18 @@ class ChatPanel(anywidget.AnyWidget):
     # --- the comm relay --------------------------------------------------------------
 
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "context":
+            if content.get("op") == "complete":
+                # Names and type names only, no object's code: safe on whichever thread
+                # the comm arrives (JupyterLab 4.6 + ipykernel 7 use a subshell thread,
+                # so completion works while a cell runs).
+                self.send(answer_context(content))
+            else:
+                # Describing runs the objects' own code (_repr_llm_, head, repr): on the
+                # main thread, between cells, never beside the person's running cell. A
+                # busy kernel answers after its cell; the page gives up sooner and says so.
+                on_main_thread(lambda: self.send(answer_context(content)))
+            return
         if not isinstance(content, dict) or content.get("type") != "request":
             return
         method = str(content.get("method", "GET")).upper()
@@ -135,6 +147,62 @@ class ChatPanel(anywidget.AnyWidget):
 
     def _respond(self, rid: str, status: int, body: Any) -> None:
         self.send({"type": "response", "id": rid, "status": status, "body": body})
+
+
+class ContextRequest(TypedDict):
+    """The page asks its kernel about ``@name`` (js/src/kernel_context.js mirrors this)."""
+
+    type: Literal["context"]
+    id: str
+    op: Literal["resolve", "complete"]
+    prompt: NotRequired[str]  # resolve: the prompt whose ``@name``s to attach
+    prefix: NotRequired[str]  # complete: what follows the ``@`` being typed
+
+
+class ContextReply(TypedDict):
+    type: Literal["context-reply"]
+    id: str
+    ok: bool
+    error: NotRequired[str]  # a sentence for the person (an unknown name)
+    attachments: NotRequired[list[dict[str, str]]]  # resolve
+    names: NotRequired[list[dict[str, str]]]  # complete: [{name, type}]
+
+
+def answer_context(request: dict[str, Any]) -> ContextReply:
+    """``@name`` for the panel, from this kernel's user namespace, bounded the way
+    ``%%chat`` bounds it (``context.describe``)."""
+    from .context import ContextError, attachments_for, completions
+
+    rid = str(request.get("id", ""))
+    shell = _shell()
+    namespace: dict[str, Any] = shell.user_ns if shell is not None else {}
+    if request.get("op") == "complete":
+        hidden = getattr(shell, "user_ns_hidden", {}) if shell is not None else {}
+        names = completions(str(request.get("prefix", ""))[:200], namespace, hidden)
+        return {"type": "context-reply", "id": rid, "ok": True, "names": names}
+    try:
+        attachments = attachments_for(str(request.get("prompt", "")), namespace)
+    except ContextError as e:
+        return {"type": "context-reply", "id": rid, "ok": False, "error": str(e)}
+    return {"type": "context-reply", "id": rid, "ok": True, "attachments": attachments}
+
+
+def on_main_thread(fn: Callable[[], None]) -> None:
+    """Runs ``fn`` on the kernel's main thread: now when already there, else as a
+    callback of its event loop (which runs between cells, or while an async cell awaits)."""
+    loop = getattr(getattr(_shell(), "kernel", None), "io_loop", None)
+    if threading.current_thread() is threading.main_thread() or loop is None:
+        fn()
+    else:
+        loop.add_callback(fn)
+
+
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
 
 
 class _CallThreads:

@@ -29,6 +29,7 @@ from r3nb.protocol import ENV_DEMO_DELAY, ENV_SECRET, ENV_URL
 
 from . import stop_signals
 from .handlers import ROUTES
+from .relay import RELAY_ROUTES, Relay, service_url_from
 
 #: The only R3NB_* variables kernels started by this server keep: how a kernel finds and
 #: authenticates to us, and the demo model's pace (a test knob, harmless). The others
@@ -70,15 +71,30 @@ class R3nbApp(ExtensionApp):
         help="People who see everyone's usage (GET usage). Default: the server's owner.",
     ).tag(config=True)
 
+    service_url = Unicode(
+        "",
+        help="Hub mode: the r3nb service's internal base URL (e.g. "
+        "http://127.0.0.1:10101/services/r3nb/). Set, this server keeps no keys, no DB "
+        "and no engine and relays every API call to the service. Default: $R3NB_SERVICE_URL.",
+    ).tag(config=True)
+
     @default("db_path")
     def _default_db_path(self) -> str:
         return str(default_db_path())
 
-    engine: Engine
+    engine: Engine  # absent in relay mode
+    relay: Relay | None = None
     secret: str
     _owns_worker = False
 
     def initialize_settings(self) -> None:
+        service_url = service_url_from(self.service_url)
+        if service_url:
+            self.relay = Relay(service_url)
+            _withhold_from_children(set(), self.log, WithheldEnvironment())
+            self._share_secret(r3nb_relay=self.relay)
+            self.log.info("r3nb %s: relay mode, service %s", _version(), self.relay.api_url)
+            return
         # litellm runs in a worker process, never on this loop; starting it is instant.
         self._owns_worker = provider.start_worker()
         environ = WithheldEnvironment()
@@ -97,18 +113,7 @@ class R3nbApp(ExtensionApp):
         self.engine.open()
         self.engine.recover_now()
         self.engine.start_timers()
-        # Kernels this server starts from now on inherit the secret; the URL follows
-        # once the port is final.
-        self.secret = secrets.token_urlsafe(32)
-        os.environ[ENV_SECRET] = self.secret
-        owner = os.environ.get("JUPYTERHUB_USER") or _os_user()
-        self.settings.update(
-            r3nb_engine=self.engine,
-            r3nb_secret=self.secret,
-            r3nb_owner=owner,
-            r3nb_admins=frozenset(self.admin_users or [owner]),
-        )
-        IOLoop.current().add_callback(self._publish_url)
+        self._share_secret(r3nb_engine=self.engine)
         self.log.info(
             "r3nb %s: store %s, models %s (default %s)%s",
             _version(),
@@ -117,6 +122,20 @@ class R3nbApp(ExtensionApp):
             registry.default,
             f", watching {models_file.path}" if models_file else "",
         )
+
+    def _share_secret(self, **settings: Any) -> None:
+        # Kernels this server starts from now on inherit the secret; the URL follows
+        # once the port is final.
+        self.secret = secrets.token_urlsafe(32)
+        os.environ[ENV_SECRET] = self.secret
+        owner = os.environ.get("JUPYTERHUB_USER") or _os_user()
+        self.settings.update(
+            r3nb_secret=self.secret,
+            r3nb_owner=owner,
+            r3nb_admins=frozenset(self.admin_users or [owner]),
+            **settings,
+        )
+        IOLoop.current().add_callback(self._publish_url)
 
     def _publish_url(self) -> None:
         assert self.serverapp is not None
@@ -127,13 +146,17 @@ class R3nbApp(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         # Runs only when the server runs its own loop (``jupyter server``, JupyterLab,
         # jupyterhub-singleuser), never inside a host that owns the process's signals.
-        stop_signals.install(self)
+        if self.relay is None:  # a relay has no live replies to save
+            stop_signals.install(self)
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(ROUTES)
+        self.handlers.extend(RELAY_ROUTES if self.relay is not None else ROUTES)
 
     async def stop_extension(self) -> None:
-        await self.engine.stop()
+        if self.relay is not None:
+            await self.relay.close()
+        else:
+            await self.engine.stop()
         if self._owns_worker:
             await provider.stop_worker()
         for key in (ENV_URL, ENV_SECRET):

@@ -18,11 +18,14 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from r3nb.engine.api import Call, JsonReply, dispatch
+from r3nb.engine.api import Call, JsonReply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
+from r3nb.engine.watch import Encoded
 from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
 from r3nb.protocol import SECRET_HEADER, SSE_HEARTBEAT, parse_json_body, sse_frame
+
+from .documents import send_text
 
 #: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
 _BODY_SLACK = 64 * 1024
@@ -144,6 +147,8 @@ class ApiHandler(R3nbHandler):
         if isinstance(reply, JsonReply):
             self.set_status(reply.status)
             self.finish(json.dumps(reply.body, ensure_ascii=False))
+        elif isinstance(reply, TextReply):
+            send_text(self, reply, set_content_type=reply.content_type)
         else:
             await self._send_events(reply.events)
 
@@ -184,7 +189,10 @@ class ApiHandler(R3nbHandler):
             stream.set_nodelay(True)
         try:
             async for name, data in events:
-                self.write(SSE_HEARTBEAT if name == "heartbeat" else sse_frame(name, data))
+                if name == "heartbeat":
+                    self.write(SSE_HEARTBEAT)
+                else:  # a watch frame's events come encoded once for all watchers
+                    self.write(data.sse if isinstance(data, Encoded) else sse_frame(name, data))
                 # Awaiting the flush is the back-pressure: a reader that stops reading
                 # stalls only this loop, never the stream or the server's memory.
                 await self.flush()

@@ -8,7 +8,11 @@
 - ``trees.py``       each conversation's branch tree, kept in memory
 - ``factory.py``     which backend a location names (a path: DuckDB; a URL: PostgreSQL)
 - ``duckdb_store.py`` the DuckDB backend: ``duckdb_thread`` (the connection and its thread),
-  ``duckdb_ops`` (what runs on it), ``duckdb_sql`` (every statement)
+  ``duckdb_ops`` (what runs on it), ``duckdb_sql`` (every statement), ``duckdb_admit``
+  (group commit of admissions), ``duckdb_acl`` and ``duckdb_report`` (access, reports)
+- ``pg_store.py``    the PostgreSQL backend (hub service): ``pg_connection``, ``pg_ops``,
+  ``pg_sql``, ``pg_schema``, ``pg_notify`` (what other processes wrote), ``pg_access``,
+  ``pg_report``; imported only for a ``postgresql://`` location
 
 Only this package holds SQL. The names the rest of r3nb imported from the single
 ``store.py`` module are re-exported here unchanged; ``Store`` is still the name that

@@ -8,11 +8,11 @@ the mirror's promise (everything at or below ``visible`` is reflected) rests on 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -28,6 +28,16 @@ from .trees import TreeCache, decorated
 from .values import DEFAULT_TITLE, HEAD, Context, Final, NewMessage, Parent, SnapshotParts, new_id
 
 log = logging.getLogger("r3nb.store")
+
+
+@dataclass
+class Exchange:
+    """An insert prepared on the DB thread: rows with revisions, the header after it."""
+
+    tree: Tree
+    values: list[list[Any]]
+    header: ConversationDict
+
 
 #: How many per-message write counts to remember (for health and tests); bounded.
 WRITE_COUNT_MEMORY = 10_000
@@ -45,6 +55,9 @@ class DuckDBOperations:
         self.trees = TreeCache()
         self.writes = 0
         self.write_counts: OrderedDict[str, int] = OrderedDict()
+        #: The text stored so far of each streaming message this process writes: a
+        #: flush appends only what follows it (a reference to the hub's own string).
+        self._written: dict[str, str] = {}
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -57,6 +70,7 @@ class DuckDBOperations:
         self.revision = sql.max_revision(con)
         self.recent = RecentWrites(self.revision)
         self.trees.clear()
+        self._written.clear()
         for conversation in sql.all_conversations(con):
             self.recent.put_conversation(conversation)
 
@@ -130,6 +144,17 @@ class DuckDBOperations:
         touch_now: bool = True,
         parent: Parent = HEAD,
     ) -> list[MessageDict]:
+        exchange = self.prepare(cid, messages, title_hint, parent)
+        sql.insert_messages(self.con, exchange.values)
+        if touch_now:
+            self.touch_conversation(exchange.header)
+        return self.apply(exchange)
+
+    def prepare(
+        self, cid: str, messages: Sequence[NewMessage], title_hint: str | None, parent: Parent
+    ) -> Exchange:
+        """The rows and header of an insert, revisions assigned; nothing written yet.
+        ``LookupError`` for an unknown conversation or parent."""
         now = time.time()
         tree = self.tree(cid)
         conversation = self.recent.conversations.get(cid)
@@ -151,16 +176,6 @@ class DuckDBOperations:
                 revision=self._next_revision(), parent_id=above,
             ))  # fmt: skip
             above = mid
-        sql.insert_messages(self.con, values)
-        created = [rows.message_from_row(v) for v in values]
-        self._count_write(m["id"] for m in created)
-        # The tree first: a poll between these steps then sees a new message on the
-        # branch only once the message itself is there (never the reverse).
-        with self.trees.lock:
-            for message in created:
-                tree.add(message["id"], message["parent_id"])
-            tree.set_head(above)
-        self.recent.put_many(created)
         title = title_hint if title_hint and conversation["title"] == DEFAULT_TITLE else None
         header: ConversationDict = {
             **conversation,
@@ -171,21 +186,26 @@ class DuckDBOperations:
             "model": next((m.model for m in messages if m.model), conversation["model"]),
             "head_id": above,
         }
+        return Exchange(tree, values, header)
+
+    def apply(self, exchange: Exchange) -> list[MessageDict]:
+        """After the commit: the rows into the tree and the mirror, in that order."""
+        tree, header = exchange.tree, exchange.header
+        created = [rows.message_from_row(v) for v in exchange.values]
+        self._count_write(m["id"] for m in created)
+        for message in created:
+            if message["status"] == "streaming":
+                self._written[message["id"]] = message["content"]
+        # The tree first: a poll between these steps then sees a new message on the
+        # branch only once the message itself is there (never the reverse).
+        with self.trees.lock:
+            for message in created:
+                tree.add(message["id"], message["parent_id"])
+            tree.set_head(header["head_id"])
+        self.recent.put_many(created)
         self.recent.put_conversation(header)
-        if touch_now:
-            self.touch_conversation(header)
         with self.trees.lock:
             return [decorated(tree, m) for m in created]
-
-    def begin_exchange(
-        self, cid: str, messages: Sequence[NewMessage], title_hint: str, parent: Parent
-    ) -> tuple[list[MessageDict], ConversationDict] | None:
-        """The rows now; the header is the caller's to persist (``touch_conversation``)."""
-        try:
-            created = self.add_messages(cid, messages, title_hint, False, parent)
-        except LookupError:
-            return None
-        return created, self.recent.conversations[cid]
 
     def get_message(self, mid: str) -> MessageDict | None:
         """As clients are given it (with ``siblings``)."""
@@ -214,21 +234,50 @@ class DuckDBOperations:
         return self.trees.branch_view(tree, found)
 
     def flush_partials(self, partials: Sequence[tuple[str, str]]) -> None:
+        """Append-only: a message's new text is what follows the text last written for
+        it (kept here, per streaming message); text that does not extend it (not what a
+        stream sends, but the interface allows it) replaces the content whole."""
         now = time.time()
-        revisions = [self._next_revision() for _ in partials]
-        sql.flush_partials(self.con, now, partials, revisions)
+        appends: list[tuple[str, int, str]] = []
+        rewrites: list[tuple[str, str]] = []
+        for mid, text in partials:
+            written = self._written_text(mid)
+            if written is None:
+                continue  # unknown or no longer streaming: left alone
+            if text.startswith(written):
+                if len(text) > len(written):
+                    appends.append((mid, len(written), text[len(written) :]))
+            else:
+                rewrites.append((mid, text))
+        revisions = [(mid, self._next_revision()) for mid, _ in partials]
+        live = set(sql.flush_partials(self.con, now, appends, rewrites, revisions))
         self._count_write(mid for mid, _ in partials)
         updated: list[MessageDict] = []
-        for (mid, text), rev in zip(partials, revisions, strict=True):
+        for (mid, text), (_, rev) in zip(partials, revisions, strict=True):
+            if mid not in live:
+                self._written.pop(mid, None)
+                continue
+            self._written[mid] = text
             cached = self.recent.get(mid)
             if cached is None:
                 cached = sql.select_message(self.con, mid)
-            if cached is not None and cached["status"] == "streaming":
+            if cached is not None:
                 updated.append({**cached, "content": text, "updated_at": now, "revision": rev})
         self.recent.put_many(updated)
 
+    def _written_text(self, mid: str) -> str | None:
+        """The text stored for streaming message ``mid`` (content and chunks); None if
+        it is unknown or no longer streams. From memory, else (after a reopen) the file."""
+        written = self._written.get(mid)
+        if written is None:
+            message = sql.select_message(self.con, mid)
+            if message is not None and message["status"] == "streaming":
+                written = self._written[mid] = message["content"]
+        return written
+
     def finalize(self, mid: str, final: Final) -> MessageDict | None:
         message = sql.finalize(self.con, mid, final, time.time(), self._next_revision())
+        self._written.pop(mid, None)
         self._count_write([mid])
         if message is None:
             return self.get_message(mid)
@@ -245,6 +294,8 @@ class DuckDBOperations:
         if not failed:
             return []
         self._next_revision()
+        for m in failed:
+            self._written.pop(m["id"], None)
         self._count_write(m["id"] for m in failed)
         self.recent.put_many(failed)
         return [m["id"] for m in failed]
@@ -345,9 +396,3 @@ class DuckDBOperations:
 
     def stats(self) -> dict[str, int]:
         return sql.stats(self.con)
-
-
-def log_failure(task: asyncio.Future[Any]) -> None:
-    """Done-callback of a write nobody awaits."""
-    if not task.cancelled() and task.exception() is not None:
-        log.error("r3nb store: a deferred write failed: %s", task.exception())

@@ -10,7 +10,6 @@ mirrored — never hop to the thread: 200 panels polling during 50 streams once 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,10 @@ import r3nb.engine.store.paging as paging
 from r3nb.engine.recent import RecentWrites
 from r3nb.protocol import ConversationDict, MessageDict
 
-from .duckdb_ops import DuckDBOperations, log_failure
+from .duckdb_acl import DuckDBAccess
+from .duckdb_admit import Admissions
+from .duckdb_ops import DuckDBOperations
+from .duckdb_report import DuckDBReports
 from .duckdb_thread import DuckDBThread
 from .rows import plain_attachment
 from .values import HEAD, Context, Final, NewMessage, Parent, SnapshotParts
@@ -34,13 +36,14 @@ def default_db_path() -> Path:
     return Path(jupyter_data_dir()) / "r3nb" / "r3nb.duckdb"
 
 
-class DuckDBStore:
+class DuckDBStore(DuckDBAccess, DuckDBReports):
     """Conversations and messages in one DuckDB file (or ``":memory:"``)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         self._ops = DuckDBOperations()
         self._thread = DuckDBThread(self.path, self._ops.load)
+        self._admissions = Admissions(self._thread, self._ops)
 
     # --- lifecycle and health --------------------------------------------------------
 
@@ -80,6 +83,12 @@ class DuckDBStore:
     @property
     def write_counts(self) -> OrderedDict[str, int]:
         return self._ops.write_counts
+
+    @property
+    def admission_commits(self) -> int:
+        """Transactions that admitted exchanges since open (fewer than the sends when
+        sends arrive together: ``duckdb_admit``)."""
+        return self._admissions.commits
 
     # --- conversations ---------------------------------------------------------------
 
@@ -132,14 +141,9 @@ class DuckDBStore:
     async def begin_exchange(
         self, cid: str, messages: Sequence[NewMessage], title_hint: str, parent: Parent = HEAD
     ) -> list[MessageDict] | None:
-        found = await self._thread.run(self._ops.begin_exchange, cid, messages, title_hint, parent)
-        if found is None:
-            return None
-        created, header = found
-        # The header in its own write, queued at once but off the time to first token.
-        touch = asyncio.ensure_future(self._thread.run(self._ops.touch_conversation, header))
-        touch.add_done_callback(log_failure)
-        return created
+        # Group commit: sends arriving together share one transaction (duckdb_admit).
+        found = await self._admissions.admit((cid, messages, title_hint, parent))
+        return None if found is None else found[0]
 
     async def get_message(self, mid: str) -> MessageDict | None:
         return await self._thread.run(self._ops.get_message, mid)

@@ -152,6 +152,16 @@ class DuckDBThread:
         """``fn(*args)`` on the thread, from sync code (the loop may already run)."""
         return self._executor.submit(self._guarded, fn, *args).result()
 
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue ``job`` on the thread and return at once. The job itself calls
+        ``guarded`` for what touches the connection (``duckdb_admit``'s drain).
+        ``RuntimeError`` once the thread is stopped."""
+        self._executor.submit(job)
+
+    def guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` here, on the thread, with the reopen after a fatal error."""
+        return self._guarded(fn, *args)
+
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         """After an internal error DuckDB refuses every further query until the
         connection is reopened, so reopen once and report the failure."""

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from r3nb.engine.recent import RecentWrites
-from r3nb.protocol import ConversationDict, MessageDict
+from r3nb.protocol import AuditRow, ConversationDict, MessageDict, UsageRow
 
 from .values import HEAD, Context, Final, NewMessage, Parent, SnapshotParts
 
@@ -131,7 +132,9 @@ class Store(Protocol):
         ``streaming`` reply, on every reply's time to first token: the rows are durable
         when this returns; the header may be persisted just after (it is in memory, and
         ``get_conversation`` shows it, at once). None where ``add_messages`` raises
-        ``LookupError`` (the conversation or ``parent`` was deleted meanwhile)."""
+        ``LookupError`` (the conversation or ``parent`` was deleted meanwhile). Calls
+        arriving together may share one transaction (DuckDB's group commit), but one
+        call's None or failure never fails another's."""
 
     async def get_message(self, mid: str) -> MessageDict | None:
         """The message as stored now, decorated; None if unknown."""
@@ -149,7 +152,10 @@ class Store(Protocol):
     async def flush_partials(self, partials: Sequence[tuple[str, str]]) -> None:
         """Each (message id, text so far) becomes that message's ``content``, with a new
         revision, while the message still streams; others are left alone. All in ONE
-        transaction: a server flushes every stream at once, every ``snapshot_interval``."""
+        transaction: a server flushes every stream at once, every ``snapshot_interval``.
+        A backend may store only what the text adds to the last flush (DuckDB appends
+        chunks), so long as every read, ``fail_streaming`` and ``finalize`` see or leave
+        the whole text."""
 
     async def finalize(self, mid: str, final: Final) -> MessageDict | None:
         """End a ``streaming`` message: ``final``'s text, status, error, tokens and cost
@@ -164,7 +170,9 @@ class Store(Protocol):
         not in ``exclude`` becomes ``error`` with ``reason``, text kept, in one write with
         a new revision; returns their ids. Start-up recovery passes no cut-off (every
         such row was left by an earlier process); the sweeper passes one, and excludes
-        the messages live tasks own."""
+        the messages live tasks own. A backend several processes share (PostgreSQL)
+        ends, without a cut-off, only the rows no other live process is streaming: a
+        second service process starting must not end the first one's replies."""
 
     def fail_streaming_blocking(self, reason: str) -> list[str]:
         """``fail_streaming(reason)`` from sync code at start-up (a loop may be running)."""
@@ -207,3 +215,80 @@ class Store(Protocol):
 
     async def stats(self) -> dict[str, int]:
         """Counts: ``conversations``, ``messages``, ``streaming_rows``."""
+
+    # --- reports (admins) --------------------------------------------------------------
+
+    async def usage_rows(self, since: float, until: float) -> list[UsageRow]:
+        """Assistant messages created in [``since``, ``until``), whatever their status,
+        grouped by UTC day (``floor(created_at / 86400)``: Unix days are UTC days),
+        author ("" for none) and model ("" for none), ordered by day, person, model.
+        Tokens and cost count None as 0."""
+
+    async def audit_rows(
+        self, since: float, until: float, limit: int, before: tuple[float, str] | None = None
+    ) -> list[AuditRow]:
+        """The replies created in [``since``, ``until``), newest first (``created_at``
+        descending, then message id descending), at most ``limit``, starting after
+        ``before`` = (created_at, id) of the last row of the previous page. Each with its
+        prompt (the reply's parent when that is a user message, else "") cut at 500
+        characters, and its author as ``person`` ("" for none)."""
+
+    # --- access (hub mode) ------------------------------------------------------------
+    # Who a conversation belongs to and whom it is shared with. Only the hub service
+    # (``r3nb/service``) calls these; a single-user server never records access, so its
+    # conversations have none. Names are JupyterHub user or group names, stored as
+    # given (case-sensitive). Tables (DuckDB migration "0006_conversation_access"):
+    #   conversation_owners(conversation_id PK, owner, server, created_at)
+    #   conversation_shares(conversation_id, kind 'user'|'group', name, granted_by,
+    #                       created_at; PRIMARY KEY (conversation_id, kind, name))
+    # Access rows are not revisions: they change no ``revision`` and no snapshot.
+
+    async def set_owner(self, cid: str, owner: str, server: str) -> None:
+        """Record that ``owner`` created conversation ``cid`` through hub server
+        ``server`` ("alice/" or "alice/lab": owner/server-name as in JupyterHub's
+        ``access:servers!server=`` scope). Called once, right after creation; a second
+        call for the same ``cid`` replaces the row (upsert). The conversation need not
+        be checked for existence."""
+
+    async def access_of(self, cids: Sequence[str]) -> dict[str, ConversationAccess]:
+        """The access of each of ``cids`` that has an owner row (others are absent
+        from the result), with its shares sorted by (kind, name). One round trip for
+        the whole batch: the service filters a page of 100 conversations with it."""
+
+    async def add_share(self, cid: str, share: Share, granted_by: str) -> bool:
+        """Share ``cid`` with ``share`` (a user or a group). True if it is new, False if
+        it already existed (nothing changes then). Does not check that ``cid`` exists."""
+
+    async def remove_share(self, cid: str, share: Share) -> bool:
+        """Revoke ``share`` on ``cid``. True if it existed."""
+
+    async def forget_access(self, cid: str) -> None:
+        """Delete ``cid``'s owner row and all its shares (after the conversation is
+        deleted). Nothing happens for an unknown ``cid``."""
+
+
+@dataclass(frozen=True, order=True)
+class Share:
+    """A conversation shared with one hub user (``kind="user"``) or hub group."""
+
+    kind: Literal["user", "group"]
+    name: str
+
+    def as_json(self) -> dict[str, str]:
+        return {self.kind: self.name}
+
+
+@dataclass(frozen=True)
+class ConversationAccess:
+    """Who owns a conversation, where it was created, and whom it is shared with."""
+
+    owner: str
+    server: str  # "owner/server-name" of the hub server it was created through
+    shares: tuple[Share, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "server": self.server,
+            "shares": [share.as_json() for share in self.shares],
+        }

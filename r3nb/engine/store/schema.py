@@ -97,4 +97,40 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE messages ADD COLUMN context_left_out INTEGER",
         ],
     ),
+    # Hub mode (r3nb/service): who owns a conversation, the hub server it was created
+    # through, and the people and groups it is shared with (duckdb_acl.py).
+    (
+        "0006_conversation_access",
+        [
+            """CREATE TABLE conversation_owners (
+                conversation_id VARCHAR PRIMARY KEY,
+                owner VARCHAR NOT NULL,
+                server VARCHAR NOT NULL,
+                created_at DOUBLE NOT NULL
+            )""",
+            """CREATE TABLE conversation_shares (
+                conversation_id VARCHAR NOT NULL,
+                kind VARCHAR NOT NULL,
+                name VARCHAR NOT NULL,
+                granted_by VARCHAR,
+                created_at DOUBLE NOT NULL,
+                PRIMARY KEY (conversation_id, kind, name)
+            )""",
+        ],
+    ),
+    # Append-only partial text (issue 16): a flush adds the text after what was written
+    # (from ``start_offset``, in code points) instead of rewriting the whole reply, so
+    # bytes written grow with the reply, not with its square. The end of a reply (or
+    # recovery after a crash) folds them into ``content`` and deletes them. No index,
+    # for the reason ``messages`` has none.
+    (
+        "0007_message_chunks",
+        [
+            """CREATE TABLE message_chunks (
+                message_id VARCHAR NOT NULL,
+                start_offset BIGINT NOT NULL,
+                text VARCHAR NOT NULL
+            )""",
+        ],
+    ),
 ]

@@ -1,0 +1,142 @@
+"""Group commit of admissions: the sends that arrive together share one transaction.
+
+Every reply's time to first token waits for its rows to be durable (``begin_exchange``).
+Committed one by one, a burst of sends queues on the one DB thread behind a commit (and
+an fsync) each: 50 sends in one instant put the last one's first token ~0.7 s late. Here
+each ``begin_exchange`` joins a queue; one job on the DB thread takes everything queued
+when it starts and writes it in ONE transaction (rows and headers), so a burst costs a
+few commits, not fifty. Nothing waits to fill a batch: a send alone is written at once,
+and those that arrive during a commit form the next one. Each caller is answered when
+its own transaction has committed.
+
+Order with the stream's own writes holds: a ``begin_exchange`` is queued, and a job that
+will take it is already on the thread's queue, before its stream can submit a flush or
+its end, so the rows always land first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Sequence
+
+import duckdb
+
+import r3nb.engine.store.duckdb_sql as sql
+from r3nb.errors import StoreUnavailable
+from r3nb.protocol import ConversationDict, MessageDict
+
+from .duckdb_ops import DuckDBOperations, Exchange
+from .duckdb_thread import DuckDBThread
+from .values import NewMessage, Parent
+
+#: One exchange to admit: (conversation id, messages, title hint, parent).
+Admission = tuple[str, Sequence[NewMessage], str | None, Parent]
+#: An admitted exchange (its rows, decorated, and the conversation's header), or None
+#: where its conversation or parent is gone.
+Admitted = tuple[list[MessageDict], ConversationDict] | None
+Pending = tuple[Admission, "concurrent.futures.Future[Admitted]"]
+
+
+class Admissions:
+    """The queue of exchanges waiting for their transaction, and the job that drains it."""
+
+    def __init__(self, thread: DuckDBThread, ops: DuckDBOperations) -> None:
+        self._thread = thread
+        self._ops = ops
+        self._lock = threading.Lock()
+        self._pending: list[Pending] = []
+        self._scheduled = False  # a drain job is queued and has not taken its batch yet
+        #: Transactions that admitted exchanges (tests and the bench count them).
+        self.commits = 0
+
+    async def admit(self, admission: Admission) -> Admitted:
+        """Queue ``admission``; its rows and header once durable (None: see ``Admitted``)."""
+        self._thread.require_open()
+        done: concurrent.futures.Future[Admitted] = concurrent.futures.Future()
+        with self._lock:
+            self._pending.append((admission, done))
+            schedule, self._scheduled = not self._scheduled, True
+        if schedule:
+            try:
+                self._thread.submit(self._drain)
+            except RuntimeError:  # the thread was stopped (close)
+                self._fail_all(StoreUnavailable(f"r3nb's store {self._thread.path} is closed"))
+        return await asyncio.wrap_future(done)
+
+    def _drain(self) -> None:
+        """On the DB thread: everything queued now, one transaction per group of
+        distinct conversations (two exchanges of one conversation must see each other's
+        rows, so the second goes in the next group, still in this job and in order)."""
+        with self._lock:
+            taken, self._pending = self._pending, []
+            self._scheduled = False
+        for group in _groups(taken):
+            try:
+                answers = self._thread.guarded(self._commit, [a for a, _ in group])
+            except BaseException as e:  # StoreUnavailable, or a bug: every caller hears it
+                answers = [e] * len(group)
+            for (_, done), answer in zip(group, answers, strict=True):
+                if done.cancelled():  # its caller gave up; its rows stand, as a send's do
+                    continue
+                if isinstance(answer, BaseException):
+                    done.set_exception(answer)
+                else:
+                    done.set_result(answer)
+
+    def _commit(self, batch: Sequence[Admission]) -> list[Admitted | BaseException]:
+        """On the DB thread: the exchanges of ``batch`` (distinct conversations) in ONE
+        transaction, rows and headers, then into memory. Should that transaction fail,
+        each is retried alone, so one bad exchange cannot fail the others."""
+        ops = self._ops
+        answers: list[Admitted | BaseException] = [None] * len(batch)
+        prepared: list[tuple[int, Exchange]] = []
+        for i, admission in enumerate(batch):
+            with contextlib.suppress(LookupError):  # deleted meanwhile: None
+                prepared.append((i, ops.prepare(*admission)))
+        if not prepared:
+            return answers
+        try:
+            self.commits += 1
+            sql.admit(
+                ops.con, [v for _, e in prepared for v in e.values], [e.header for _, e in prepared]
+            )
+        except (duckdb.FatalException, duckdb.InternalException):
+            raise  # the connection is gone: every caller is told (DuckDBThread reopens)
+        except Exception:  # e.g. text DuckDB refuses (a lone surrogate): find whose
+            for i, exchange in prepared:
+                try:
+                    self.commits += 1
+                    sql.admit(ops.con, exchange.values, [exchange.header])
+                except (duckdb.FatalException, duckdb.InternalException):
+                    raise
+                except Exception as e:
+                    answers[i] = e
+            prepared = [(i, e) for i, e in prepared if answers[i] is None]
+        for i, exchange in prepared:
+            answers[i] = (ops.apply(exchange), exchange.header)
+        return answers
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._lock:
+            taken, self._pending = self._pending, []
+            self._scheduled = False
+        for _, done in taken:
+            if not done.cancelled():
+                done.set_exception(error)
+
+
+def _groups(taken: Sequence[Pending]) -> list[list[Pending]]:
+    """``taken`` in order, cut wherever a conversation repeats."""
+    groups: list[list[Pending]] = [[]]
+    seen: set[str] = set()
+    for pending in taken:
+        cid = pending[0][0]
+        if cid in seen:
+            groups.append([])
+            seen.clear()
+        seen.add(cid)
+        groups[-1].append(pending)
+    return [g for g in groups if g]

@@ -1,0 +1,399 @@
+"""Observers pushed, not polled: ``GET conversations/{cid}/watch?since=REV`` as one
+producer per conversation fanning out to any number of watchers.
+
+Why this shape. A poll per observer every ``snapshot_interval`` is a request, a store
+lookup and a JSON encoding per observer; a lecture with hundreds of them is hundreds of
+requests a second. Here one producer per watched conversation wakes once per
+``snapshot_interval``, reads the conversation's changes once (``Store.snapshot``, from
+memory when the store can) and the live text from the ``StreamHub`` (memory, fresher
+than the last flush), and encodes the result once as a ``Frame``. Watchers *pull*
+frames, like the live stream's followers in ``streams.py``: a watcher that keeps up
+writes the shared bytes and costs nothing else; one that fell behind by a few frames
+writes them back to back; one that fell behind the ring catches up with one snapshot
+of its own. A slow reader therefore costs a bounded amount, never a queue.
+
+What a frame holds: a ``snapshot`` event (``protocol.Snapshot``, the shape of ``GET
+conversations/{cid}?since=``) when anything but text changed — the header (and with
+it the branch: deleted turns leave it), a new message, a status, tokens, a mark — and a
+``delta`` event (``protocol.DeltaEvent``) per streaming message whose text grew. A
+flush that only rewrote a streaming row's text sends nothing extra: its text already
+went out as deltas. Offsets in both are exactly what the watcher holds, so a client
+appends and never sees a gap or a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from r3nb.errors import NotFound
+from r3nb.protocol import MessageDict
+
+from .store import StoreInterface
+from .streams import Event, LiveStream
+
+#: Frames kept per conversation for watchers a little behind; one further behind
+#: catches up with a snapshot of its own (a store read, from memory when recent).
+RING = 8
+
+#: Fields of a message that change while it streams (sent as a partial update).
+CHANGING = (
+    "id", "status", "error", "prompt_tokens", "completion_tokens", "cost", "updated_at",
+    "revision", "context",
+)  # fmt: skip
+#: Of those, the ones whose change is news beyond the text (a flush changes only
+#: ``updated_at``, ``revision`` and the text).
+_NEWS = ("status", "error", "prompt_tokens", "completion_tokens", "cost", "context")
+
+
+class Encoded(dict[str, Any]):
+    """An event's data with its SSE bytes encoded once for every watcher. A plain dict
+    to everything else (the comm relay JSON-encodes it as usual)."""
+
+    __slots__ = ("sse",)
+
+    def __init__(self, name: str, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        # Compact separators: a frame's JSON is most of a watcher's bytes beyond the text.
+        body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        self.sse = f"event: {name}\ndata: {body}\n\n".encode()
+
+
+@dataclass
+class Frame:
+    """One tick's changes: shared, immutable once published."""
+
+    gen: int
+    revision: int  # the producer's read cursor after this frame (a valid ``since``)
+    events: list[tuple[str, Encoded]]
+    after: dict[str, int]  # text held of each streaming message after this frame
+
+
+@dataclass
+class Watcher:
+    """One open watch stream: where it is, and (only while it is not aligned with the
+    producer, e.g. just after joining) the text it holds of each streaming message."""
+
+    gen: int
+    since: int
+    held: dict[str, int] | None = field(default_factory=dict)
+
+
+def _news(message: MessageDict) -> tuple[Any, ...]:
+    return tuple(message[k] for k in _NEWS)  # type: ignore[literal-required]
+
+
+def _update(message: MessageDict, text: str, offset: int) -> dict[str, Any]:
+    update: dict[str, Any] = {k: message[k] for k in CHANGING}  # type: ignore[literal-required]
+    update["content"] = text
+    update["offset"] = offset
+    return update
+
+
+class ConversationWatch:
+    """The producer of one conversation's frames, alive while anyone watches it."""
+
+    def __init__(self, cid: str, store: StoreInterface, live: dict[str, LiveStream]) -> None:
+        self.cid = cid
+        self.store = store
+        self.live = live  # StreamHub.live: the text of every reply streaming here
+        self.revision = 0  # read cursor: every change at or below it is in a frame
+        self.offsets: dict[str, int] = {}  # text sent of each streaming message
+        self.sent: dict[str, tuple[Any, ...]] = {}  # its news fields last sent
+        self.frames: collections.deque[Frame] = collections.deque(maxlen=RING)
+        self.gen = 0
+        self.gone: str | None = None  # the conversation was deleted: why the stream ends
+        self.watchers = 0
+        self.task: asyncio.Task[None] | None = None
+        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def changed(self) -> asyncio.Future[None]:
+        return self._changed
+
+    def _publish(self, frame: Frame | None) -> None:
+        if frame is not None:
+            self.frames.append(frame)
+        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        changed.set_result(None)
+
+    def _text(self, message: MessageDict) -> tuple[LiveStream | None, str]:
+        """The freshest text of ``message``: the hub's live text while it streams here."""
+        stream = self.live.get(message["id"])
+        if (
+            message["status"] == "streaming"
+            and stream is not None
+            and stream.final is None
+            and stream.length >= len(message["content"])
+        ):
+            return stream, stream.text()
+        return None, message["content"]
+
+    async def prime(self) -> None:
+        """Start from now: the first frame carries what changes after this (a reply
+        already streaming joins the frames whole, see ``_streaming_here``)."""
+        parts = await self.store.snapshot(self.cid, self.store.revision)
+        if parts is None:
+            raise NotFound(f"no conversation {self.cid}")
+        self.revision = parts[2]
+
+    def _streaming_here(self, seen: set[str]) -> list[MessageDict]:
+        """Replies streaming in this conversation whose rows are stored but which no
+        frame carried yet (e.g. a quiet one, when the producer started): their rows,
+        so the next frame brings them whole and their deltas follow."""
+        rows = []
+        for mid, stream in self.live.items():
+            if stream.conversation_id == self.cid and mid not in self.offsets and mid not in seen:
+                row = self.store.recent.get(mid)
+                if row is not None and row["status"] == "streaming":
+                    rows.append(row)
+        return rows
+
+    async def tick(self) -> None:
+        """Read once, encode once, publish: the only per-tick work, whatever the watchers."""
+        parts = await self.store.snapshot(self.cid, self.revision)
+        if parts is None:
+            self.gone = f"no conversation {self.cid}: it was deleted"
+            self._publish(None)
+            return
+        conversation, messages, revision, streaming, branch = parts
+        header = conversation["revision"] > self.revision
+        out: list[dict[str, Any]] = []
+        touched: set[str] = set()
+        messages = messages + self._streaming_here({m["id"] for m in messages})
+        for message in messages:
+            mid = message["id"]
+            stream, text = self._text(message)
+            held = self.offsets.get(mid)
+            if held is not None and stream is not None and _news(message) == self.sent.get(mid):
+                continue  # only a flush: the deltas below carry its text
+            touched.add(mid)
+            if held is not None and held <= len(text):
+                out.append(_update(message, text[held:], held))
+            else:
+                out.append({**message, "content": text})
+            if message["status"] == "streaming":
+                self.offsets[mid], self.sent[mid] = len(text), _news(message)
+            else:
+                self.offsets.pop(mid, None)
+                self.sent.pop(mid, None)
+        events: list[tuple[str, Encoded]] = []
+        if header or out:
+            snapshot = {
+                "conversation": conversation if header else None,
+                "branch": branch if header else None,
+                "messages": out,
+                "revision": revision,
+                "streaming": streaming,
+            }
+            events.append(("snapshot", Encoded("snapshot", snapshot)))
+        for mid, held in list(self.offsets.items()):
+            stream = self.live.get(mid)
+            if mid in touched or stream is None or stream.length <= held:
+                continue
+            delta = {"message_id": mid, "offset": held, "text": stream.text_from(held)}
+            events.append(("delta", Encoded("delta", delta)))
+            self.offsets[mid] = stream.length
+        self.revision = max(self.revision, revision)
+        if events:
+            self.gen += 1
+            self._publish(Frame(self.gen, self.revision, events, dict(self.offsets)))
+
+    async def catch_up(self, since: int, held: dict[str, int]) -> tuple[list[Event], Watcher]:
+        """What a watcher holding ``since`` (and ``held`` of streaming messages) lacks
+        to stand at the producer's current frame; the watcher, placed there."""
+        parts = None
+        for _ in range(3):  # a read that waited for the DB may predate the cursor: again
+            parts = await self.store.snapshot(self.cid, since)
+            if parts is None:
+                raise NotFound(f"no conversation {self.cid}")
+            if parts[2] >= self.revision:
+                break  # read at or after the producer's cursor: nothing can fall between
+        assert parts is not None
+        conversation, messages, revision, streaming, branch = parts
+        mine = dict(held)
+        watcher = Watcher(self.gen, revision, mine)  # a since never past what it got
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            mid = message["id"]
+            _, text = self._text(message)
+            have = held.get(mid)
+            if have is not None and 0 < have <= len(text):
+                out.append(_update(message, text[have:], have))
+            else:
+                out.append({**message, "content": text})
+            mine[mid] = len(text)
+        events: list[Event] = []
+        header = since == 0 or conversation["revision"] > since
+        snapshot = {
+            "conversation": conversation if header else None,
+            "branch": branch if header else None,
+            "messages": out,
+            "revision": revision,
+            "streaming": streaming,
+        }
+        events.append(("snapshot", snapshot))
+        seen = {m["id"] for m in messages}
+        for mid, have in held.items():  # held, unchanged since ``since``, still growing
+            stream = self.live.get(mid)
+            if mid not in seen and stream is not None and stream.length > have:
+                events.append(
+                    ("delta", {"message_id": mid, "offset": have, "text": stream.text_from(have)})
+                )
+                mine[mid] = stream.length
+        return events, watcher
+
+    def frames_for(self, watcher: Watcher) -> list[Frame] | None:
+        """The frames ``watcher`` has not written; None when it fell behind the ring."""
+        if not self.frames or self.frames[-1].gen <= watcher.gen:
+            return []
+        if self.frames[0].gen > watcher.gen + 1:
+            return None
+        return [f for f in self.frames if f.gen > watcher.gen]
+
+
+def sliced(frame: Frame, held: dict[str, int]) -> list[Event]:
+    """``frame`` for a watcher that holds ``held`` (more text than the frame assumes,
+    e.g. after joining): each text cut to start where the watcher's ends."""
+    events: list[Event] = []
+    for name, data in frame.events:
+        if name == "delta":
+            mid, offset, text = data["message_id"], data["offset"], data["text"]
+            have = held.get(mid, offset)
+            held[mid] = max(have, offset + len(text))
+            if offset < have < offset + len(text):
+                cut = {"message_id": mid, "offset": have, "text": text[have - offset :]}
+                events.append((name, cut))
+            elif have <= offset:  # (a gap, ``have < offset``, the client reloads over)
+                events.append((name, data))
+            continue
+        messages = []
+        for message in data["messages"]:
+            offset = message.get("offset")
+            have = held.get(message["id"])
+            if offset is not None and have is not None and have > offset:
+                cut = message["content"][have - offset :]
+                held[message["id"]] = have + len(cut)
+                message = {**message, "content": cut, "offset": have}
+            else:
+                held[message["id"]] = (offset or 0) + len(message["content"])
+            messages.append(message)
+        events.append((name, {**data, "messages": messages}))
+    return events
+
+
+class WatchHub:
+    """Every conversation being watched on this server, and the ticker of each."""
+
+    def __init__(
+        self,
+        store: StoreInterface,
+        live: dict[str, LiveStream],
+        interval: float,
+        heartbeat: float,
+    ) -> None:
+        self.store = store
+        self.live = live
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self.watches: dict[str, ConversationWatch] = {}
+        #: ``store_reads``: Store.snapshot calls (one per watched conversation per tick,
+        #: plus one per joining or far-behind watcher); ``ticks``; ``frames``; ``watchers``.
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    def report(self) -> dict[str, int]:
+        return {
+            "conversations": len(self.watches),
+            "watchers": sum(w.watchers for w in self.watches.values()),
+        } | dict(self.counters)
+
+    async def _producer(self, cid: str) -> ConversationWatch:
+        watch = self.watches.get(cid)
+        if watch is None:
+            watch = ConversationWatch(cid, self.store, self.live)
+            self.counters["store_reads"] += 1
+            await watch.prime()
+            existing = self.watches.get(cid)  # another watcher primed one meanwhile
+            if existing is not None:
+                return existing
+            self.watches[cid] = watch
+            watch.task = asyncio.create_task(self._run(watch), name=f"r3nb-watch-{cid}")
+        return watch
+
+    async def _run(self, watch: ConversationWatch) -> None:
+        """Tick at the snapshot cadence while anyone watches (checked with no await
+        between the check and the removal, so a joining watcher never finds a dead one)."""
+        # Each conversation at its own phase: watchers that arrived together (a class
+        # opening the same notebook) must not make every producer write at one instant.
+        phase = self.interval * random.random()
+        try:
+            while watch.watchers and watch.gone is None:
+                await asyncio.sleep(phase or self.interval)
+                phase = 0.0
+                self.counters["store_reads"] += 1
+                self.counters["ticks"] += 1
+                gen = watch.gen
+                await watch.tick()
+                self.counters["frames"] += watch.gen - gen
+        finally:
+            if self.watches.get(watch.cid) is watch:
+                del self.watches[watch.cid]
+            watch.gone = watch.gone or "the server stopped watching"
+            watch._publish(None)
+
+    async def stop(self) -> None:
+        for watch in list(self.watches.values()):
+            if watch.task is not None:
+                watch.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch.task
+
+    async def watch(self, cid: str, since: int, held: dict[str, int]) -> AsyncIterator[Event]:
+        """The event stream of one watcher: its catch-up, then every frame, with
+        ``heartbeat`` events when nothing happened for ``self.heartbeat`` seconds."""
+        producer = await self._producer(cid)
+        producer.watchers += 1
+        try:
+            self.counters["store_reads"] += 1
+            events, watcher = await producer.catch_up(since, held)
+            for event in events:
+                yield event
+            async for event in self._follow(producer, watcher):
+                yield event
+        finally:
+            producer.watchers -= 1
+
+    async def _follow(self, producer: ConversationWatch, watcher: Watcher) -> AsyncIterator[Event]:
+        while True:
+            frames = producer.frames_for(watcher)
+            if frames is None:  # fell behind the ring: one snapshot of its own
+                self.counters["store_reads"] += 1
+                self.counters["catch_ups"] += 1
+                held = watcher.held if watcher.held is not None else producer.offsets
+                events, watcher = await producer.catch_up(watcher.since, dict(held))
+                for event in events:
+                    yield event
+                continue
+            for frame in frames:
+                if watcher.held is None:  # aligned: the shared bytes, nothing else
+                    for event in frame.events:
+                        yield event
+                else:
+                    for event in sliced(frame, watcher.held):
+                        yield event
+                    if all(watcher.held.get(m) == n for m, n in frame.after.items()):
+                        watcher.held = None
+                watcher.gen, watcher.since = frame.gen, frame.revision
+            if frames:
+                continue
+            if producer.gone is not None:
+                yield "error", {"error": producer.gone}
+                return
+            changed, _pending = await asyncio.wait({producer.changed()}, timeout=self.heartbeat)
+            if not changed:
+                yield "heartbeat", None

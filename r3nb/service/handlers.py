@@ -1,0 +1,168 @@
+"""The service's one HTTP handler: resolve the token pair, guard, dispatch, write.
+
+The same route table as the single-user extension (``engine/api.py``) plus
+``conversations/{cid}/shares``. Token-authenticated only: there are no cookies here, so
+no XSRF check applies and a browser page cannot ride on a session.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from r3nb.engine.api import Call, JsonReply, Reply, TextReply, dispatch
+from r3nb.engine.core import Caller, Engine
+from r3nb.engine.streams import Event
+from r3nb.engine.watch import Encoded
+from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
+from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
+from r3nb.server.documents import send_text
+
+from .access import Guard
+from .identity import Identities
+from .wire import PERSON_HEADER
+
+_BODY_SLACK = 64 * 1024
+_TOKEN_PREFIXES = ("token ", "bearer ")
+
+
+class ServiceHandler(web.RequestHandler):
+    def initialize(self, engine: Engine, identities: Identities, guard: Guard) -> None:
+        self.engine = engine
+        self.identities = identities
+        self.guard = guard
+
+    async def get(self, path: str) -> None:
+        await self._serve(path)
+
+    async def post(self, path: str) -> None:
+        await self._serve(path)
+
+    async def patch(self, path: str) -> None:
+        await self._serve(path)
+
+    async def delete(self, path: str) -> None:
+        await self._serve(path)
+
+    async def _serve(self, path: str) -> None:
+        try:
+            visit = await self.identities.visit(
+                _bearer(self.request.headers.get("Authorization", "")),
+                self.request.headers.get(PERSON_HEADER) or None,
+            )
+            call = Call(
+                method=self.request.method or "GET",
+                path=path,
+                query=self._query(),
+                body=self._body(),
+                caller=Caller(
+                    visit.person.name,
+                    visit.source,
+                    visit.person.admin,
+                    frozenset(visit.person.groups),
+                ),
+            )
+            reply: Reply | None = await self.guard.shares(visit, call)
+            if reply is None:
+                await self.guard.check(visit, call)
+                reply = await self.guard.after(visit, call, await dispatch(self.engine, call))
+        except R3nbError as e:
+            self._send_r3nb_error(e)
+            return
+        if isinstance(reply, JsonReply):
+            self.set_status(reply.status)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(reply.body, ensure_ascii=False))
+        elif isinstance(reply, TextReply):
+            send_text(self, reply)
+        else:
+            await self._send_events(reply.events)
+
+    def _query(self) -> dict[str, str]:
+        try:
+            return {
+                key: self.decode_argument(values[-1], name=key)
+                for key, values in self.request.query_arguments.items()
+            }
+        except web.HTTPError as e:
+            raise BadRequest("the query string is not valid UTF-8") from e
+
+    def _body(self) -> Any:
+        raw = self.request.body
+        if self.request.method not in ("POST", "PATCH", "DELETE") or not raw:
+            return None
+        if len(raw) > self.engine.settings.max_prompt_chars * 4 + _BODY_SLACK:
+            raise PayloadTooLarge(f"the request body has {len(raw):,} bytes; far over the limit")
+        try:
+            return parse_json_body(raw)
+        except UnicodeDecodeError as e:
+            raise BadRequest("the request body is not valid UTF-8") from e
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+
+    async def _send_events(self, events: AsyncIterator[Event]) -> None:
+        """As the extension does: one small write and flush per event, no buffering."""
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache, no-transform")
+        self.set_header("X-Accel-Buffering", "no")
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None:
+            stream.set_nodelay(True)
+        try:
+            async for name, data in events:
+                if name == "heartbeat":
+                    self.write(SSE_HEARTBEAT)
+                else:  # a watch frame's events come encoded once for all watchers
+                    self.write(data.sse if isinstance(data, Encoded) else sse_frame(name, data))
+                await self.flush()
+        except StreamClosedError:
+            return
+        except R3nbError as e:
+            if not self._headers_written:
+                self._send_r3nb_error(e)
+                return
+            self.write(sse_frame("error", {"error": e.message}))
+        finally:
+            await cast(Any, events).aclose()
+        if not self._finished:
+            self.finish()
+
+    def _send_r3nb_error(self, error: R3nbError) -> None:
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error is ``{"error": message}``: never HTML, never a traceback."""
+        error = kwargs.get("exc_info", (None, None))[1]
+        extra: dict[str, Any] = {}
+        if isinstance(error, R3nbError):
+            message, extra = error.message, error.extra
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+        elif isinstance(error, web.HTTPError) and status_code < 500:
+            message = error.log_message or self._reason
+        elif status_code >= 500:
+            message = "internal error in the r3nb service; its log has the details"
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message, **extra}))
+
+
+def _bearer(header: str) -> str | None:
+    for prefix in _TOKEN_PREFIXES:
+        if header[: len(prefix)].lower() == prefix:
+            return header[len(prefix) :].strip() or None
+    return None
+
+
+class NotFoundHandler(web.RequestHandler):
+    """Anything outside the API: JSON 404, like the API's own."""
+
+    def prepare(self) -> None:
+        self.set_status(404)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": "not an r3nb service route"}))

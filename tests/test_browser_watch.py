@@ -1,0 +1,123 @@
+"""An observer panel in a real headless Chromium is pushed over the watch stream.
+
+Issue 16.3: a panel watching a reply someone else asked for follows it over
+``GET conversations/{cid}/watch`` instead of polling snapshots, and polls again when
+the server answers that route with a 404 (an older r3nb). The shared JupyterLab,
+provider and browser of the browser tests serve the module (tests/shared_lab.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
+from tests.lab import (
+    Guard,
+    JupyterLab,
+    assistant_ids,
+    content_text,
+    new_conversation,
+    open_notebook,
+    panel_notebook,
+    run_all_and_wait_for_panel,
+    wait_status,
+)
+from tests.provider import FakeProvider, Scenario
+from tests.test_browser_panel import start_background_reply, wait_new_assistant
+
+require_chromium()
+
+
+@pytest.fixture(scope="module")
+def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
+    return shared_provider
+
+
+@pytest.fixture(autouse=True)
+def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
+    lab_provider.scenario = Scenario()
+    yield
+    lab_provider.scenario = Scenario()
+    lab_provider.release()  # never leave a gated stream hanging for the next test
+
+
+@pytest.fixture(scope="module")
+def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
+    yield shared_lab
+    shared_lab.shutdown_kernels()
+
+
+class Requests:
+    """The page's snapshot polls and watch streams, by URL."""
+
+    def __init__(self, page: Any) -> None:
+        self.urls: list[str] = []
+        page.on("request", lambda request: self.urls.append(request.url))
+
+    def polls(self, cid: str) -> list[str]:
+        return [u for u in self.urls if re.search(rf"/conversations/{cid}\?since=", u)]
+
+    def watches(self, cid: str) -> list[str]:
+        return [u for u in self.urls if f"/conversations/{cid}/watch" in u]
+
+
+def _observe(lab: JupyterLab, browser: Any, guard: Guard, name: str, route_404: bool) -> Any:
+    cid = lab.create_conversation(name)
+    panel_notebook(lab.root / f"{name}.ipynb", cid)
+    page = guard.new_page(browser)
+    if route_404:  # the server as it was before the watch route existed
+        body = json.dumps({"error": "no r3nb API route 'conversations/…/watch'"})
+        page.route(
+            re.compile(r".*/conversations/[^/?]+/watch.*"),
+            lambda route: route.fulfill(status=404, content_type="application/json", body=body),
+        )
+    open_notebook(page, lab.lab_url(f"{name}.ipynb", f"ws{name}"))
+    run_all_and_wait_for_panel(page)
+    return page
+
+
+def _follow_someone_elses_reply(
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any, requests: Requests
+) -> tuple[str, str]:
+    cid = new_conversation(page)
+    before = assistant_ids(page)
+    prompt = start_background_reply(lab, lab_provider, cid, "Someone else asks !tokens=40 !gate=5")
+    mid = wait_new_assistant(page, before)  # not streamed to this panel: watched or polled
+    lab_provider.release()
+    prompt.join()
+    wait_status(page, mid, "complete")
+    stored = str(lab.message(cid, mid)["content"])
+    last_word = stored.split()[-1].strip(".,;:!?")
+    assert last_word in content_text(page, mid)
+    return cid, mid
+
+
+def test_an_observer_panel_is_pushed_over_the_watch_stream_not_polled(
+    lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
+) -> None:
+    page = _observe(lab, browser, guard, "watcher", route_404=False)
+    try:
+        requests = Requests(page)
+        cid, _ = _follow_someone_elses_reply(lab, lab_provider, page, requests)
+        assert requests.watches(cid), requests.urls
+        assert requests.polls(cid) == [], "the reply came by snapshot polls"
+    finally:
+        page.context.close()
+
+
+def test_an_observer_panel_polls_when_the_watch_route_answers_404(
+    lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
+) -> None:
+    page = _observe(lab, browser, guard, "poller", route_404=True)
+    try:
+        requests = Requests(page)
+        cid, _ = _follow_someone_elses_reply(lab, lab_provider, page, requests)
+        assert len(requests.watches(cid)) == 1, "one try, then polls for the whole session"
+        assert requests.polls(cid), requests.urls
+    finally:
+        page.context.close()
