@@ -16,16 +16,14 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
-from tornado.iostream import StreamClosedError
 
 from r3nb.engine.api import Call, JsonReply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
-from r3nb.engine.watch import Encoded
 from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
-from r3nb.protocol import SECRET_HEADER, SSE_HEARTBEAT, parse_json_body, sse_frame
+from r3nb.protocol import SECRET_HEADER, parse_json_body
 
-from .documents import send_text
+from .documents import send_events, send_text
 
 #: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
 _BODY_SLACK = 64 * 1024
@@ -175,38 +173,7 @@ class ApiHandler(R3nbHandler):
             raise BadRequest(str(e)) from None
 
     async def _send_events(self, events: AsyncIterator[Event]) -> None:
-        """Write server-sent events until ``done``. A client that goes away only ends
-        this response: the stream itself goes on and is persisted."""
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("Cache-Control", "no-cache, no-transform")
-        self.set_header("X-Accel-Buffering", "no")  # proxies must not buffer the stream
-        # Each event is a small write: with Nagle's algorithm on, one written while the
-        # previous is unacknowledged waits for the reader's delayed ACK (measured: the
-        # first delta 20 ms late whenever the provider's first token came after `start`).
-        # (tornado's HTTPServer resets it between requests on a kept-alive connection.)
-        stream = getattr(self.request.connection, "stream", None)
-        if stream is not None:
-            stream.set_nodelay(True)
-        try:
-            async for name, data in events:
-                if name == "heartbeat":
-                    self.write(SSE_HEARTBEAT)
-                else:  # a watch frame's events come encoded once for all watchers
-                    self.write(data.sse if isinstance(data, Encoded) else sse_frame(name, data))
-                # Awaiting the flush is the back-pressure: a reader that stops reading
-                # stalls only this loop, never the stream or the server's memory.
-                await self.flush()
-        except StreamClosedError:
-            return
-        except R3nbError as e:
-            if not self._headers_written:
-                self.send_r3nb_error(e)
-                return
-            self.write(sse_frame("error", {"error": e.message}))
-        finally:
-            await cast(Any, events).aclose()
-        if not self._finished:
-            self.finish()
+        await send_events(self, events, self.send_r3nb_error)
 
 
 # Every route of the API goes through ApiHandler; engine/api.py has the route table.

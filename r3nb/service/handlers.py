@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 from tornado import web
-from tornado.iostream import StreamClosedError
 
 from r3nb.engine.api import Call, JsonReply, Reply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
-from r3nb.engine.watch import Encoded
 from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
-from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
-from r3nb.server.documents import send_text
+from r3nb.protocol import parse_json_body
+from r3nb.server.documents import send_events, send_text
 
 from .access import Guard
 from .identity import Identities
@@ -105,31 +103,7 @@ class ServiceHandler(web.RequestHandler):
             raise BadRequest(str(e)) from None
 
     async def _send_events(self, events: AsyncIterator[Event]) -> None:
-        """As the extension does: one small write and flush per event, no buffering."""
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("Cache-Control", "no-cache, no-transform")
-        self.set_header("X-Accel-Buffering", "no")
-        stream = getattr(self.request.connection, "stream", None)
-        if stream is not None:
-            stream.set_nodelay(True)
-        try:
-            async for name, data in events:
-                if name == "heartbeat":
-                    self.write(SSE_HEARTBEAT)
-                else:  # a watch frame's events come encoded once for all watchers
-                    self.write(data.sse if isinstance(data, Encoded) else sse_frame(name, data))
-                await self.flush()
-        except StreamClosedError:
-            return
-        except R3nbError as e:
-            if not self._headers_written:
-                self._send_r3nb_error(e)
-                return
-            self.write(sse_frame("error", {"error": e.message}))
-        finally:
-            await cast(Any, events).aclose()
-        if not self._finished:
-            self.finish()
+        await send_events(self, events, self._send_r3nb_error)
 
     def _send_r3nb_error(self, error: R3nbError) -> None:
         self.send_error(error.status, exc_info=(type(error), error, None))
