@@ -26,6 +26,7 @@ from r3nb.service.wire import PERSON_HEADER, UNAVAILABLE
 from tests import hub as hub_module
 from tests.client import Api, ApiError
 from tests.hub import Hub, ServicePlan
+from tests.pg import PostgresCluster
 from tests.provider import FakeProvider
 from tests.test_hub import _execute_over_websocket
 
@@ -45,10 +46,10 @@ def hub_provider() -> Iterator[FakeProvider]:
 
 
 @pytest.fixture(scope="module")
-def service_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Where the service keeps everything. PostgreSQL is one line (this file passes on it):
-    take ``pg_cluster`` and ``return pg_cluster.create_database()``."""
-    return str(tmp_path_factory.mktemp("service") / "r3nb-service.duckdb")
+def service_db(pg_cluster: PostgresCluster) -> str:
+    """Where the service keeps everything: a database of the worker's PostgreSQL cluster,
+    as on a real hub (a DuckDB path works the same: ``db_path`` picks the backend)."""
+    return pg_cluster.create_database()
 
 
 @pytest.fixture(scope="module")

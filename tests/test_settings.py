@@ -74,6 +74,10 @@ def test_a_bad_value_names_where_it_was_written(config_dir: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"jupyter_server_config\.json.*max_concurrent"):
         settings.from_environment({})
+    (config_dir / "jupyter_server_config.json").unlink()
+    (config_dir / "jupyter_server_config.py").write_text("c.R3nbApp.idle_timeout = (\n")
+    with pytest.raises(ValueError, match=r"jupyter_server_config\.py cannot be read"):
+        settings.from_environment({})
 
 
 @pytest.fixture

@@ -144,7 +144,7 @@ async def get_models(engine: Engine, call: Call) -> Reply:
 async def reload_models(engine: Engine, call: Call) -> Reply:
     """Read the models file now (the watcher would within seconds). Open to whoever may
     write to r3nb, like every other change: it applies only what the file says."""
-    return JsonReply(await engine.reload_models())
+    return JsonReply(await engine.reload_models(call.caller))
 
 
 #: Conversations per page of ``GET conversations``: default and most a client may ask.

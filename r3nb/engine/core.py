@@ -249,7 +249,7 @@ class Engine:
         )  # fmt: skip
         return True
 
-    async def reload_models(self) -> dict[str, Any]:
+    async def reload_models(self, caller: Caller | None = None) -> dict[str, Any]:
         """``POST models/reload``: read the models file now and apply it. 409 without a
         file; ``ModelsFileInvalid`` (422) when it cannot be used (nothing changes)."""
         if self.models_file is None:
@@ -258,7 +258,7 @@ class Engine:
                 "the server can reload"
             )
         changed = self.use_models(await self.models_file.reload())
-        return self.models_report() | {
+        return self.models_report(caller) | {
             "changed": changed,
             "models_file": self.models_file.state(),
         }

@@ -190,6 +190,9 @@ def _config_sections() -> list[tuple[str, dict[str, Any]]]:
                 config = loader(name, path=directory).load_config()
             except ConfigFileNotFound:
                 continue
+            except Exception as e:  # a config file that would stop a server too
+                where = os.path.join(directory, name)
+                raise ValueError(f"{where} cannot be read: {type(e).__name__}: {e}") from e
             if CONFIG_SECTION in config:
                 found.append((os.path.join(directory, name), dict(config[CONFIG_SECTION])))
     return found
