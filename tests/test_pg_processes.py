@@ -53,6 +53,8 @@ def test_two_processes_share_replies_their_observers_and_their_stop_buttons(
     2. Stop pressed on the second process, for a reply streaming on the first: it ends
        ``cancelled`` naming who stopped it, and the first process stops calling the
        provider (the provider sees the connection closed) without waiting for the gate.
+    3. The first process killed (SIGKILL) mid-reply, a process started again: the reply
+       is ``error`` with the text flushed before the kill, and nothing streams.
     """
     first = JupyterServer(tmp_path / "a", _config(provider, pg_url)).start()
     second: JupyterServer | None = None
@@ -86,6 +88,22 @@ def test_two_processes_share_replies_their_observers_and_their_stop_buttons(
             "cancelled",
             stopped["error"],
         )
+
+        sending = _send(a, cid, "!tokens=40 !gate=5")
+        provider.wait_sent(2, 5)
+        held = _until(b, cid, lambda r: r["id"] != reply["id"] and r["content"], "a 3rd reply")
+        first.kill()  # SIGKILL mid-reply: its connection, and so its writer id, are gone
+        sending.close()
+        third = JupyterServer(tmp_path / "c", _config(provider, pg_url)).start()
+        try:
+            c = httpx.Client(base_url=third.api, headers=third.headers, timeout=30)
+            left = _reply(c, cid)  # recovered before the restarted process answered
+            assert (left["id"], left["status"]) == (held["id"], "error")
+            assert left["content"].startswith(held["content"])  # nothing flushed is lost
+            assert c.get("health").json()["store"]["streaming_rows"] == 0
+            c.close()
+        finally:
+            third.kill()
         a.close()
         b.close()
     finally:
