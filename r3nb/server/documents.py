@@ -1,6 +1,6 @@
-"""Writing what is not a JSON reply — event streams, and documents such as a CSV report —
-for the extension's handler and the hub service's alike (tornado only: no
-jupyter_server)."""
+"""The HTTP side the extension's handler and the hub service's share (tornado only: no
+jupyter_server): reading a request's query and JSON body into a ``Call``'s parts, and
+writing what is not a JSON reply — event streams, and documents such as a CSV report."""
 
 from __future__ import annotations
 
@@ -13,8 +13,38 @@ from tornado.iostream import StreamClosedError
 from r3nb.engine.api import TextReply
 from r3nb.engine.streams import Event
 from r3nb.engine.watch import Encoded
-from r3nb.errors import R3nbError
-from r3nb.protocol import SSE_HEARTBEAT, sse_frame
+from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
+from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
+
+#: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
+_BODY_SLACK = 64 * 1024
+
+
+def read_query(handler: web.RequestHandler) -> dict[str, str]:
+    """The query string's arguments (the last of each); 400 when it is not UTF-8."""
+    try:
+        return {
+            key: handler.decode_argument(values[-1], name=key)
+            for key, values in handler.request.query_arguments.items()
+        }
+    except web.HTTPError as e:
+        raise BadRequest("the query string is not valid UTF-8") from e
+
+
+def read_body(handler: web.RequestHandler, max_prompt_chars: int, methods: tuple[str, ...]) -> Any:
+    """The JSON body of a request whose method is one of ``methods`` (None otherwise, or
+    when empty): 413 unread when far over the prompt limit, 400 when not UTF-8 JSON."""
+    raw = handler.request.body
+    if handler.request.method not in methods or not raw:
+        return None
+    if len(raw) > max_prompt_chars * 4 + _BODY_SLACK:
+        raise PayloadTooLarge(f"the request body has {len(raw):,} bytes; far over the limit")
+    try:
+        return parse_json_body(raw)
+    except UnicodeDecodeError as e:
+        raise BadRequest("the request body is not valid UTF-8") from e
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
 
 
 def send_text(handler: web.RequestHandler, reply: TextReply, **finish: Any) -> None:

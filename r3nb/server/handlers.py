@@ -20,13 +20,10 @@ from tornado import web
 from r3nb.engine.api import Call, JsonReply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
-from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
-from r3nb.protocol import SECRET_HEADER, parse_json_body
+from r3nb.errors import R3nbError
+from r3nb.protocol import SECRET_HEADER
 
-from .documents import send_events, send_text
-
-#: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
-_BODY_SLACK = 64 * 1024
+from .documents import read_body, read_query, send_events, send_text
 
 
 class _AllowKernel:
@@ -134,8 +131,8 @@ class ApiHandler(R3nbHandler):
             call = Call(
                 method=self.request.method or "GET",
                 path=path,
-                query=self._query(),
-                body=self._body(),
+                query=read_query(self),
+                body=read_body(self, self.engine.settings.max_prompt_chars, ("POST", "PATCH")),
                 caller=self.caller(),
             )
             reply = await dispatch(self.engine, call)
@@ -149,28 +146,6 @@ class ApiHandler(R3nbHandler):
             send_text(self, reply, set_content_type=reply.content_type)
         else:
             await self._send_events(reply.events)
-
-    def _query(self) -> dict[str, str]:
-        try:
-            return {
-                key: self.decode_argument(values[-1], name=key)
-                for key, values in self.request.query_arguments.items()
-            }
-        except web.HTTPError as e:
-            raise BadRequest("the query string is not valid UTF-8") from e
-
-    def _body(self) -> Any:
-        raw = self.request.body
-        if self.request.method not in ("POST", "PATCH") or not raw:
-            return None
-        if len(raw) > self.engine.settings.max_prompt_chars * 4 + _BODY_SLACK:
-            raise PayloadTooLarge(f"the request body has {len(raw):,} bytes; far over the limit")
-        try:
-            return parse_json_body(raw)
-        except UnicodeDecodeError as e:
-            raise BadRequest("the request body is not valid UTF-8") from e
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
 
     async def _send_events(self, events: AsyncIterator[Event]) -> None:
         await send_events(self, events, self.send_r3nb_error)

@@ -16,15 +16,16 @@ from tornado import web
 from r3nb.engine.api import Call, JsonReply, Reply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
-from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
-from r3nb.protocol import parse_json_body
-from r3nb.server.documents import send_events, send_text
+from r3nb.errors import R3nbError
+from r3nb.server.documents import read_body, read_query, send_events, send_text
 
 from .access import Guard
 from .identity import Identities
 from .wire import PERSON_HEADER
 
-_BODY_SLACK = 64 * 1024
+#: Methods whose JSON body is read: DELETE too, for revoking a share (its body names it).
+_WITH_BODY = ("POST", "PATCH", "DELETE")
+
 _TOKEN_PREFIXES = ("token ", "bearer ")
 
 
@@ -55,8 +56,8 @@ class ServiceHandler(web.RequestHandler):
             call = Call(
                 method=self.request.method or "GET",
                 path=path,
-                query=self._query(),
-                body=self._body(),
+                query=read_query(self),
+                body=read_body(self, self.engine.settings.max_prompt_chars, _WITH_BODY),
                 caller=Caller(
                     visit.person.name,
                     visit.source,
@@ -79,28 +80,6 @@ class ServiceHandler(web.RequestHandler):
             send_text(self, reply)
         else:
             await self._send_events(reply.events)
-
-    def _query(self) -> dict[str, str]:
-        try:
-            return {
-                key: self.decode_argument(values[-1], name=key)
-                for key, values in self.request.query_arguments.items()
-            }
-        except web.HTTPError as e:
-            raise BadRequest("the query string is not valid UTF-8") from e
-
-    def _body(self) -> Any:
-        raw = self.request.body
-        if self.request.method not in ("POST", "PATCH", "DELETE") or not raw:
-            return None
-        if len(raw) > self.engine.settings.max_prompt_chars * 4 + _BODY_SLACK:
-            raise PayloadTooLarge(f"the request body has {len(raw):,} bytes; far over the limit")
-        try:
-            return parse_json_body(raw)
-        except UnicodeDecodeError as e:
-            raise BadRequest("the request body is not valid UTF-8") from e
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
 
     async def _send_events(self, events: AsyncIterator[Event]) -> None:
         await send_events(self, events, self._send_r3nb_error)

@@ -26,6 +26,7 @@ import r3nb.engine.store.rows as rows
 from r3nb.protocol import ConversationDict, MessageDict
 
 from .duckdb_thread import transaction
+from .report_rows import usage_by_author
 from .values import Context, Final
 
 Connection = duckdb.DuckDBPyConnection
@@ -341,10 +342,7 @@ def usage(con: Connection, since: float, author: str | None) -> dict[str, dict[s
         " GROUP BY 1",
         [since, author, author],
     ).fetchall()
-    return {
-        r[0]: {"tokens": int(r[1] or 0), "cost": float(r[2] or 0.0), "messages": int(r[3])}
-        for r in found
-    }
+    return usage_by_author(found)
 
 
 def stats(con: Connection) -> dict[str, int]:

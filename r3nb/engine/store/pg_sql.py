@@ -23,6 +23,7 @@ from r3nb.protocol import ConversationDict, MessageDict
 
 from .pg_connection import WRITER_PREFIX, Connection
 from .pg_notify import CHANNEL, payload
+from .report_rows import usage_by_author
 from .values import Context, Final
 
 #: A streaming message's appended text, in order.
@@ -410,10 +411,7 @@ def usage(con: Connection, since: float, author: str | None) -> dict[str, dict[s
         " AND (%s::text IS NULL OR author = %s) GROUP BY 1",
         [since, author, author],
     ).fetchall()
-    return {
-        r[0]: {"tokens": int(r[1] or 0), "cost": float(r[2] or 0.0), "messages": int(r[3])}
-        for r in found
-    }
+    return usage_by_author(found)
 
 
 def stats(con: Connection) -> dict[str, int]:

@@ -50,3 +50,11 @@ def audit_row(row: Any) -> AuditRow:
             "prompt": str(row[10]),
         },
     )
+
+
+def usage_by_author(found: list[Any]) -> dict[str, dict[str, Any]]:
+    """``Store.usage``'s answer from its grouped rows (author, tokens, cost, count)."""
+    return {
+        r[0]: {"tokens": int(r[1] or 0), "cost": float(r[2] or 0.0), "messages": int(r[3])}
+        for r in found
+    }
