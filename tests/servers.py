@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,11 +19,32 @@ from typing import Any
 
 import httpx
 
+#: Ports handed out below Linux's ephemeral range (32768-60999): a port the kernel
+#: picked for ``bind(0)`` can be taken again by any outgoing connection before the
+#: server binds it (CI lost a run to exactly that), one from here cannot.
+_PORTS = range(20000, 32000)
+_given: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 nothing listens on now, never handed out before by this process."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(_PORTS)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32000 on 127.0.0.1")
+
+
+class _PortTaken(RuntimeError):
+    """The server could not bind its port: someone took it after ``free_port``."""
 
 
 class JupyterServer:
@@ -43,6 +65,7 @@ class JupyterServer:
         #: Ready only once litellm's background import is done (benchmarks: its GIL
         #: use would otherwise land in the first measurements).
         self.wait_for_provider = wait_for_provider
+        self._own_port = port is None
         self.port = port or free_port()
         self.token = "r3nb-test-token-" + os.urandom(6).hex()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,6 +84,18 @@ class JupyterServer:
         return {"Authorization": f"token {self.token}"}
 
     def start(self, timeout: float = 60) -> JupyterServer:
+        """Start and wait for health; a port taken meanwhile (another xdist worker's
+        pick) means a new port and another try, when the test did not fix the port."""
+        for _ in range(4):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                if not self._own_port:
+                    raise
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> JupyterServer:
         for sub in ("config", "runtime", "data", "root"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         env = {
@@ -90,6 +125,9 @@ class JupyterServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                log_text = self.log_path.read_text(errors="replace")
+                if f"port {self.port} is not available" in log_text:
+                    raise _PortTaken(log_text[-3000:])
                 raise RuntimeError(f"jupyter server exited: {self.log_path.read_text()[-3000:]}")
             try:
                 r = httpx.get(self.api + "health", headers=self.headers, timeout=2)
