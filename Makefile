@@ -124,9 +124,16 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# Refresh the README's screenshots (real JupyterLab, headless Chromium, light and dark).
+# Hub mode at scale (README "Hub mode"): a real hub, the r3nb service and PostgreSQL
+# with N simulated users' relays; BENCH_HUB_ARGS="--users 100,300,1000".
+bench-hub: $(STAMP) system-deps
+	$(BIN)/python bench/hub_scale.py $(BENCH_HUB_ARGS)
+
+# Refresh the README's screenshots (real JupyterLab, headless Chromium, light and dark),
+# then those of the notebook actions (a script: tests/screenshots_notebook.py).
 screenshots: $(STAMP) system-deps
 	R3NB_SCREENSHOTS=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_browser.py -k screenshots
+	$(BIN)/python -m tests.screenshots_notebook docs/screenshots
 
 # A steady mix of streams, observers, cancels, faults and sweeps; SOAK_ARGS="--minutes 5".
 soak: $(STAMP)

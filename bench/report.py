@@ -174,11 +174,20 @@ def table(r: dict[str, Any]) -> str:
     wa = r.get("watchers")
     if isinstance(wa, dict) and "observers" in wa:
         o, idle = wa["observers"], wa.get("idle") or {}
+        alone = wa.get("without_watchers") or {}
+        polled = _g(r, "observers", "observers") or {}
         add(
             f"{o['n']} watchers (watch stream) during {wa['streams']} streams: staleness p99",
             f"{_f(o['staleness_p99_ms'], ' ms', 0)} (p50 {_f(o['staleness_p50_ms'], ' ms', 0)}),"
-            f" loop lag p99 {_f(_g(wa, 'loop_lag', 'p99_ms'), ' ms')}",
-            "the polling observers above",
+            f" loop lag p99 {_f(_g(wa, 'loop_lag', 'p99_ms'), ' ms')},"
+            f" server CPU {_f(wa.get('server_cpu_ms_per_token'), ' ms', 3)}/token",
+            f"same streams unwatched: loop lag p99 {_f(_g(alone, 'loop_lag', 'p99_ms'), ' ms')},"
+            f" CPU {_f(alone.get('server_cpu_ms_per_token'), ' ms', 3)}/token"
+            + (
+                f"; {polled['n']} pollers: staleness p99 {_f(polled.get('staleness_p99_ms'), ' ms', 0)}"
+                if polled
+                else ""
+            ),
             f"≤ {_f(o['staleness_target_ms'], ' ms', 0)} / lag < 50 ms",
             (o["staleness_p99_ms"] or 1e9) <= o["staleness_target_ms"]
             and (_g(wa, "loop_lag", "p99_ms") or 1e9) < 50,
@@ -188,7 +197,9 @@ def table(r: dict[str, Any]) -> str:
             f"{_f(o['bytes_per_observer_over_reply_median'], '×', 2)},"
             f" {_f(o['bytes_per_observer_over_reply_max'], '×', 2)}; exact {o['final_text_exact']};"
             f" {_f(idle.get('kb_per_idle_watcher'), ' KB', 1)} per idle watcher",
-            "",
+            f"pollers {_f(polled.get('bytes_per_observer_over_reply_median'), '×', 2)}"
+            if polled
+            else "",
             "≤ 1.2×; stated",
             (o["bytes_per_observer_over_reply_median"] or 1e9) <= 1.2,
         )
@@ -210,7 +221,8 @@ def table(r: dict[str, Any]) -> str:
         add(
             f"A burst of {b['sends']} sends in one instant: first delta p50 / p99",
             f"{_f(b['r3nb_first_delta_ms']['p50'], ' ms')} / "
-            f"{_f(b['r3nb_first_delta_ms']['p99'], ' ms')} ({b['failed']} failed)",
+            f"{_f(b['r3nb_first_delta_ms']['p99'], ' ms')} ({b['failed']} failed);"
+            f" server CPU {_f(b.get('server_cpu_ms_per_send'), ' ms')} per send",
             f"straight to the provider {_f(b['direct_first_delta_ms']['p50'], ' ms')} / "
             f"{_f(b['direct_first_delta_ms']['p99'], ' ms')}",
             f"p99 ≤ direct + 100 ms (Δ {_f(b['p99_minus_direct_ms'], ' ms')})",
@@ -221,7 +233,8 @@ def table(r: dict[str, Any]) -> str:
         add(
             f"… the same burst's {b['sends']} admissions in the store alone: durable p50 / p99",
             f"{_f(a['durable_ms']['p50'], ' ms')} / {_f(a['durable_ms']['p99'], ' ms')}",
-            f"transactions per burst: {a['transactions_per_burst']}",
+            f"transactions per burst: {a['transactions_per_burst']};"
+            f" the 50 replies' ends: {_f(_g(a, 'all_ends_durable_ms', 'p50'), ' ms')}",
             "",
             None,
         )

@@ -272,6 +272,21 @@ def _run_sections(
                     watch=True,
                 )
             )
+            # Its baseline in the same run: the same streams with nobody watching.
+            alone = asyncio.run(
+                streaming.load(
+                    server,
+                    provider,
+                    streams=50,
+                    tokens=200 if quick else 1000,
+                    delay=0.01,
+                    sample_status=False,
+                )
+            )
+            found["without_watchers"] = {
+                key: alone.get(key)
+                for key in ("loop_lag", "server_cpu_ms_per_token", "pace_min", "wall_s")
+            }
             found["idle"] = watch.idle_memory(workdir, provider, 200 if quick else 1000)
             return found
 

@@ -69,11 +69,33 @@ def parse_json_body(raw: bytes) -> Any:
 
 
 class Attachment(TypedDict):
-    """Context attached to a user message, e.g. a kernel variable named with ``@name``."""
+    """Context attached to a user message: a kernel variable named with ``@name``, a cell,
+    an error output (text, in ``summary``), or an image (its bytes in an attachment row,
+    ``GET attachments/{id}``; never inline)."""
 
-    kind: str  # "variable"
+    kind: str  # "variable", "cell", "output", "image"
     name: str
-    summary: str  # the bounded text that was sent to the model
+    summary: NotRequired[str]  # text kinds: the bounded text that was sent to the model
+    id: NotRequired[str]  # image: the attachment row
+    mime: NotRequired[str]  # image: image/png, image/jpeg, image/gif or image/webp
+    size: NotRequired[int]  # image: bytes
+
+
+#: Images a model is sent (``r3nb/engine/images.py``): the types accepted (recognised by
+#: their bytes; never SVG), the decoded bytes one may have, how many one message may carry.
+IMAGE_MIMES: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGES = 4
+
+
+class ImageUpload(TypedDict):
+    """An image in a request's ``attachments`` (``POST …/messages``): what the panel
+    sends; the message stores it as an ``Attachment`` of kind "image" instead."""
+
+    kind: Literal["image"]
+    name: str
+    mime: str  # as the page read it; the server sniffs the bytes and must agree
+    data: str  # base64 of the image's bytes
 
 
 class MessageDict(TypedDict):
@@ -201,6 +223,7 @@ class ModelInfo(TypedDict):
     description: str
     ready: bool  # False: ``reason`` says why it cannot answer now (no key, loading…)
     reason: str | None
+    images: bool  # takes images (attached plots, pasted images): ``engine/images.py``
 
 
 class ModelsReply(TypedDict):

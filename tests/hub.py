@@ -8,6 +8,8 @@ homes, per-server Jupyter dirs and DuckDB files) and listens on 127.0.0.1 only.
         alice = hub.token("alice")                    # a fresh hub API token
         hub.start_servers(("alice", ""))              # alice's default server, ready
         hub.share("alice", "bob")                     # with alice's own token
+        hub.relay_token("alice")                      # scopes of alice's server's own token
+        hub.stop_hub()                                # the hub alone (a restart's first half)
         hub.server_url("alice")                       # http://127.0.0.1:PORT/user/alice/
     finally:
         hub.stop()                                    # every process, by pid, even on failure
@@ -483,6 +485,20 @@ class Hub:
             raise
         return self
 
+    def stop_hub(self, timeout: float = 20) -> None:
+        """Stop the hub process alone (SIGTERM; it stops its proxy): what a hub restart's
+        first half does to the r3nb service, which keeps running."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
     def _probe(self, url: str, headers: dict[str, str] | None = None) -> int | None:
         try:
             return self._client.get(url, headers=headers, timeout=2).status_code
@@ -575,6 +591,22 @@ class Hub:
         """A fresh API token of ``user`` (it inherits the user's permissions, shares too)."""
         data = self._ok(
             "POST", f"users/{user}/tokens", body={"note": note, "expires_in": expires_in}
+        )
+        return str(data["token"])
+
+    def relay_token(self, user: str, server: str = "", note: str = "r3nb relay") -> str:
+        """A token with the scopes of ``user``'s server ``server``'s own token (what a
+        spawner gives it: that server, and the r3nb service): lets a test or benchmark
+        act as a relay without spawning the server."""
+        assert self.plan is not None, "this hub has no r3nb service"
+        scopes = [
+            f"access:servers!server={user}/{server}",
+            f"access:services!service={self.plan.name}",
+        ]
+        data = self._ok(
+            "POST",
+            f"users/{user}/tokens",
+            body={"note": note, "expires_in": 3600, "scopes": scopes},
         )
         return str(data["token"])
 

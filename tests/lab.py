@@ -33,9 +33,10 @@ from tests.servers import JupyterServer
 
 CHROMIUM = "/usr/bin/chromium"
 #: r3nb's JupyterLab extension as built and committed (``make labextension``). An editable
-#: install does not put the wheel's shared data in place, so each lab finds it through a
-#: link in its own data dir (the first ``labextensions`` folder JupyterLab and Notebook 7
-#: look in), as ``pip install r3nb`` would through ``share/jupyter/labextensions/r3nb``.
+#: install copies the wheel's shared data once, as it was then, so each lab finds the
+#: tree's build through a link in its own data dir, put first on ``JUPYTER_PATH`` (the
+#: first ``labextensions`` folder JupyterLab and Notebook 7 look in), as ``pip install
+#: r3nb`` would through ``share/jupyter/labextensions/r3nb``.
 LABEXTENSION = Path(__file__).resolve().parents[1] / "r3nb" / "labextension"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -49,6 +50,8 @@ CHROMIUM_ARGS = [
     "--disable-background-timer-throttling",
     "--disable-backgrounding-occluded-windows",
 ]
+#: The front ends r3nb's notebook actions are tested in (a module parametrizes its page).
+FRONT_ENDS = ("lab", "notebook7")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 #: Silences JupyterLab's "Would you like to get notified about official news?" toast.
 NOTIFICATION_SETTINGS = {"fetchNews": "false", "checkForUpdates": False}
@@ -90,6 +93,14 @@ class JupyterLab(JupyterServer):
     def notebook7_url(self, notebook: str) -> str:
         return f"{self.url}notebooks/{notebook}?token={self.token}"
 
+    def front_end_url(self, front_end: str, notebook: str) -> str:
+        """``notebook`` in one of the FRONT_ENDS (in JupyterLab, in a workspace named
+        after it)."""
+        if front_end == "notebook7":
+            return self.notebook7_url(notebook)
+        assert front_end == "lab", front_end
+        return self.lab_url(notebook, "ws" + notebook.removesuffix(".ipynb"))
+
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self, timeout: float = 90) -> JupyterLab:
@@ -113,6 +124,10 @@ class JupyterLab(JupyterServer):
             "JUPYTER_CONFIG_DIR": str(dirs["config"]),
             "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
             "JUPYTER_DATA_DIR": str(dirs["data"]),
+            # Searched before everything else: in a virtualenv Jupyter prefers the env's
+            # share/jupyter to the user's data dir, and the editable install copied the
+            # extension there as it was built then (the link above is the tree's build).
+            "JUPYTER_PATH": str(dirs["data"]),
             "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
             "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -131,7 +146,9 @@ class JupyterLab(JupyterServer):
             "--JupyterNotebookApp.expose_app_in_browser=True",
         ]  # fmt: skip
         for key, value in self.r3nb.items():
-            text = value if isinstance(value, str) else json.dumps(value)
+            # A Python literal: traitlets reads a Dict or List from the command line with
+            # ast.literal_eval, which takes JSON's true/false/null for plain strings.
+            text = value if isinstance(value, str) else repr(value)
             args.append(f"--R3nbApp.{key}={text}")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -82,8 +82,9 @@ def shared_lab(
     tmp_path_factory: pytest.TempPathFactory, shared_provider: FakeProvider, failing_provider: str
 ) -> Iterator[JupyterLab]:
     """The one JupyterLab of the browser modules: models ``fake`` (the default), ``fake2``
-    (the same provider, for the model picker), ``broken`` (every call a hostile 400) and
-    ``small`` (the same provider, a 300-token context window)."""
+    (the same provider, for the model picker), ``broken`` (every call a hostile 400),
+    ``small`` (the same provider, a 300-token context window) and ``eyes`` (the same
+    provider, taking images)."""
     fake2 = {"model": "openai/fake2", "api_base": shared_provider.url, "api_key": "sk-x"}
     broken = {"model": "openai/broken", "api_base": failing_provider, "api_key": "sk-x"}
     # The same provider with a small context window: older turns are left out to fit it.
@@ -91,10 +92,14 @@ def shared_lab(
         "model": "openai/small", "api_base": shared_provider.url, "api_key": "sk-x",
         "max_context_tokens": 300, "max_tokens": 100,
     }  # fmt: skip
+    # The same provider, as a model that takes images (attached plots, pasted images):
+    # litellm's model info says gpt-4o does (an entry's "vision": true would say so too,
+    # but a JSON true does not survive the command line's --R3nbApp.models=…).
+    eyes = {"model": "openai/gpt-4o", "api_base": shared_provider.url, "api_key": "sk-x"}
     with running_lab(
         tmp_path_factory.mktemp("lab"),
         shared_provider.url,
-        models={"fake2": fake2, "broken": broken, "small": small},
+        models={"fake2": fake2, "broken": broken, "small": small, "eyes": eyes},
         snapshot_interval=SNAPSHOT_INTERVAL,
     ) as server:
         yield server

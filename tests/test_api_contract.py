@@ -13,7 +13,7 @@ from r3nb.engine.api import ROUTES
 from tests.client import Api, ApiError
 from tests.provider import FakeProvider
 
-SAMPLE = {"cid": "0123456789abcdef", "mid": "fedcba9876543210"}
+SAMPLE = {"cid": "0123456789abcdef", "mid": "fedcba9876543210", "aid": "00112233aabbccdd"}
 
 
 def _paths() -> list[tuple[str, str]]:

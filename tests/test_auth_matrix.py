@@ -32,6 +32,7 @@ AUTHENTICATED = {
     ("DELETE", "conversations/{cid}/messages/{mid}"): 404,
     ("POST", "conversations/{cid}/head"): 400,  # the body names no message_id
     ("POST", "conversations/{cid}/clear"): 404,
+    ("GET", "conversations/{cid}/attachments/{aid}"): 404,
     ("GET", "messages/{mid}/stream"): 404,
     ("POST", "messages/{mid}/cancel"): 404,
 }
@@ -89,7 +90,7 @@ async def test_auth_matrix(
         if caller == "cookie":
             headers["X-XSRFToken"] = cookies["_xsrf"]
     base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}r3nb/api/"
-    path = route.pattern.format(cid=UNKNOWN, mid=UNKNOWN)
+    path = route.pattern.format(cid=UNKNOWN, mid=UNKNOWN, aid=UNKNOWN)
     body = {"POST": {"content": "hi"}, "PATCH": {"title": "renamed"}}.get(route.method)
     async with httpx.AsyncClient(base_url=base, cookies=jar, timeout=30) as client:
         r = await client.request(route.method, path, json=body, headers=headers)

@@ -1,16 +1,17 @@
 """Code → cell (issue 17) in a real headless Chromium against a real JupyterLab 4 and
-Notebook 7, with r3nb's JupyterLab extension (labextension/, built into r3nb/labextension)
-loaded the way an installed wheel loads it.
+Notebook 7 (each test runs in both), with r3nb's JupyterLab extension (labextension/,
+built into r3nb/labextension) loaded the way an installed wheel loads it.
 
 A reply's code block offers Insert below, Replace cell and Insert & run; what lands in
 the cell is exactly the block's text as shown (HTML-looking text stays text); a block
 holding characters that show nothing is not offered; each change is one step of the
-notebook's own undo (``z`` in command mode); nothing runs before the click, and Insert &
-run runs only the inserted cell. Where the extension is absent the block keeps Copy and
-the panel says once why there is no more.
+notebook's own undo (``z`` in command mode, or Edit → Undo Cell Operation); nothing runs
+before the click, and Insert & run runs only the inserted cell. Where the extension is
+absent the block keeps Copy and the panel says once why there is no more.
 
-One JupyterLab (tests/shared_lab.py) and one notebook page serve most of the module;
-Notebook 7 and the page without the extension have one page each.
+One JupyterLab (tests/shared_lab.py) serves the module, with one notebook page per front
+end (``page`` is parametrized: every JupyterLab test, then every Notebook 7 test) and
+one JupyterLab page without the extension.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.lab import (
+    FRONT_ENDS,
     LABEXTENSION,
     Guard,
     JupyterLab,
@@ -99,12 +101,16 @@ def cells_notebook(lab: JupyterLab, name: str) -> str:
     return f"{name}.ipynb"
 
 
-@pytest.fixture(scope="module")
-def page(lab: JupyterLab, browser: Any, guard: Guard) -> Iterator[Any]:
-    """One JupyterLab notebook with the panel, and a reply with three code blocks."""
-    notebook = cells_notebook(lab, "cells")
+@pytest.fixture(scope="module", params=FRONT_ENDS)
+def page(
+    request: pytest.FixtureRequest, lab: JupyterLab, browser: Any, guard: Guard
+) -> Iterator[Any]:
+    """A notebook with the panel in JupyterLab, then one in Notebook 7 (its own notebook
+    and kernel each)."""
+    notebook = cells_notebook(lab, f"cells-{request.param}")
+    (lab.root / MARKER).unlink(missing_ok=True)  # what the other front end's run left
     page = guard.new_page(browser)
-    open_notebook(page, lab.lab_url(notebook, "wscells"))
+    open_notebook(page, lab.front_end_url(request.param, notebook))
     run_all_and_wait_for_panel(page)
     yield page
     page.context.close()
@@ -145,6 +151,14 @@ def undo(page: Any, cell: int) -> None:
     page.keyboard.press("z")
 
 
+def undo_from_edit_menu(page: Any) -> None:
+    """The notebook's own undo again, as a person finds it: Edit → Undo Cell Operation."""
+    page.get_by_role("menuitem", name="Edit", exact=True).click()
+    page.locator(".lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel").filter(
+        has_text="Undo Cell Operation"
+    ).click()
+
+
 def block(reply: Any, n: int) -> Any:
     return reply.locator(".r3nb-code").nth(n)
 
@@ -166,9 +180,12 @@ def test_the_lab_loads_the_extension_and_it_answers_the_panel(page: Any) -> None
         "() => JSON.parse(document.getElementById('jupyter-config-data').textContent)"
     )
     (entry,) = [e for e in config["federated_extensions"] if e["name"] == "r3nb"]
-    assert entry["load"].startswith("static/remoteEntry.")
+    built = json.loads((LABEXTENSION / "package.json").read_text())
+    # The tree's build, not an older copy elsewhere on Jupyter's path (an editable
+    # install's, in the virtualenv).
+    assert entry["load"] == built["jupyterlab"]["_build"]["load"]
     assert "r3nb" not in config.get("disabledExtensions", {})
-    version = json.loads((LABEXTENSION / "package.json").read_text())["version"]
+    version = built["version"]
     assert page.evaluate(PROBE) == {"ok": True, "version": version}
 
 
@@ -194,7 +211,7 @@ def test_insert_below_and_replace_put_the_text_shown_and_undo_takes_them_back(
     page.keyboard.press("Enter")
     wait_cells(page, [*original[:2], HTML_CODE])
     assert block(reply, 0).locator(".r3nb-cell-status").text_content() == "Replaced"
-    undo(page, 2)
+    undo_from_edit_menu(page)
     wait_cells(page, original)
 
     # The block with invisible characters: not offered, and says which ones.
@@ -228,25 +245,6 @@ def test_insert_and_run_runs_only_the_inserted_cell_and_only_on_the_click(
     # The cell goes with the notebook's undo (what it did in the kernel stays done).
     undo(page, 3)
     wait_cells(page, original)
-
-
-def test_notebook7_insert_below_and_undo(
-    lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
-) -> None:
-    notebook = cells_notebook(lab, "cells7")
-    page7 = guard.new_page(browser)
-    try:
-        open_notebook(page7, lab.notebook7_url(notebook))
-        run_all_and_wait_for_panel(page7)
-        original = page7.evaluate(CELLS)
-        reply7 = reply_with(page7, lab_provider, f"```python\n{HTML_CODE}\n```\n")
-        activate_cell(page7, 2)
-        press(block(reply7, 0), INSERT)
-        wait_cells(page7, [*original, HTML_CODE])
-        undo(page7, 3)
-        wait_cells(page7, original)
-    finally:
-        page7.context.close()
 
 
 def test_without_the_extension_code_blocks_keep_copy_and_the_panel_says_so_once(

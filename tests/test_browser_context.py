@@ -1,4 +1,5 @@
-"""Notebook context (issue 17) in a real headless Chromium against a real JupyterLab 4:
+"""Notebook context (issue 17) in a real headless Chromium against a real JupyterLab 4
+and Notebook 7 (each test runs in both):
 ``@name`` typed in the panel is completed and resolved by the panel's own kernel, over
 the widget's comm, with ``%%chat``'s bounds (``_repr_llm_()`` when an object defines
 it); the attachments go with the message, show as chips and are stored with it. A name
@@ -9,7 +10,8 @@ code and traceback there with the question pre-filled, sent only on the person's
 the reply's code then offers "Replace cell [n]" for that cell, undone by the notebook's
 ``z``.
 
-One notebook page on the shared JupyterLab (tests/shared_lab.py) serves the module.
+One notebook page per front end on the shared JupyterLab (tests/shared_lab.py) serves the
+module (``page`` is parametrized: every JupyterLab test, then every Notebook 7 test).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from r3nb.kernel.context import MAX_REPR
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.lab import (
+    FRONT_ENDS,
     MESSAGES,
     Guard,
     JupyterLab,
@@ -90,17 +93,20 @@ def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
     shared_lab.shutdown_kernels()
 
 
-@pytest.fixture(scope="module")
-def page(lab: JupyterLab, browser: Any, guard: Guard) -> Iterator[Any]:
-    """A JupyterLab notebook with the panel (cells 0 and 1), the person's variables (2)
-    and a cell that fails (3)."""
+@pytest.fixture(scope="module", params=FRONT_ENDS)
+def page(
+    request: pytest.FixtureRequest, lab: JupyterLab, browser: Any, guard: Guard
+) -> Iterator[Any]:
+    """A notebook with the panel (cells 0 and 1), the person's variables (2) and a cell
+    that fails (3): in JupyterLab, then in Notebook 7 (its own notebook and kernel)."""
     cid = lab.create_conversation("context")
+    notebook = f"context-{request.param}.ipynb"
     write_notebook(
-        lab.root / "context.ipynb",
+        lab.root / notebook,
         ["%load_ext r3nb", f"%r3nb --conversation {cid}", VARIABLES, FAILING],
     )
     page = guard.new_page(browser)
-    open_notebook(page, lab.lab_url("context.ipynb", "wscontext"))
+    open_notebook(page, lab.front_end_url(request.param, notebook))
     run_all_and_wait_for_panel(page)
     page.wait_for_function(KERNEL_IDLE)
     yield page
@@ -215,6 +221,20 @@ def test_attach_cell_puts_the_active_cells_code_on_the_next_message(
     assert VARIABLES.rstrip() in model_input(lab_provider)
 
 
+def assert_below_the_output_at_full_width(cell: Any) -> None:
+    """The "Ask r3nb" row sits under the cell's output, which keeps its width (and the
+    button its label): not squeezed beside it."""
+    output = cell.locator(".jp-OutputArea").bounding_box()
+    source = cell.locator(".jp-InputArea").bounding_box()
+    row = cell.locator(".r3nb-ask").bounding_box()
+    assert row["y"] >= output["y"] + output["height"] - 1, (row, output)
+    assert output["width"] >= source["width"] - 2, (output, source)
+    button = cell.locator(".r3nb-ask-button")
+    assert button.evaluate(
+        "(b) => b.scrollWidth <= b.clientWidth && b.scrollHeight <= b.clientHeight"
+    ), button.bounding_box()
+
+
 def test_ask_r3nb_on_an_error_prefills_the_question_and_sends_only_on_the_click(
     lab: JupyterLab, page: Any, lab_provider: FakeProvider
 ) -> None:
@@ -230,6 +250,7 @@ def test_ask_r3nb_on_an_error_prefills_the_question_and_sends_only_on_the_click(
     assert failing.locator(".r3nb-ask [role=status]").text_content() == (
         "In the r3nb panel: press Send to ask."
     )
+    assert_below_the_output_at_full_width(failing)
     chips = pending_chips(page)
     assert [c.split("×")[0] for c in chips.all_text_contents()][1] == "ZeroDivisionError"
     error_summary = chips.nth(1).get_attribute("title") or ""

@@ -117,7 +117,7 @@ def real_ids(http: httpx.Client) -> dict[str, str]:
     with http.stream("POST", f"conversations/{cid}/messages", json={"content": "hi"}) as r:
         r.read()
     messages = http.get(f"conversations/{cid}").json()["messages"]
-    return {"cid": cid, "mid": messages[-1]["id"]}
+    return {"cid": cid, "mid": messages[-1]["id"], "aid": "00112233aabbccdd"}
 
 
 def _check(response: httpx.Response) -> None:
@@ -135,7 +135,7 @@ def test_route_never_answers_5xx(
 ) -> None:
     params = {
         name: data.draw(st.one_of(st.just(real_ids[name]), ids), label=name)
-        for name in ("cid", "mid")
+        for name in ("cid", "mid", "aid")
         if "{" + name + "}" in route.pattern
     }
     path = route.pattern.format(**{k: quote(v, safe="") for k, v in params.items()})

@@ -143,7 +143,7 @@ async def test_carol_and_anonymous_are_refused_on_every_route(
     async with httpx.AsyncClient(timeout=30) as client:
         for who, headers in callers.items():
             for route in ROUTES:
-                path = route.pattern.format(cid=cid, mid=mid)
+                path = route.pattern.format(cid=cid, mid=mid, aid=mid)
                 body = {"content": "carol was here", "title": "carol was here"}
                 r = await client.request(
                     route.method,

@@ -70,6 +70,12 @@ def hub(
                     "api_base": hub_provider.url,
                     "api_key_env": KEY_ENV,
                 },
+                "eyes": {  # takes images (issue 17)
+                    "model": "openai/fake",
+                    "api_base": hub_provider.url,
+                    "api_key_env": KEY_ENV,
+                    "vision": True,
+                },
             },
             "default_model": "fake",
             "model_groups": {"physics-only": ["physics"]},
@@ -385,6 +391,30 @@ async def test_a_conversation_shared_with_a_hub_group_reaches_its_members_only(
         assert (await carol.call("GET", f"conversations/{cid}"))[0] == 404
         await alice.ok("DELETE", f"conversations/{cid}/shares", {"group": "physics"})
         assert (await bob.call("GET", f"conversations/{cid}"))[0] == 404
+
+
+async def test_an_attached_image_is_served_through_the_relays_to_readers_only(
+    hub: Hub, tokens: dict[str, str], hub_provider: FakeProvider
+) -> None:
+    from tests.test_images import png, upload
+
+    async with (
+        api_as(hub, "alice", tokens["alice"]) as alice,
+        api_as(hub, "bob", tokens["bob"]) as bob,
+        api_as(hub, "carol", tokens["carol"]) as carol,
+    ):
+        cid = await alice.conversation("a plot for bob")
+        sent = await alice.send(cid, "look !tokens=2", model="eyes", attachments=[upload(png())])
+        aid = sent["start"]["user_message"]["attachments"][0]["id"]
+        assert hub_provider.requests[-1]["messages"][-1]["content"][1]["type"] == "image_url"
+        path = f"conversations/{cid}/attachments/{aid}"
+        assert (await bob.call("GET", path))[0] == 404  # not shared yet
+        await alice.ok("POST", f"conversations/{cid}/shares", {"user": "bob"})
+        for reader in (alice, bob):
+            r = await reader.client.get(path)
+            assert (r.status_code, r.headers["content-type"]) == (200, "image/png")
+            assert r.content == png()
+        assert (await carol.call("GET", path))[0] == 404
 
 
 # --- who may call at all -----------------------------------------------------------------

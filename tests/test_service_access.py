@@ -90,3 +90,29 @@ def test_the_service_refuses_to_start_without_a_token_or_with_unknown_settings(
         "/services/r3nb/",
         0.5,
     )
+
+
+class _Stores:
+    """What ``Guard`` reads: the engine's store's access rows (one conversation's)."""
+
+    def __init__(self, cid: str, access: ConversationAccess) -> None:
+        self.store = self
+        self.rows = {cid: access}
+
+    async def access_of(self, cids: list[str]) -> dict[str, ConversationAccess]:
+        return {c: self.rows[c] for c in cids if c in self.rows}
+
+
+async def test_an_attached_image_is_served_only_to_those_who_may_read_its_conversation() -> None:
+    from r3nb.engine.api import Call
+    from r3nb.engine.caller import Caller
+    from r3nb.errors import NotFound
+    from r3nb.service.access import Guard
+
+    cid, aid = "0123456789abcdef", "fedcba9876543210"
+    guard = Guard(_Stores(cid, ALICE_S))  # type: ignore[arg-type]
+    call = Call("GET", f"conversations/{cid}/attachments/{aid}", {}, None, Caller("x", "user"))
+    await guard.check(visit("alice", "alice/"), call)  # the owner
+    await guard.check(visit("bob", "bob/"), call)  # shared with him to read
+    with pytest.raises(NotFound):
+        await guard.check(visit("carol", "carol/"), call)  # not shared

@@ -254,6 +254,70 @@ def test_an_admission_the_database_refuses_fails_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.fast
+def test_replies_ending_together_share_a_transaction_each_whole_one_bad_isolated(
+    tmp_path: Path,
+) -> None:
+    """Twelve replies end at once (a burst's replies do): fewer transactions than ends,
+    each row whole (flushed chunks folded into ``content``), one with text DuckDB cannot
+    store fails alone, one ended twice keeps its first end; all there after a reopen."""
+    path = tmp_path / "ends.duckdb"
+
+    async def scenario() -> tuple[list[Any], int, list[str]]:
+        store = Store(path)
+        store.open()
+        try:
+            mids = []
+            for i in range(12):
+                cid = (await store.create_conversation(f"c{i}", "me"))["id"]
+                created = await store.begin_exchange(cid, _exchange(), "q")
+                assert created is not None
+                mids.append(created[1]["id"])
+            await store.flush_partials([(mid, f"part {i} ") for i, mid in enumerate(mids)])
+            await store.finalize(mids[0], Final("first end", "complete"))
+            texts = [f"part {i} and the rest" for i in range(12)]
+            texts[9] = "bad \ud800"
+
+            async def end_together(indices: range) -> list[Any]:
+                return await asyncio.gather(
+                    *(store.finalize(mids[i], Final(texts[i], "complete", None, 3, 4, 0.5))
+                      for i in indices),
+                    return_exceptions=True,
+                )  # fmt: skip
+
+            before = store._admissions.end_commits
+            answers = await end_together(range(8))  # all fine: shared transactions
+            commits = store._admissions.end_commits - before
+            answers += await end_together(range(8, 12))  # one refused: each alone
+            return answers, commits, mids
+        finally:
+            store.close()
+
+    answers, commits, mids = asyncio.run(scenario())
+    assert isinstance(answers[9], duckdb.Error)
+    assert answers[0] is not None
+    assert answers[0]["content"] == "first end"  # ended before
+    for i in (1, 2, 3, 4, 5, 6, 7, 8, 10, 11):
+        assert answers[i]["content"] == f"part {i} and the rest"
+        assert (answers[i]["status"], answers[i]["completion_tokens"]) == ("complete", 4)
+    assert commits <= 3, commits  # the first alone, then the others together
+
+    async def reopened() -> list[Any]:
+        store = Store(path)
+        store.open()
+        try:
+            return [await store.get_message(mid) for mid in mids]
+        finally:
+            store.close()
+
+    found = asyncio.run(reopened())
+    assert found[0]["content"] == "first end"
+    assert (found[9]["status"], found[9]["content"]) == ("streaming", "part 9 ")
+    assert [m["content"] for i, m in enumerate(found) if i not in (0, 9)] == [
+        f"part {i} and the rest" for i in range(12) if i not in (0, 9)
+    ]
+
+
+@pytest.mark.fast
 def test_a_send_given_up_while_queued_does_not_stall_the_others(tmp_path: Path) -> None:
     """A caller cancelled while its admission waits in the queue (a client gone): the
     admissions committed with it are still answered."""

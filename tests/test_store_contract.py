@@ -28,7 +28,9 @@ from r3nb.engine.store import (
     Final,
     NewMessage,
     Parent,
+    StoredAttachment,
     StoreInterface,
+    new_id,
 )
 from r3nb.engine.store.pg_store import PostgresStore
 from r3nb.errors import BadRequest, StoreUnavailable
@@ -196,6 +198,52 @@ async def test_delete_conversation_removes_it_and_its_messages(store: StoreInter
     assert [c["id"] for c in (await store.list_conversations(10))[0]] == [kept]
     assert await store.stats() == {"conversations": 1, "messages": 2, "streaming_rows": 1}
     assert await store.delete_conversation(cid) is False
+
+
+def _image(
+    cid: str, mid: str, data: bytes = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+) -> StoredAttachment:
+    return StoredAttachment(new_id(), mid, cid, "image", "image/png", "plot.png", data, time.time())
+
+
+async def test_attachment_rows_keep_their_bytes_and_go_with_their_conversation(
+    store: StoreInterface,
+) -> None:
+    cid = await _cid(store)
+    kept = await _cid(store)
+    big = _image(cid, "a" * 16, bytes(range(256)) * 4096)  # 1 MiB, every byte value
+    small = _image(cid, "a" * 16)
+    other = _image(kept, "b" * 16)
+    await store.add_attachments([big, small])
+    await store.add_attachments([other])
+    await store.add_attachments([])
+    found = await store.get_attachments([big.id, small.id, other.id, "no-such-id"])
+    assert found == {big.id: big, small.id: small, other.id: other}
+    assert found[big.id].size == 1 << 20
+    assert await store.get_attachments([]) == {}
+    assert await store.delete_conversation(cid) is True
+    assert await store.get_attachments([big.id, small.id, other.id]) == {other.id: other}
+
+
+async def test_deleting_a_turn_deletes_its_prompt_s_attachment_rows(
+    store: StoreInterface,
+) -> None:
+    cid = await _cid(store)
+    user, _ = await _turn(store, cid)
+    kept_user, _ = await _turn(store, cid, "kept")
+    gone, kept = _image(cid, user["id"]), _image(cid, kept_user["id"])
+    await store.add_attachments([gone, kept])
+    await store.delete_turn(cid, user["id"])
+    assert await store.get_attachments([gone.id, kept.id]) == {kept.id: kept}
+
+
+async def test_delete_attachments_removes_one_message_s_rows(store: StoreInterface) -> None:
+    cid = await _cid(store)
+    first, second = _image(cid, "a" * 16), _image(cid, "b" * 16)
+    await store.add_attachments([first, second])
+    assert await store.delete_attachments("a" * 16) == 1
+    assert await store.delete_attachments("a" * 16) == 0
+    assert await store.get_attachments([first.id, second.id]) == {second.id: second}
 
 
 # --- messages --------------------------------------------------------------------------

@@ -412,6 +412,8 @@ async def test_the_tables_match_the_declared_columns_and_migrate_once(
 
         assert columns("messages") == list(rows.MESSAGE_FIELDS)
         assert sorted(columns("conversations")) == sorted(rows.CONVERSATION_COLUMNS)
+        stored = [c.strip() for c in rows.ATTACHMENT_COLUMNS.split(",")]
+        assert columns("attachments") == [*stored[:-1], "size", stored[-1]]
     names = [name for name, _ in MIGRATIONS]
     assert pg_store.applied_migrations() == names
     again = PostgresStore(pg_url)  # another process opening the migrated database

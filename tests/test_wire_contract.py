@@ -179,8 +179,8 @@ def test_protocol_js_constants_equal_the_python_ones() -> None:
 
 
 def test_the_widget_takes_its_stall_timeout_from_protocol_js() -> None:
-    transport = (ROOT / "js" / "src" / "transport.js").read_text(encoding="utf-8")
-    assert re.search(r"STALL_MS = STALL_SECONDS \* 1000;", transport), "transport.js"
+    api = (ROOT / "js" / "src" / "api.js").read_text(encoding="utf-8")
+    assert re.search(r"STALL_MS = STALL_SECONDS \* 1000;", api), "api.js"
 
 
 # --- README ---------------------------------------------------------------------------

@@ -4,7 +4,12 @@
 // 1,000 for a repr), with ANSI colour codes stripped from tracebacks: the model gets the
 // text the person saw in the notebook, and the chip shows it before anything is sent.
 
+import { IMAGE_MIMES, MAX_IMAGE_BYTES } from "./protocol.js";
+
 /** @typedef {import("./protocol.js").Attachment} Attachment */
+/** @typedef {import("./protocol.js").ImageUpload} ImageUpload */
+/** What waits above the input for Send: text context, or an image with its bytes. */
+/** @typedef {Attachment | ImageUpload} Pending */
 
 /**
  * One output as the extension sends it (nbformat's fields, text only).
@@ -123,6 +128,56 @@ export function errorAttachments(cell) {
   const error = cellError(cell);
   if (!error) return [code];
   return [code, { kind: "error", name: error.title.split(":")[0] || "Error", summary: [`The error it raised (${error.title}):`, "```", error.text, "```"].join("\n") }];
+}
+
+/**
+ * Decoded bytes of base64 `data` (without decoding it).
+ * @param {string} data
+ */
+export function base64Size(data) {
+  const clean = data.replace(/\s/g, "");
+  return Math.floor((clean.length * 3) / 4) - (clean.endsWith("==") ? 2 : clean.endsWith("=") ? 1 : 0);
+}
+
+/**
+ * An image for the next message, or the reason it cannot be one (type, size).
+ * @param {string} name
+ * @param {string} mime
+ * @param {string} data   base64
+ * @returns {ImageUpload | string}
+ */
+export function imageUpload(name, mime, data) {
+  const clean = data.replace(/\s/g, "");
+  return imageProblem(name, mime, base64Size(clean)) ?? { kind: "image", name, mime, data: clean };
+}
+
+/**
+ * Why an image of this type and size cannot be sent (null: it can).
+ * @param {string} name
+ * @param {string} mime
+ * @param {number} size   decoded bytes
+ */
+export function imageProblem(name, mime, size) {
+  if (!IMAGE_MIMES.has(mime)) return `${name} is ${mime || "of an unknown type"}: only PNG, JPEG, GIF and WebP images can be sent`;
+  if (size > MAX_IMAGE_BYTES) return `${name} has ${(size / 1048576).toFixed(1)} MB: at most ${MAX_IMAGE_BYTES / 1048576} MB per image`;
+  return null;
+}
+
+/**
+ * The image outputs of a cell (a matplotlib plot is image/png), each an image to send,
+ * or the reason one cannot be.
+ * @param {CellData} cell
+ * @returns {(ImageUpload | string)[]}
+ */
+export function cellImages(cell) {
+  const found = [];
+  for (const out of cell.outputs) {
+    const data = out.data ?? {};
+    const mime = ["image/png", "image/jpeg"].find((m) => typeof data[m] !== "undefined");
+    if (mime) found.push({ mime, data: joined(data[mime]) });
+  }
+  const name = cellName(cell);
+  return found.map((f, i) => imageUpload(found.length > 1 ? `plot ${i + 1} of ${name}` : `plot of ${name}`, f.mime, f.data));
 }
 
 /**

@@ -87,9 +87,10 @@ export class Composer {
 }
 
 /**
- * Chips of what is attached to the next message, each with a remove button.
+ * Chips of what is attached to the next message, each with a remove button; an image's
+ * shows it (a thumbnail of the bytes the page holds).
  * @param {HTMLElement} tray
- * @param {import("./protocol.js").Attachment[]} attachments
+ * @param {import("./cell_context.js").Pending[]} attachments
  * @param {(index: number) => void} onRemove
  */
 export function showPending(tray, attachments, onRemove) {
@@ -97,9 +98,20 @@ export function showPending(tray, attachments, onRemove) {
   tray.replaceChildren(...attachments.map((a, i) => {
     const remove = h(doc, "button", { type: "button", class: "r3nb-chip-remove", "aria-label": `Remove ${a.name}` }, ["×"]);
     remove.addEventListener("click", () => onRemove(i), { once: true });
-    return h(doc, "span", { class: "r3nb-chip", "data-kind": a.kind, title: a.summary }, [chipLabel(a), remove]);
+    const image = "data" in a ? [thumbnail(doc, `data:${a.mime};base64,${a.data}`)] : [];
+    const title = "summary" in a && a.summary ? a.summary : a.kind;
+    return h(doc, "span", { class: "r3nb-chip", "data-kind": a.kind, title }, [...image, chipLabel(a), remove]);
   }));
   tray.hidden = attachments.length === 0;
+}
+
+/**
+ * A chip's small picture of an image.
+ * @param {Document} doc
+ * @param {string} src   a data: URL, or the image's route on the server
+ */
+export function thumbnail(doc, src) {
+  return h(doc, "img", { class: "r3nb-chip-thumb", src, alt: "", loading: "lazy" });
 }
 
 /**

@@ -32,6 +32,7 @@ export { LARGE_CHARS, TABLE_SLICE_CHARS, blockRanges } from "./md_blocks.js";
  * @typedef {object} MarkdownViewOptions
  * @property {Sanitize} sanitize
  * @property {() => void} onRender    called after each render (counters, auto-scroll)
+ * @property {(id: string) => string | null} [attachmentUrl]  where an attached image is served (its chip's thumbnail)
  */
 
 /** Plain text's estimated characters per line and line height (a size estimate only). */

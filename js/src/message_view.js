@@ -4,7 +4,7 @@
 // never takes the others, or the session's state, with it.
 
 import { versionLabel } from "./branches.js";
-import { chipLabel } from "./composer.js";
+import { chipLabel, thumbnail } from "./composer.js";
 import { contextOf } from "./context_marks.js";
 import { formatTime, formatUsage, h } from "./dom.js";
 import { MarkdownView } from "./incremental.js";
@@ -103,9 +103,11 @@ export class MessageView {
     }
     this.meta.replaceChildren(...parts);
 
-    const chips = (msg.attachments || []).map((a) =>
-      h(doc, "span", { class: "r3nb-chip", "data-kind": a.kind, title: a.summary || a.kind }, [chipLabel(a)]),
-    );
+    const chips = (msg.attachments || []).map((a) => {
+      const url = a.kind === "image" && a.id ? this.renderOptions.attachmentUrl?.(a.id) : null;
+      const title = a.kind === "image" ? `${a.mime ?? "image"}, ${Math.ceil((a.size ?? 0) / 1024)} KB, sent to the model` : a.summary || a.kind;
+      return h(doc, "span", { class: "r3nb-chip", "data-kind": a.kind, title }, [...(url ? [thumbnail(doc, url)] : []), chipLabel(a)]);
+    });
     this.attachments.replaceChildren(...chips);
     this.attachments.hidden = chips.length === 0;
 

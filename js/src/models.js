@@ -52,6 +52,8 @@ export class ModelPicker {
     this.listKey = "";
     /** Unknown model names a refresh was made for (each only once). */
     this.askedFor = new Set();
+    /** @type {Map<string, import("./protocol.js").ModelInfo>} the list as last loaded, by name */
+    this.infos = new Map();
     this.select.addEventListener("change", () => void this.save(), { signal: host.signal });
     for (const type of ["focus", "pointerdown"]) {
       this.select.addEventListener(type, () => this.refresh(), { signal: host.signal });
@@ -88,6 +90,7 @@ export class ModelPicker {
    */
   apply(reply) {
     const models = reply.models || [];
+    this.infos = new Map(models.map((m) => [m.name, m]));
     const key = JSON.stringify([reply.default || "", models.map((m) => [m.name, m.model, m.description])]);
     if (key === this.listKey) return;
     this.listKey = key;
@@ -121,6 +124,12 @@ export class ModelPicker {
   /** What the next prompt asks for ("" for the server's default). */
   get value() {
     return this.select.value;
+  }
+
+  /** Whether the model of the next prompt takes images (null: not known). */
+  takesImages() {
+    const info = this.infos.get(this.select.value || this.serverDefault);
+    return typeof info?.images === "boolean" ? info.images : null;
   }
 
   /**

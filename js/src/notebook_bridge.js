@@ -28,10 +28,10 @@ export const NO_EXTENSION = "no-extension";
 /** The reason when the panel is not in the page (yet): ask again later. */
 export const DETACHED = "detached";
 
-/** @typedef {"probe" | "insert-below" | "replace-active" | "insert-and-run" | "active-cell" | "replace-cell"} NotebookAction */
+/** @typedef {"probe" | "insert-below" | "replace-active" | "insert-and-run" | "active-cell" | "selected-cells" | "replace-cell"} NotebookAction */
 /** The cell a reply's question had attached (notebook_context.js): "Replace that cell". */
 /** @typedef {{ id: string, name: string }} TargetCell */
-/** @typedef {{ ok: boolean, reason: string, version: string, cell?: unknown }} NotebookReply */
+/** @typedef {{ ok: boolean, reason: string, version: string, cell?: unknown, cells?: unknown[] }} NotebookReply */
 
 /** The actions a code block offers: [action, label, aria-label, what it says when done]. */
 const ACTIONS = /** @type {const} */ ([
@@ -87,6 +87,7 @@ function normalize(reply) {
   /** @type {NotebookReply} */
   const out = { ok, reason, version: typeof r.version === "string" ? r.version : "" };
   if (ok && r.cell && typeof r.cell === "object") out.cell = r.cell; // "active-cell"
+  if (ok && Array.isArray(r.cells)) out.cells = r.cells; // "selected-cells"
   return out;
 }
 

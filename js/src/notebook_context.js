@@ -2,17 +2,22 @@
 // - `@name`s, completed while typing and described at Send by the panel's own kernel
 //   (kernel_context.js, mention_complete.js); a name the kernel lacks, or a kernel that
 //   does not answer in time, stops the send with a sentence, the text kept;
-// - "Attach cell" (the active cell) and the extension's "Ask r3nb" on a failed cell
-//   (cell_context.js), shown as removable chips above the input until Send.
+// - "Attach cell" (the cells selected in the notebook, else the active one: each a chip,
+//   with a chip per plot it shows) and the extension's "Ask r3nb" on a failed cell
+//   (cell_context.js), shown as removable chips above the input until Send;
+// - an image pasted into the input (PNG, JPEG, GIF, WebP), for a model that takes images
+//   (the server refuses the message with the reason otherwise; the chips stay).
 // Nothing here sends: Send does, with `attachments(content)`.
 
-import { cellAttachment, errorAttachments, isCellData } from "./cell_context.js";
+import { cellAttachment, cellImages, errorAttachments, imageProblem, imageUpload, isCellData } from "./cell_context.js";
 import { showPending } from "./composer.js";
 import { KernelContext, mentions } from "./kernel_context.js";
 import { MentionCompleter } from "./mention_complete.js";
-import { askNotebook, DETACHED } from "./notebook_bridge.js";
+import { askNotebook, DETACHED, NO_EXTENSION } from "./notebook_bridge.js";
+import { MAX_IMAGES } from "./protocol.js";
 
 /** @typedef {import("./protocol.js").Attachment} Attachment */
+/** @typedef {import("./cell_context.js").Pending} Pending */
 
 /** The event r3nb's JupyterLab extension sends the panel from "Ask r3nb" (labextension/src/context.js). */
 export const ASK_EVENT = "r3nb:ask";
@@ -22,6 +27,7 @@ export const ASK_EVENT = "r3nb:ask";
  * @property {AbortSignal} signal
  * @property {(text: string) => void} setStatus   the panel's "send" status ("" clears)
  * @property {(ms: number) => Promise<boolean>} sleep   false when the panel went meanwhile
+ * @property {() => boolean | null} [takesImages]   the chosen model takes images (null: unknown)
  */
 
 export class NotebookContext {
@@ -40,13 +46,14 @@ export class NotebookContext {
     this.completer = new MentionCompleter(el.ownerDocument, composer.input, this.kernel, signal);
     composer.slot.append(this.completer.list);
     composer.keyFilter = (e) => this.completer.onKeyDown(e);
-    /** @type {Attachment[]} attached to the next message (cells, errors) */
+    /** @type {Pending[]} attached to the next message (cells, errors, images) */
     this.pending = [];
     /** the kernel is describing our `@name`s: Send waits for that */
     this.resolving = false;
     /** @type {Map<string, string>} chip name ("cell [3]") → notebook cell id, of the cells attached here */
     this.cellIds = new Map();
-    composer.attachCellButton.addEventListener("click", () => void this.attachActiveCell(), { signal });
+    composer.attachCellButton.addEventListener("click", () => void this.attachSelectedCells(), { signal });
+    composer.input.addEventListener("paste", (e) => this.onPaste(e), { signal });
     el.addEventListener(ASK_EVENT, (e) => this.onAsk(/** @type {CustomEvent} */ (e)), { signal });
   }
 
@@ -55,7 +62,7 @@ export class NotebookContext {
    * by this panel's kernel. Null when a name cannot be resolved (unknown, or the kernel
    * did not answer in time): nothing is to be sent, and the status line says why.
    * @param {string} content
-   * @returns {Promise<Attachment[] | null>}
+   * @returns {Promise<Pending[] | null>}
    */
   async attachments(content) {
     const names = mentions(content);
@@ -88,12 +95,12 @@ export class NotebookContext {
     return pending;
   }
 
-  /** @param {Attachment[]} attachments  a refused message's chips, back above the input */
+  /** @param {Pending[]} attachments  a refused message's chips, back above the input */
   giveBack(attachments) {
     this.setPending([...attachments, ...this.pending]);
   }
 
-  /** @param {Attachment[]} attachments */
+  /** @param {Pending[]} attachments */
   setPending(attachments) {
     this.pending = attachments;
     showPending(this.composer.tray, attachments, (i) => this.setPending(this.pending.filter((_, j) => j !== i)));
@@ -112,19 +119,87 @@ export class NotebookContext {
     }
   }
 
-  /** "Attach cell": the active cell of the notebook, as a chip on the next message. */
-  async attachActiveCell() {
-    const reply = await askNotebook(this.composer.attachCellButton, "active-cell");
+  /**
+   * "Attach cell": the cells selected in the notebook (else the active one), each a chip
+   * on the next message, and a chip for each plot they show.
+   */
+  async attachSelectedCells() {
+    const button = this.composer.attachCellButton;
+    let reply = await askNotebook(button, "selected-cells");
+    if (!reply.ok && reply.reason === NO_EXTENSION) {
+      // An extension from before "selected-cells": the active cell.
+      reply = await askNotebook(button, "active-cell");
+      if (reply.ok && reply.cell) reply.cells = [reply.cell];
+    }
     if (this.host.signal.aborted) return;
-    if (!reply.ok || !isCellData(reply.cell)) {
+    const cells = (reply.cells ?? []).filter(isCellData);
+    if (!reply.ok || !cells.length) {
       this.host.setStatus(`Attach cell: ${reply.ok ? "the notebook gave no cell" : reply.reason}.`);
       return;
     }
-    this.host.setStatus("");
-    const attachment = cellAttachment(reply.cell);
-    this.remember(attachment.name, reply.cell);
-    this.setPending([...this.pending, attachment]);
+    /** @type {Pending[]} */
+    const added = [];
+    const refused = [];
+    for (const cell of cells) {
+      const attachment = cellAttachment(cell);
+      this.remember(attachment.name, cell);
+      added.push(attachment);
+      for (const image of cellImages(cell)) {
+        if (typeof image === "string") refused.push(image);
+        else added.push(image);
+      }
+    }
+    this.addPending(added, refused);
     this.composer.input.focus();
+  }
+
+  /**
+   * Chips for the next message; images beyond MAX_IMAGES are left out, saying so.
+   * @param {Pending[]} added
+   * @param {string[]} [refused]   why some could not be attached
+   */
+  addPending(added, refused = []) {
+    let images = this.pending.filter((p) => p.kind === "image").length;
+    const kept = added.filter((p) => {
+      if (p.kind !== "image") return true;
+      if (images >= MAX_IMAGES) {
+        refused.push(`${p.name}: at most ${MAX_IMAGES} images per message`);
+        return false;
+      }
+      images++;
+      return true;
+    });
+    this.setPending([...this.pending, ...kept]);
+    const notes = refused.length ? [`Not attached: ${refused.join("; ")}.`] : [];
+    if (kept.some((p) => p.kind === "image") && this.host.takesImages?.() === false) {
+      // Said now, not only when Send is refused: the server would refuse the images.
+      notes.push("The chosen model takes no images: choose one that does, or remove the image chips (×) before Send.");
+    }
+    this.host.setStatus(notes.join(" "));
+  }
+
+  /**
+   * An image pasted into the input becomes a chip (text pastes as usual).
+   * @param {ClipboardEvent} event
+   */
+  onPaste(event) {
+    const files = [...(event.clipboardData?.items ?? [])]
+      .filter((item) => item.kind === "file" && item.type.startsWith("image/"))
+      .map((item) => item.getAsFile())
+      .filter((file) => file !== null);
+    if (!files.length) return;
+    event.preventDefault();
+    void Promise.all(files.map((file, i) => readImage(file, files.length > 1 ? `pasted image ${i + 1}` : "pasted image"))).then((images) => {
+      if (this.host.signal.aborted) return;
+      /** @type {Pending[]} */
+      const added = [];
+      const refused = [];
+      for (const image of images) {
+        if (typeof image === "string") refused.push(image);
+        else added.push(image);
+      }
+      this.addPending(added, refused);
+    });
   }
 
   /**
@@ -166,6 +241,21 @@ export class NotebookContext {
     input.focus();
     detail.respond({ ok: true });
   }
+}
+
+/**
+ * A pasted file as an image for the next message, or why it cannot be one.
+ * @param {File} file
+ * @param {string} name
+ * @returns {Promise<import("./cell_context.js").ImageUpload | string>}
+ */
+async function readImage(file, name) {
+  const problem = imageProblem(name, file.type, file.size); // before reading a file too large
+  if (problem) return problem;
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return imageUpload(name, file.type, btoa(binary));
 }
 
 /** @param {string} text */

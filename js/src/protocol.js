@@ -24,9 +24,26 @@ export const STALL_SECONDS = 30;
 /**
  * Context attached to a user message, e.g. a kernel variable named with `@name`.
  * @typedef {object} Attachment
- * @property {string} kind      "variable"
+ * @property {string} kind      "variable", "cell", "output", "image"
  * @property {string} name
- * @property {string} summary   the bounded text that was sent to the model
+ * @property {string} [summary] text kinds: the bounded text that was sent to the model
+ * @property {string} [id]      image: the attachment row (GET attachments/{id})
+ * @property {string} [mime]    image: image/png, image/jpeg, image/gif or image/webp
+ * @property {number} [size]    image: bytes
+ */
+
+/** Images a model is sent: types accepted (by their bytes; never SVG), decoded bytes each, images per message. */
+export const IMAGE_MIMES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+export const MAX_IMAGE_BYTES = 5_242_880;
+export const MAX_IMAGES = 4;
+
+/**
+ * An image in a request's `attachments` (POST …/messages); stored as an Attachment of kind "image".
+ * @typedef {object} ImageUpload
+ * @property {"image"} kind
+ * @property {string} name
+ * @property {string} mime      as the page read it; the server sniffs the bytes and must agree
+ * @property {string} data      base64 of the image's bytes
  */
 
 /**
@@ -158,6 +175,7 @@ export const STALL_SECONDS = 30;
  * @property {string} description
  * @property {boolean} ready         false: `reason` says why it cannot answer now
  * @property {string | null} reason
+ * @property {boolean} images        takes images (attached plots, pasted images)
  */
 
 /**

@@ -18,16 +18,19 @@
 // Only the conversation's current branch is shown. A snapshot whose header changed names the
 // branch's ids: messages not in it go (another version was chosen, a turn was deleted), and
 // one we hold nowhere means another branch was chosen: load the whole conversation again.
+//
+// The session owns the polls and the watch; the messages held are message_list.js's, the
+// live streams (Send, regenerate, a kernel's reply, Stop) live_replies.js's.
 
-import { MessageView } from "./message_view.js";
-import { FINAL_STATUSES, codePointLength, codePointSlice } from "./protocol.js";
-import { ApiError, NetworkError, StallError, call, isAbort } from "./transport.js";
+import { LiveReplies } from "./live_replies.js";
+import { GapError, MessageList } from "./message_list.js";
+import { codePointLength, codePointSlice } from "./protocol.js";
+import { ApiError, attachmentUrl, call, isAbort } from "./transport.js";
 
-/** @typedef {import("./protocol.js").MessageDict} MessageDict */
-/** @typedef {import("./protocol.js").SnapshotMessage} SnapshotMessage */
 /** @typedef {import("./protocol.js").Snapshot} Snapshot */
 /** @typedef {import("./protocol.js").ConversationDict} ConversationDict */
 /** @typedef {import("./transport.js").Transport} Transport */
+/** @typedef {import("./message_list.js").Entry} Entry */
 
 /**
  * What the panel gives a session.
@@ -48,18 +51,6 @@ import { ApiError, NetworkError, StallError, call, isAbort } from "./transport.j
  * @property {() => boolean} isShown           false while the view is detached
  */
 
-/**
- * @typedef {object} Entry
- * @property {MessageDict} msg      content is the full text held so far
- * @property {number} length        code points in msg.content
- * @property {MessageView} view
- * @property {boolean} live         a live stream owns this message
- * @property {boolean} liveFailed   a live stream failed once: polls own it from now on
- */
-
-/** A delta skipped text: the stream must restart from what we hold. */
-class GapError extends Error {}
-
 const MAX_BACKOFF_MS = 60_000;
 
 export class Session {
@@ -71,8 +62,8 @@ export class Session {
     this.cid = cid;
     this.host = host;
     this.controller = new AbortController();
-    /** @type {Map<string, Entry>} */
-    this.entries = new Map();
+    this.messages = new MessageList(host, (id) => attachmentUrl(host.transport, cid, id));
+    this.live = new LiveReplies(this);
     /** @type {number | null} null until the first snapshot: then the next poll asks for all */
     this.revision = null;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -81,12 +72,8 @@ export class Session {
     /** A poll was asked for while one ran: run again right after it. */
     this.pollAgain = false;
     this.failures = 0;
-    this.sending = false;
-    this.stopRequested = false;
     /** @type {Promise<void> | undefined} */
     this.started = undefined;
-    /** @type {Set<string>} replies whose prompt's pinned messages alone exceeded the window (live only) */
-    this.overBudget = new Set();
     /** @type {AbortController | null} the open watch stream, if any */
     this.watchController = null;
     /** The server has no watch route (404/405): poll for the rest of this session. */
@@ -99,6 +86,21 @@ export class Session {
     return this.controller.signal.aborted;
   }
 
+  /** The messages shown, by id (message_list.js keeps them). */
+  get entries() {
+    return this.messages.entries;
+  }
+
+  /** Whether our own Send (or regenerate) is being posted (live_replies.js). */
+  get sending() {
+    return this.live.sending;
+  }
+
+  /** Replies whose pinned messages alone exceeded the context window (live only). */
+  get overBudget() {
+    return this.live.overBudget;
+  }
+
   /** Loads the conversation; resolves after the first snapshot attempt (once per session). */
   start() {
     this.started ??= this.poll();
@@ -108,8 +110,7 @@ export class Session {
   dispose() {
     this.controller.abort(); // ends the watch stream too
     clearTimeout(this.pollTimer);
-    for (const entry of this.entries.values()) entry.view.dispose();
-    this.entries.clear();
+    this.messages.dispose();
   }
 
   /** Whether this panel's own stream runs (Send hidden, Stop shown). */
@@ -233,7 +234,7 @@ export class Session {
         this.host.onPoll();
       } else if (event === "delta") {
         const entry = this.entries.get(data.message_id);
-        if (entry && !entry.live) this.applyDelta(entry, data.offset, data.text);
+        if (entry && !entry.live) this.messages.applyDelta(entry, data.offset, data.text);
       }
     };
     let delay = 0;
@@ -264,196 +265,18 @@ export class Session {
     for (const msg of snapshot.messages) {
       const entry = this.entries.get(msg.id);
       if (entry?.live) continue;
-      if (msg.offset == null) this.upsert(msg);
+      if (msg.offset == null) this.messages.upsert(msg);
       // An offset update carries only the fields that change while streaming: merge.
       // We may already hold part of it (our own live stream, a watch restarted): append the rest.
       else if (entry && entry.length >= msg.offset && entry.length <= msg.offset + codePointLength(msg.content)) {
         const fresh = codePointSlice(msg.content, entry.length - msg.offset);
-        this.upsert({ ...entry.msg, ...msg, content: entry.msg.content + fresh }, fresh);
+        this.messages.upsert({ ...entry.msg, ...msg, content: entry.msg.content + fresh }, fresh);
       } else resync = true; // we no longer hold what the server appended to: reload everything
     }
-    if (Array.isArray(snapshot.branch) && !this.followBranch(snapshot.branch, snapshot.revision)) resync = true;
+    if (Array.isArray(snapshot.branch) && !this.messages.followBranch(snapshot.branch, snapshot.revision)) resync = true;
     this.revision = resync ? null : Math.max(this.revision ?? 0, snapshot.revision);
-    for (const entry of this.entries.values()) this.maybeFollow(entry);
+    for (const entry of this.entries.values()) this.live.maybeFollow(entry);
     if (resync) this.schedulePoll(0);
-  }
-
-  /**
-   * Keeps only the messages of the current branch.
-   * @param {string[]} branch   its ids, in order
-   * @param {number} revision   what the snapshot naming it is consistent with
-   * @returns {boolean} false when it names a message held nowhere (reload everything)
-   */
-  followBranch(branch, revision) {
-    const on = new Set(branch);
-    for (const [id, entry] of this.entries) {
-      // A message we learned of after this snapshot (our own prompt's `start`) stays.
-      if (!on.has(id) && !entry.live && entry.msg.revision <= revision) this.drop(id);
-    }
-    return branch.every((id) => this.entries.has(id));
-  }
-
-  /** @param {string} id */
-  drop(id) {
-    const entry = this.entries.get(id);
-    if (!entry) return;
-    entry.view.dispose();
-    this.entries.delete(id);
-  }
-
-  /**
-   * A new version of a message starts: it and what followed it leave the branch shown.
-   * @param {number} seq            the replaced message's
-   * @param {string[]} keep         the new messages
-   */
-  dropFrom(seq, keep) {
-    for (const [id, entry] of this.entries) {
-      if (entry.msg.seq >= seq && !keep.includes(id) && !entry.live) this.drop(id);
-    }
-  }
-
-  // --- messages --------------------------------------------------------------------------
-
-  /**
-   * Adds or updates a message from a complete MessageDict.
-   * @param {MessageDict} msg     `content` is the full text
-   * @param {string} [appended]   the part of `content` that is new, when known
-   * @returns {Entry}
-   */
-  upsert(msg, appended) {
-    let entry = this.entries.get(msg.id);
-    if (!entry) {
-      const view = new MessageView(this.host.list.ownerDocument, { sanitize: this.host.sanitize, onRender: this.host.onRender }, msg.role);
-      entry = { msg: { ...msg, content: "" }, length: 0, view, live: false, liveFailed: false };
-      this.entries.set(msg.id, entry);
-      this.insertInOrder(entry);
-    }
-    entry.msg = msg;
-    entry.length = appended !== undefined ? entry.length + codePointLength(appended) : codePointLength(msg.content);
-    entry.view.update(msg, this.host.kernelId());
-    if (appended !== undefined && !FINAL_STATUSES.has(msg.status)) entry.view.appendText(appended);
-    else entry.view.setText(msg.content, FINAL_STATUSES.has(msg.status));
-    return entry;
-  }
-
-  /** @param {Entry} entry */
-  insertInOrder(entry) {
-    const seq = entry.msg.seq;
-    let before = null;
-    for (const other of this.entries.values()) {
-      if (other !== entry && other.msg.seq > seq && (!before || other.msg.seq < before.msg.seq)) before = other;
-    }
-    this.host.list.insertBefore(entry.view.el, before ? before.view.el : null);
-  }
-
-  /**
-   * Metadata from a stream's `start`: the text stays ours (the deltas bring it).
-   * @param {MessageDict} msg
-   */
-  adoptMetadata(msg) {
-    const entry = this.entries.get(msg.id);
-    if (!entry) return this.upsert(msg);
-    entry.msg = { ...msg, content: entry.msg.content };
-    entry.view.update(entry.msg, this.host.kernelId());
-    return entry;
-  }
-
-  /**
-   * @param {Entry} entry
-   * @param {number} offset   code point offset of `text`
-   * @param {string} text
-   */
-  applyDelta(entry, offset, text) {
-    if (offset > entry.length) throw new GapError();
-    const fresh = offset === entry.length ? text : codePointSlice(text, entry.length - offset);
-    if (!fresh) return; // already held (a resync overlap)
-    entry.msg.content += fresh;
-    entry.length += codePointLength(fresh);
-    entry.view.appendText(fresh);
-  }
-
-  /**
-   * The handler for start/delta/done/error events of a stream that owns `getEntry()`.
-   * @param {() => Entry | null} getEntry
-   * @param {(entry: Entry, start: import("./protocol.js").StartEvent) => void} onStart
-   * @returns {(event: string, data: any) => void}
-   */
-  streamHandler(getEntry, onStart) {
-    return (event, data) => {
-      if (event === "start") {
-        if (data.user_message) this.upsert(data.user_message);
-        if (data.context_pinned_over_budget === true) this.overBudget.add(data.assistant_message.id);
-        const entry = this.adoptMetadata(data.assistant_message);
-        entry.live = true;
-        onStart(entry, data);
-      } else if (event === "delta") {
-        const entry = getEntry();
-        if (entry && data.message_id === entry.msg.id) this.applyDelta(entry, data.offset, data.text);
-      } else if (event === "done") {
-        const entry = getEntry();
-        if (entry && data.message.id === entry.msg.id) {
-          this.upsert(data.message);
-          this.host.onReplyDone?.();
-        }
-      } else if (event === "error") {
-        this.host.setStatus("stream", data && typeof data.error === "string" ? data.error : "The stream failed");
-      }
-      this.host.onBusyChange();
-    };
-  }
-
-  // --- live streams ----------------------------------------------------------------------
-
-  /**
-   * Follows a message our kernel streams (a %%chat cell, or our own Send after a reload).
-   * @param {Entry} entry
-   */
-  maybeFollow(entry) {
-    const { msg } = entry;
-    const kernelId = this.host.kernelId();
-    if (this.sending || entry.live || entry.liveFailed || msg.status !== "streaming") return;
-    if (!kernelId || msg.streaming_for !== kernelId || msg.role !== "assistant") return;
-    void this.follow(entry);
-  }
-
-  /**
-   * Streams `entry` from the code points held until it is final, resyncing on gaps.
-   * @param {Entry} entry
-   */
-  async follow(entry) {
-    entry.live = true;
-    this.host.onBusyChange();
-    const handler = this.streamHandler(() => entry, () => {});
-    for (let attempt = 0; !this.disposed && entry.msg.status === "streaming"; attempt++) {
-      try {
-        if (attempt >= 3) throw new Error("the stream kept ending early");
-        const path = `messages/${encodeURIComponent(entry.msg.id)}/stream?offset=${entry.length}`;
-        await this.host.transport.stream("GET", path, undefined, handler, this.controller.signal);
-      } catch (err) {
-        if (this.disposed || isAbort(err)) return;
-        if (err instanceof GapError) continue;
-        this.fallBackToPolling(entry, err);
-        return;
-      }
-    }
-    entry.live = false;
-    this.host.onBusyChange();
-  }
-
-  /**
-   * @param {Entry} entry
-   * @param {unknown} err
-   */
-  fallBackToPolling(entry, err) {
-    entry.live = false;
-    entry.liveFailed = true;
-    // Snapshots skipped this message while the stream owned it: ask again from its revision.
-    if (this.revision !== null) this.revision = Math.min(this.revision, entry.msg.revision);
-    if (!(err instanceof StallError)) {
-      this.host.setStatus("stream", `Live stream lost (${err instanceof Error ? err.message : String(err)}); following by polling`);
-    }
-    this.host.onBusyChange();
-    this.schedulePoll(0);
   }
 
   // --- Send / Stop / Retry -------------------------------------------------------------
@@ -472,8 +295,8 @@ export class Session {
     if (model) body.model = model;
     if (attachments.length) body.attachments = attachments;
     const base = `conversations/${encodeURIComponent(this.cid)}/messages`;
-    if (!replaces) return this.exchange(base, body, null);
-    return this.exchange(`${base}/${encodeURIComponent(replaces)}/edit`, body, this.entries.get(replaces)?.msg.seq ?? null);
+    if (!replaces) return this.live.exchange(base, body, null);
+    return this.live.exchange(`${base}/${encodeURIComponent(replaces)}/edit`, body, this.entries.get(replaces)?.msg.seq ?? null);
   }
 
   /**
@@ -487,50 +310,20 @@ export class Session {
     const body = {};
     if (model) body.model = model;
     const path = `conversations/${encodeURIComponent(this.cid)}/messages/${encodeURIComponent(id)}/regenerate`;
-    return this.exchange(path, body, this.entries.get(id)?.msg.seq ?? null);
+    return this.live.exchange(path, body, this.entries.get(id)?.msg.seq ?? null);
+  }
+
+  /** Stop: cancels every stream this panel follows live (usually one). */
+  stop() {
+    this.live.stop();
   }
 
   /**
-   * Posts a prompt (or a regenerate) and follows the reply live.
-   * @param {string} path
-   * @param {Record<string, string>} body
-   * @param {number | null} forkSeq   the replaced message's seq: it and what follows go
-   * @returns {Promise<boolean>}
+   * Stops the reply of `entry`, whoever streams it.
+   * @param {Entry} entry
    */
-  async exchange(path, body, forkSeq) {
-    if (this.sending) return false;
-    this.sending = true;
-    this.stopRequested = false;
-    this.host.setStatus("send", "");
-    this.host.setStatus("stream", "");
-    this.host.onBusyChange();
-    /** @type {Entry | null} */
-    let reply = null;
-    const handler = this.streamHandler(() => reply, (entry, start) => {
-      reply = entry;
-      if (forkSeq !== null) this.dropFrom(forkSeq, [entry.msg.id, start.user_message?.id ?? ""]);
-      if (this.stopRequested) void this.cancel(entry);
-    });
-    const kernelId = this.host.kernelId();
-    if (kernelId) body.kernel_id = kernelId;
-    try {
-      await this.host.transport.stream("POST", path, body, handler, this.controller.signal);
-    } catch (err) {
-      if (this.disposed || isAbort(err)) return reply !== null;
-      if (!reply) {
-        this.host.setStatus("send", sendErrorText(err));
-      } else if (!(err instanceof GapError)) {
-        this.fallBackToPolling(reply, err);
-      }
-    } finally {
-      this.sending = false;
-    }
-    const started = /** @type {Entry | null} */ (reply);
-    if (started && started.msg.status === "streaming" && !started.liveFailed) await this.follow(started);
-    if (started) started.live = false;
-    this.host.onBusyChange();
-    this.schedulePoll(0);
-    return started !== null;
+  cancel(entry) {
+    return this.live.cancel(entry);
   }
 
   // --- branches --------------------------------------------------------------------------
@@ -554,7 +347,7 @@ export class Session {
     const path = `conversations/${encodeURIComponent(this.cid)}/messages/${encodeURIComponent(id)}`;
     const reply = await this.branchCall("DELETE", path, undefined, "Delete");
     if (!reply) return;
-    for (const gone of reply.deleted ?? []) this.drop(gone);
+    for (const gone of reply.deleted ?? []) this.messages.drop(gone);
     this.schedulePoll(0);
   }
 
@@ -577,30 +370,6 @@ export class Session {
     }
   }
 
-  /** Stop: cancels every stream this panel follows live (usually one). */
-  stop() {
-    let found = false;
-    for (const entry of this.entries.values()) {
-      if (entry.live && entry.msg.status === "streaming") {
-        found = true;
-        void this.cancel(entry);
-      }
-    }
-    if (!found && this.sending) this.stopRequested = true; // cancel as soon as `start` names it
-  }
-
-  /** @param {Entry} entry */
-  async cancel(entry) {
-    try {
-      const reply = await call(this.host.transport, "POST", `messages/${encodeURIComponent(entry.msg.id)}/cancel`, {}, this.controller.signal);
-      if (reply && reply.message && FINAL_STATUSES.has(reply.message.status)) this.upsert(reply.message);
-    } catch (err) {
-      if (this.disposed || isAbort(err)) return;
-      this.host.setStatus("send", `Stop failed: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    this.host.onBusyChange();
-  }
-
   /**
    * Pins (always sent to the model), excludes (never sent) or unmarks message `id`.
    * @param {string} id
@@ -617,14 +386,4 @@ export class Session {
     entry.view.update(entry.msg, this.host.kernelId());
     return true;
   }
-}
-
-/** @param {unknown} err */
-function sendErrorText(err) {
-  if (err instanceof ApiError && err.status === 429) {
-    return err.retryAfter != null ? `Rate limited, retry in ${err.retryAfter}s` : `Rate limited: ${err.message}`;
-  }
-  if (err instanceof ApiError) return err.message;
-  if (err instanceof NetworkError || err instanceof StallError) return `Cannot reach the server (${err.message})`;
-  return err instanceof Error ? err.message : String(err);
 }

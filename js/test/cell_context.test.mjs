@@ -49,3 +49,30 @@ test("Ask r3nb: the code and the error as two chips, a long traceback keeps its 
   assert.match(error.summary, /ValueError: the end\n```$/);
   assert.match(error.summary, /characters left out/);
 });
+
+const { cellImages, imageUpload, base64Size } = await import("../src/cell_context.js");
+const { MAX_IMAGE_BYTES } = await import("../src/protocol.js");
+
+test("a cell's PNG and JPEG outputs become image chips named after the cell; text and SVG stay out", () => {
+  const plotted = {
+    index: 2, cell_type: "code", source: "plt.plot(x)", execution_count: 3,
+    outputs: [
+      { output_type: "display_data", data: { "text/plain": "<Figure>", "image/png": "iVBORw0K\nGgo=\n" } },
+      { output_type: "display_data", data: { "image/svg+xml": "<svg/>" } },
+      { output_type: "execute_result", data: { "image/jpeg": ["/9j/", "4AAQ"] } },
+    ],
+  };
+  assert.deepEqual(cellImages(plotted), [
+    { kind: "image", name: "plot 1 of cell [3]", mime: "image/png", data: "iVBORw0KGgo=" },
+    { kind: "image", name: "plot 2 of cell [3]", mime: "image/jpeg", data: "/9j/4AAQ" },
+  ]);
+  assert.deepEqual(cellImages(failed), []);
+});
+
+test("an image over the cap or of another type is refused with a reason, before any upload", () => {
+  assert.equal(base64Size("iVBORw0KGgo="), 8);
+  const atCap = "A".repeat(Math.ceil(MAX_IMAGE_BYTES / 3) * 4 + 4);
+  assert.match(String(imageUpload("big.png", "image/png", atCap)), /at most 5 MB per image/);
+  assert.match(String(imageUpload("x.svg", "image/svg+xml", "PHN2Zy8+")), /only PNG, JPEG, GIF and WebP/);
+  assert.equal(typeof imageUpload("ok.gif", "image/gif", "R0lGODlh"), "object");
+});

@@ -1,9 +1,10 @@
 // Cells and errors → chat: what the extension tells the chat panel about a cell, and the
 // "Ask r3nb" button on a cell whose run failed.
 //
-// A cell is given to the widget as it is in the notebook (its source and outputs as JSON,
-// text only: no image data); the widget bounds it, strips ANSI colour codes and shows it
-// as a chip before anything is sent (js/src/cell_context.js). Nothing is sent from here:
+// A cell is given to the widget as it is in the notebook (its source and outputs as JSON:
+// text, and the base64 of its PNG and JPEG outputs, e.g. a matplotlib plot); the widget
+// bounds it, strips ANSI colour codes and shows it as chips before anything is sent
+// (js/src/cell_context.js). Nothing is read but what the notebook holds in the page. Nothing is sent from here:
 // "Ask r3nb" puts the cell into the panel's input with "Why does this fail?", and the
 // person presses Send.
 //
@@ -17,6 +18,8 @@ export const ASK_EVENT = "r3nb:ask";
 const PANEL_ROOT = ".r3nb-root";
 const ASK_CLASS = "r3nb-ask";
 export const ASK_PROMPT = "Why does this fail?";
+// Image outputs the widget may attach for a model that takes images (never SVG: a document).
+const IMAGE_MIMES = ["image/png", "image/jpeg"];
 // The button only shows in notebooks that show an r3nb panel: elsewhere it would offer
 // nothing (and r3nb installed must not change notebooks that do not use it).
 const STYLE = `
@@ -46,7 +49,7 @@ export function cellData(notebook, cell) {
         ename: out.ename,
         evalue: out.evalue,
         traceback: out.traceback,
-        data: typeof data["text/plain"] === "undefined" ? {} : { "text/plain": data["text/plain"] },
+        data: pick(data, ["text/plain", ...IMAGE_MIMES]),
         mime_types: Object.keys(data),
       });
     }
@@ -59,6 +62,59 @@ export function cellData(notebook, cell) {
     execution_count: model.type === "code" ? (model.sharedModel.execution_count ?? null) : null,
     outputs,
   };
+}
+
+/**
+ * The entries of `data` named in `keys` (the others, e.g. HTML, stay in the notebook).
+ * @param {Record<string, any>} data
+ * @param {string[]} keys
+ */
+function pick(data, keys) {
+  const out = {};
+  for (const key of keys) if (typeof data[key] !== "undefined") out[key] = data[key];
+  return out;
+}
+
+/**
+ * The cells "Attach cell" means: those selected in the notebook when several are (the
+ * selection before the click on the panel, which selects the panel's own cell), else
+ * `fallback` (the most recently active cell). Never a cell showing an r3nb panel.
+ * @param {any} notebook
+ * @param {any[]} selection  remembered by `followSelection`
+ * @param {any} fallback
+ */
+export function cellsToAttach(notebook, selection, fallback) {
+  const live = selection.filter((c) => !c.isDisposed && notebook.widgets.includes(c) && !c.node.querySelector(PANEL_ROOT));
+  if (live.length > 1) return live.sort((a, b) => notebook.widgets.indexOf(a) - notebook.widgets.indexOf(b));
+  return fallback ? [fallback] : [];
+}
+
+/**
+ * Remembers each notebook's last selection of cells that are not an r3nb panel's: a click
+ * in the panel selects the panel's own cell, which must not erase the person's choice.
+ * @param {any} notebook
+ * @param {WeakMap<any, any[]>} selections
+ */
+export function followSelection(notebook, selections) {
+  let queued = false;
+  const remember = () => {
+    queued = false;
+    const active = notebook.activeCell;
+    // A click in the panel's cell: the selection it leaves is not the person's choice.
+    if (!active || active.node.querySelector(PANEL_ROOT)) return;
+    const chosen = notebook.widgets.filter((c) => notebook.isSelectedOrActive(c) && !c.node.querySelector(PANEL_ROOT));
+    if (chosen.length) selections.set(notebook, chosen);
+  };
+  // Read once the change is whole: a click deselects cells one by one (a signal each)
+  // before it activates the clicked cell.
+  const later = () => {
+    if (queued) return;
+    queued = true;
+    void Promise.resolve().then(remember);
+  };
+  remember();
+  notebook.selectionChanged?.connect(later);
+  notebook.activeCellChanged.connect(later);
 }
 
 /** @param {any} cell */
@@ -84,8 +140,11 @@ export function askButtons(tracker) {
     const existing = cell.node.querySelector(`:scope .${ASK_CLASS}`);
     if (!hasError(cell)) return existing?.remove();
     if (existing) return;
-    const wrapper = cell.node.querySelector(".jp-Cell-outputWrapper") ?? cell.node;
-    wrapper.append(askRow(tracker, cell));
+    // Under the outputs, not inside their wrapper: a flex row, where the button would
+    // squeeze the traceback to one side and clip its own label.
+    const outputs = cell.node.querySelector(".jp-Cell-outputWrapper");
+    if (outputs) outputs.after(askRow(tracker, cell));
+    else cell.node.append(askRow(tracker, cell));
   };
 
   NotebookActions.executed.connect((_, { cell }) => {

@@ -6,10 +6,12 @@
 //   The widget dispatches a bubbling, cancelable CustomEvent "r3nb:notebook" from its own
 //   element, detail = {action, code, respond}:
 //     action   "probe" | "insert-below" | "replace-active" | "insert-and-run" | "active-cell"
-//              | "replace-cell" (with detail.cellId: the cell a question attached)
+//              | "selected-cells" | "replace-cell" (with detail.cellId: the cell a question attached)
 //     code     the code block's text, exactly as shown (ignored by "probe", "active-cell")
 //     respond  called once with {ok: true, version} or {ok: false, reason, version};
-//              "active-cell" answers {ok: true, cell, version} (context.js's cellData)
+//              "active-cell" answers {ok: true, cell, version} (context.js's cellData),
+//              "selected-cells" {ok: true, cells, version}: the cells selected when several
+//              are, else the active one
 //   This extension listens on `document`, claims the event with preventDefault() (so the
 //   widget knows, synchronously, that someone answers) and responds before returning.
 //
@@ -20,12 +22,12 @@
 
 import { INotebookTracker, NotebookActions } from "@jupyterlab/notebook";
 
-import { askButtons, cellData } from "./context.js";
+import { askButtons, cellData, cellsToAttach, followSelection } from "./context.js";
 
 const EVENT = "r3nb:notebook";
 // Kept equal to package.json's version (tests/test_packaging.py checks it).
 const VERSION = "0.1.0";
-const ACTIONS = new Set(["probe", "insert-below", "replace-active", "insert-and-run", "active-cell", "replace-cell"]);
+const ACTIONS = new Set(["probe", "insert-below", "replace-active", "insert-and-run", "active-cell", "selected-cells", "replace-cell"]);
 const PANEL_ROOT = ".r3nb-root";
 // How many recently active cells each notebook remembers (see workCell).
 const HISTORY = 8;
@@ -38,6 +40,7 @@ const plugin = {
   requires: [INotebookTracker],
   activate: (_app, tracker) => {
     const recent = new WeakMap();
+    const selections = new WeakMap();
     const follow = (panel) => {
       const notebook = panel.content;
       const remember = () => {
@@ -49,6 +52,7 @@ const plugin = {
       };
       remember();
       notebook.activeCellChanged.connect(remember);
+      followSelection(notebook, selections);
     };
     tracker.forEach(follow);
     tracker.widgetAdded.connect((_, panel) => follow(panel));
@@ -60,7 +64,7 @@ const plugin = {
       event.preventDefault();
       let result;
       try {
-        result = act(tracker, recent, event.target, detail);
+        result = act(tracker, { recent, selections }, event.target, detail);
       } catch (err) {
         result = { ok: false, reason: `the notebook refused: ${err instanceof Error ? err.message : err}` };
       }
@@ -69,7 +73,7 @@ const plugin = {
   },
 };
 
-function act(tracker, recent, target, { action, code, cellId }) {
+function act(tracker, { recent, selections }, target, { action, code, cellId }) {
   const panel = target instanceof Node ? tracker.find((p) => p.node.contains(target)) : undefined;
   if (!panel) return { ok: false, reason: "this panel is not inside a notebook" };
   if (action === "probe") return { ok: true };
@@ -82,6 +86,11 @@ function act(tracker, recent, target, { action, code, cellId }) {
     // Read-only: the cell's text as the notebook holds it, for the panel to attach.
     if (!work) return { ok: false, reason: "click the cell to attach first" };
     return { ok: true, cell: cellData(notebook, work) };
+  }
+  if (action === "selected-cells") {
+    const cells = cellsToAttach(notebook, selections.get(notebook) ?? [], work);
+    if (!cells.length) return { ok: false, reason: "click the cell to attach first (Shift+click selects several)" };
+    return { ok: true, cells: cells.map((cell) => cellData(notebook, cell)) };
   }
   if (model.readOnly) return { ok: false, reason: "the notebook is read-only" };
   if (action === "replace-cell") {

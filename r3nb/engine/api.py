@@ -16,9 +16,10 @@ from typing import Any
 from r3nb.errors import BadRequest, NotFound, R3nbError
 from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS, MessageDict
 
-from . import reports, usage
+from . import images, reports, usage
 from .context import MARKS
 from .core import Caller, Engine
+from .images import Image
 from .streams import Event
 
 
@@ -59,7 +60,15 @@ class TextReply:
     filename: str
 
 
-Reply = JsonReply | StreamReply | TextReply
+@dataclass
+class BytesReply:
+    """Bytes shown in the page (an attached image for its chip), of a checked type."""
+
+    data: bytes
+    content_type: str
+
+
+Reply = JsonReply | StreamReply | TextReply | BytesReply
 RouteFn = Callable[[Engine, Call], Awaitable[Reply]]
 
 # --- input validation ----------------------------------------------------------------
@@ -86,20 +95,25 @@ def _optional_str(body: dict[str, Any], key: str, max_len: int = _MAX_SHORT) -> 
     return value
 
 
-def _attachments(body: dict[str, Any]) -> list[dict[str, str]]:
+def _attachments(body: dict[str, Any]) -> tuple[list[dict[str, str]], list[Image]]:
+    """The text attachments, and the images decoded, checked and bounded (``images.py``)."""
     value = body.get("attachments")
     if value is None:
-        return []
+        return [], []
     if not isinstance(value, list) or len(value) > 20:
         raise BadRequest("'attachments' must be a list of at most 20 objects")
+    uploads = [item for item in value if images.is_upload(item)]
+    images.check_count(uploads)
     out = []
     for item in value:
+        if images.is_upload(item):
+            continue
         if not isinstance(item, dict) or not all(
             isinstance(item.get(k), str) for k in ("kind", "name", "summary")
         ):
             raise BadRequest("each attachment needs string fields 'kind', 'name', 'summary'")
         out.append({k: item[k] for k in ("kind", "name", "summary")})
-    return out
+    return out, [images.decode(item) for item in uploads]
 
 
 def _int_arg(call: Call, key: str, default: int) -> int:
@@ -222,14 +236,16 @@ async def edit_message(engine: Engine, call: Call) -> Reply:
 async def _send(engine: Engine, call: Call, replaces: str | None) -> Reply:
     cid = _id(call, "cid", "conversation")
     body = _object_body(call)
+    texts, uploads = _attachments(body)
     user, assistant, stream = await engine.send(
         call.caller,
         cid,
         _prompt(body),
         model_name=_optional_str(body, "model"),
         kernel_id=_optional_str(body, "kernel_id"),
-        attachments=_attachments(body),
+        attachments=texts,
         replaces=replaces,
+        image_uploads=uploads,
     )
     return _reply_events(engine, user, assistant, stream.left_out, stream.pinned_over_budget)
 
@@ -350,6 +366,13 @@ async def get_audit(engine: Engine, call: Call) -> Reply:
     return JsonReply(page)
 
 
+async def get_attachment(engine: Engine, call: Call) -> Reply:
+    """An image sent with a prompt of conversation ``cid`` (for its chip's thumbnail)."""
+    cid = _id(call, "cid", "conversation")
+    row = await images.stored(engine.store, cid, _id(call, "aid", "attachment"))
+    return BytesReply(row.data, row.mime)
+
+
 async def cancel_message(engine: Engine, call: Call) -> Reply:
     message = await engine.cancel(_id(call, "mid", "message"), call.caller)
     return JsonReply({"message": message})
@@ -387,6 +410,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "conversations/{cid}/messages/{mid}", delete_turn),
     Route("POST", "conversations/{cid}/head", move_head),
     Route("POST", "conversations/{cid}/clear", clear_conversation),
+    Route("GET", "conversations/{cid}/attachments/{aid}", get_attachment),
     Route("GET", "messages/{mid}/stream", stream_message),
     Route("POST", "messages/{mid}/cancel", cancel_message),
 ]

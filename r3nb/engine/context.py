@@ -30,6 +30,13 @@ PER_MESSAGE_TOKENS = 4
 #: window, at most this many tokens.
 DEFAULT_REPLY_RESERVE = 4096
 
+#: The key a model message carries its image rows' ids under until ``images.with_images``
+#: turns them into content parts (after fitting, so a left-out turn loads no bytes), and
+#: what one image costs in the estimate (a 1024×1024 image is ~765 tokens at OpenAI's
+#: rates, ~1,600 at Anthropic's).
+IMAGES_KEY: Final = "r3nb_images"
+IMAGE_TOKENS = 1_600
+
 PINNED: Final = "pinned"
 EXCLUDED: Final = "excluded"
 MARKS: frozenset[str] = frozenset({PINNED, EXCLUDED})
@@ -44,7 +51,8 @@ class Fitted:
 
 
 def estimate_tokens(message: dict[str, Any]) -> int:
-    return len(str(message.get("content", ""))) // CHARS_PER_TOKEN + PER_MESSAGE_TOKENS
+    images = len(message.get(IMAGES_KEY, ())) * IMAGE_TOKENS
+    return len(str(message.get("content", ""))) // CHARS_PER_TOKEN + PER_MESSAGE_TOKENS + images
 
 
 def fit(

@@ -37,7 +37,7 @@ DEMO_MODEL = f"{DEMO_PROVIDER}/demo"
 _OWN_KEYS = {
     "api_key_env", "api_key_file", "description", "input_cost_per_token",
     "output_cost_per_token", "stream_path", "system_prompt", "max_context_tokens",
-    "send_user",
+    "send_user", "vision",
 }  # fmt: skip
 #: What r3nb's lean reader may put in an OpenAI chat-completions body: the fields the
 #: OpenAI API defines for a streamed text reply. Anything else a provider wants goes in
@@ -83,6 +83,8 @@ class ModelConfig:
     max_context_tokens: int | None = None
     #: Send the person's name as the OpenAI ``user`` field (a gateway attributes spend).
     send_user: bool = False
+    #: Whether the model takes images (None: as litellm's model info says; ``images.py``).
+    vision: bool | None = None
     #: The value of ``api_key_env`` as read when the registry was built (never printed).
     env_key: str | None = field(default=None, repr=False, compare=False)
 
@@ -235,6 +237,9 @@ def _parse(
     send_user = entry.get("send_user", False)
     if not isinstance(send_user, bool):
         raise ValueError(f"{where}['send_user'] must be true or false")
+    vision = entry.get("vision")
+    if vision is not None and not isinstance(vision, bool):
+        raise ValueError(f"{where}['vision'] must be true or false")
     window = entry.get("max_context_tokens")
     if window is not None and (
         isinstance(window, bool) or not isinstance(window, int) or window < 256
@@ -242,6 +247,7 @@ def _parse(
         raise ValueError(f"{where}['max_context_tokens'] must be an integer ≥ 256")
     config = ModelConfig(
         send_user=send_user,
+        vision=vision,
         max_context_tokens=window,
         system_prompt=system_prompt,
         stream_path=stream_path,

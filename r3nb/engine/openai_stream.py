@@ -12,6 +12,7 @@ in a model entry switches back). litellm stays the path for every other provider
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -30,11 +31,19 @@ from .models import OPENAI_BODY_KEYS
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 _ERROR_BODY_LIMIT = 16 * 1024
 
-# One pooled client per event loop: an httpx client is bound to the loop that opened its
-# connections (the server has one loop; embedded kernels and test runs may have several).
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+#: Pooled clients per event loop (an httpx client is bound to the loop that opened its
+#: connections: the server has one loop; embedded kernels and test runs may have several).
+#: Several, not one: httpcore (1.0.x) walks every connection of a pool, squared, each time
+#: a request starts or ends (``_assign_requests_to_connections``), so one pool holding a
+#: burst's fifty streams spent ~1 s of the loop's CPU per burst in that walk alone
+#: (522,060 ``is_idle`` calls for 50 sends, profiled). A request takes the client with
+#: the fewest requests in flight: a lone reply always finds the same warm connection,
+#: and fifty at once spread over ``POOLS`` pools of ~6 (1/64 of that walk).
+POOLS = 8
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = (
     weakref.WeakKeyDictionary()
 )
+_in_flight: dict[int, int] = {}  # id(client) → requests it is serving now
 
 
 #: Variables naming a CA bundle to trust, in the order they are looked at
@@ -68,25 +77,34 @@ def tls_context() -> ssl.SSLContext:
     return context
 
 
+def _new_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=15.0, read=None, write=30.0, pool=30.0),
+        # A class pressing Send together opens one stream each: keep them for the next
+        # burst (a new TLS connection costs round trips and ~ms of CPU on the loop),
+        # and for a while (30 s, not httpx's 5 s) between turns.
+        limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=32, keepalive_expiry=30.0
+        ),
+        verify=tls_context(),
+        trust_env=True,
+    )
+
+
 def shared_client() -> httpx.AsyncClient:
-    """This loop's pooled client: proxies from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
-    (``trust_env``), certificates from ``tls_context``."""
+    """This loop's least busy pooled client: proxies from ``HTTPS_PROXY``/``HTTP_PROXY``/
+    ``NO_PROXY`` (``trust_env``), certificates from ``tls_context``."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = _clients[loop] = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=15.0, read=None, write=30.0, pool=30.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
-            verify=tls_context(),
-            trust_env=True,
-        )
-    return client
+    clients = _clients.get(loop)
+    if clients is None or clients[0].is_closed:
+        clients = _clients[loop] = [_new_client() for _ in range(POOLS)]
+    return min(clients, key=lambda c: _in_flight.get(id(c), 0))
 
 
 async def aclose() -> None:
-    """Close this loop's client (the engine calls it on stop)."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
+    """Close this loop's clients (the engine calls it on stop)."""
+    for client in _clients.pop(asyncio.get_running_loop(), None) or ():
+        _in_flight.pop(id(client), None)
         await client.aclose()
 
 
@@ -125,17 +143,21 @@ async def stream_chat(
     caller."""
     url, headers, body = _request(params, messages)
     finished = False
+    client = shared_client()
+    _in_flight[id(client)] = _in_flight.get(id(client), 0) + 1
     try:
-        async with shared_client().stream("POST", url, headers=headers, json=body) as response:
+        async with client.stream("POST", url, headers=headers, json=body) as response:
             if response.status_code >= 400:
                 raise ProviderError(await _http_failure(response, params))
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+            lines = _lines(response)
+            async for line in lines:
+                if not line.startswith(b"data:"):
                     continue  # blank separators, ": keep-alive" comments, "event:" lines
                 payload = line[5:].strip()
-                if payload == "[DONE]":
+                if payload == b"[DONE]":
                     if not finished:  # [DONE] with no finish_reason before it
                         raise ProviderError(failures.ENDED_EARLY)
+                    await _read_to_end(lines)
                     break
                 try:
                     chunk = json.loads(payload)
@@ -167,8 +189,44 @@ async def stream_chat(
         raise ProviderError(
             "the provider's stream broke off mid-reply: the connection closed early"
         ) from e
+    finally:
+        _in_flight[id(client)] -= 1
     if not finished:
         raise ProviderError("the provider's stream broke off mid-reply: it ended without [DONE]")
+
+
+async def _read_to_end(lines: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (the body's end, at once): a response left unread
+    is closed, not given back to the pool, and the next reply then opened a new
+    connection, a TLS handshake each (measured here: every send of a burst connected
+    anew). Bounded: a provider that keeps the stream open after ``[DONE]`` costs one
+    closed connection, as before, not a hung reply."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(1.0):
+            async for _ in lines:
+                pass
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The response's lines as bytes (SSE: ``\n``, ``\r\n`` or ``\r``; blank lines may
+    be extra where a ``\r\n`` is split across reads, and SSE ignores those).
+
+    Not ``aiter_lines``: it decodes text and splits lines through three more generator
+    layers per network read, a third of the reader's CPU per token in a burst of fifty
+    streams. ``json.loads`` takes the bytes as they are. A compressed body (rare for
+    SSE) still goes through httpx's decoders (``aiter_bytes``)."""
+    encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
+    pieces = response.aiter_bytes() if encoded else response.aiter_raw()
+    rest = b""
+    async for piece in pieces:
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = (rest + piece).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line
+    if rest:
+        yield rest
 
 
 async def _http_failure(response: httpx.Response, params: dict[str, Any]) -> str:

@@ -26,74 +26,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from r3nb.errors import NotFound
+from r3nb.errors import NotFound, StoreUnavailable
 from r3nb.protocol import MessageDict
 
 from .store import StoreInterface
 from .streams import Event, LiveStream
+from .watch_frames import Encoded, Frame, Watcher, joined, news, sliced, update
 
 #: Frames kept per conversation for watchers a little behind; one further behind
 #: catches up with a snapshot of its own (a store read, from memory when recent).
 RING = 8
-
-#: Fields of a message that change while it streams (sent as a partial update).
-CHANGING = (
-    "id", "status", "error", "prompt_tokens", "completion_tokens", "cost", "updated_at",
-    "revision", "context",
-)  # fmt: skip
-#: Of those, the ones whose change is news beyond the text (a flush changes only
-#: ``updated_at``, ``revision`` and the text).
-_NEWS = ("status", "error", "prompt_tokens", "completion_tokens", "cost", "context")
-
-
-class Encoded(dict[str, Any]):
-    """An event's data with its SSE bytes encoded once for every watcher. A plain dict
-    to everything else (the comm relay JSON-encodes it as usual)."""
-
-    __slots__ = ("sse",)
-
-    def __init__(self, name: str, data: dict[str, Any]) -> None:
-        super().__init__(data)
-        # Compact separators: a frame's JSON is most of a watcher's bytes beyond the text.
-        body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        self.sse = f"event: {name}\ndata: {body}\n\n".encode()
-
-
-@dataclass
-class Frame:
-    """One tick's changes: shared, immutable once published."""
-
-    gen: int
-    revision: int  # the producer's read cursor after this frame (a valid ``since``)
-    events: list[tuple[str, Encoded]]
-    after: dict[str, int]  # text held of each streaming message after this frame
-
-
-@dataclass
-class Watcher:
-    """One open watch stream: where it is, and (only while it is not aligned with the
-    producer, e.g. just after joining) the text it holds of each streaming message."""
-
-    gen: int
-    since: int
-    held: dict[str, int] | None = field(default_factory=dict)
-
-
-def _news(message: MessageDict) -> tuple[Any, ...]:
-    return tuple(message[k] for k in _NEWS)  # type: ignore[literal-required]
-
-
-def _update(message: MessageDict, text: str, offset: int) -> dict[str, Any]:
-    update: dict[str, Any] = {k: message[k] for k in CHANGING}  # type: ignore[literal-required]
-    update["content"] = text
-    update["offset"] = offset
-    return update
 
 
 class ConversationWatch:
@@ -110,6 +56,10 @@ class ConversationWatch:
         self.gen = 0
         self.gone: str | None = None  # the conversation was deleted: why the stream ends
         self.watchers = 0
+        #: Heartbeats published: the producer beats for all its watchers when it has
+        #: been quiet ``heartbeat`` seconds (no timer per watcher).
+        self.beats = 0
+        self.quiet_since = asyncio.get_running_loop().time()
         self.task: asyncio.Task[None] | None = None
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -119,8 +69,15 @@ class ConversationWatch:
     def _publish(self, frame: Frame | None) -> None:
         if frame is not None:
             self.frames.append(frame)
-        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.quiet_since = loop.time()
+        changed, self._changed = self._changed, loop.create_future()
         changed.set_result(None)
+
+    def beat(self) -> None:
+        """Wake every watcher to send its ``: ping`` (nothing happened for a while)."""
+        self.beats += 1
+        self._publish(None)
 
     def _text(self, message: MessageDict) -> tuple[LiveStream | None, str]:
         """The freshest text of ``message``: the hub's live text while it streams here."""
@@ -156,7 +113,13 @@ class ConversationWatch:
 
     async def tick(self) -> None:
         """Read once, encode once, publish: the only per-tick work, whatever the watchers."""
-        parts = await self.store.snapshot(self.cid, self.revision)
+        try:
+            parts = await self.store.snapshot(self.cid, self.revision)
+        except StoreUnavailable:
+            # The database is away (PostgreSQL restarting): replies streaming here go
+            # on, so their text still goes out from memory; the next tick reads again.
+            self._publish_events(self._deltas(set()))
+            return
         if parts is None:
             self.gone = f"no conversation {self.cid}: it was deleted"
             self._publish(None)
@@ -170,15 +133,15 @@ class ConversationWatch:
             mid = message["id"]
             stream, text = self._text(message)
             held = self.offsets.get(mid)
-            if held is not None and stream is not None and _news(message) == self.sent.get(mid):
+            if held is not None and stream is not None and news(message) == self.sent.get(mid):
                 continue  # only a flush: the deltas below carry its text
             touched.add(mid)
             if held is not None and held <= len(text):
-                out.append(_update(message, text[held:], held))
+                out.append(update(message, text[held:], held))
             else:
                 out.append({**message, "content": text})
             if message["status"] == "streaming":
-                self.offsets[mid], self.sent[mid] = len(text), _news(message)
+                self.offsets[mid], self.sent[mid] = len(text), news(message)
             else:
                 self.offsets.pop(mid, None)
                 self.sent.pop(mid, None)
@@ -192,6 +155,14 @@ class ConversationWatch:
                 "streaming": streaming,
             }
             events.append(("snapshot", Encoded("snapshot", snapshot)))
+        events += self._deltas(touched)
+        self.revision = max(self.revision, revision)
+        self._publish_events(events)
+
+    def _deltas(self, touched: set[str]) -> list[tuple[str, Encoded]]:
+        """The text each held streaming message got since the last frame, from memory
+        (``touched``: those this tick's snapshot already carries whole)."""
+        events: list[tuple[str, Encoded]] = []
         for mid, held in list(self.offsets.items()):
             stream = self.live.get(mid)
             if mid in touched or stream is None or stream.length <= held:
@@ -199,10 +170,12 @@ class ConversationWatch:
             delta = {"message_id": mid, "offset": held, "text": stream.text_from(held)}
             events.append(("delta", Encoded("delta", delta)))
             self.offsets[mid] = stream.length
-        self.revision = max(self.revision, revision)
+        return events
+
+    def _publish_events(self, events: list[tuple[str, Encoded]]) -> None:
         if events:
             self.gen += 1
-            self._publish(Frame(self.gen, self.revision, events, dict(self.offsets)))
+            self._publish(Frame(self.gen, self.revision, joined(events), dict(self.offsets)))
 
     async def catch_up(self, since: int, held: dict[str, int]) -> tuple[list[Event], Watcher]:
         """What a watcher holding ``since`` (and ``held`` of streaming messages) lacks
@@ -224,7 +197,7 @@ class ConversationWatch:
             _, text = self._text(message)
             have = held.get(mid)
             if have is not None and 0 < have <= len(text):
-                out.append(_update(message, text[have:], have))
+                out.append(update(message, text[have:], have))
             else:
                 out.append({**message, "content": text})
             mine[mid] = len(text)
@@ -255,36 +228,6 @@ class ConversationWatch:
         if self.frames[0].gen > watcher.gen + 1:
             return None
         return [f for f in self.frames if f.gen > watcher.gen]
-
-
-def sliced(frame: Frame, held: dict[str, int]) -> list[Event]:
-    """``frame`` for a watcher that holds ``held`` (more text than the frame assumes,
-    e.g. after joining): each text cut to start where the watcher's ends."""
-    events: list[Event] = []
-    for name, data in frame.events:
-        if name == "delta":
-            mid, offset, text = data["message_id"], data["offset"], data["text"]
-            have = held.get(mid, offset)
-            held[mid] = max(have, offset + len(text))
-            if offset < have < offset + len(text):
-                cut = {"message_id": mid, "offset": have, "text": text[have - offset :]}
-                events.append((name, cut))
-            elif have <= offset:  # (a gap, ``have < offset``, the client reloads over)
-                events.append((name, data))
-            continue
-        messages = []
-        for message in data["messages"]:
-            offset = message.get("offset")
-            have = held.get(message["id"])
-            if offset is not None and have is not None and have > offset:
-                cut = message["content"][have - offset :]
-                held[message["id"]] = have + len(cut)
-                message = {**message, "content": cut, "offset": have}
-            else:
-                held[message["id"]] = (offset or 0) + len(message["content"])
-            messages.append(message)
-        events.append((name, {**data, "messages": messages}))
-    return events
 
 
 class WatchHub:
@@ -330,16 +273,24 @@ class WatchHub:
         between the check and the removal, so a joining watcher never finds a dead one)."""
         # Each conversation at its own phase: watchers that arrived together (a class
         # opening the same notebook) must not make every producer write at one instant.
-        phase = self.interval * random.random()
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.interval * random.random()
         try:
             while watch.watchers and watch.gone is None:
-                await asyncio.sleep(phase or self.interval)
-                phase = 0.0
-                self.counters["store_reads"] += 1
-                self.counters["ticks"] += 1
-                gen = watch.gen
-                await watch.tick()
-                self.counters["frames"] += watch.gen - gen
+                # Awake for the next tick, or sooner for the next heartbeat (the
+                # producer's, for all its watchers: none of them keeps a timer).
+                await asyncio.sleep(
+                    max(0.0, min(next_tick, watch.quiet_since + self.heartbeat) - loop.time())
+                )
+                if loop.time() >= next_tick:
+                    next_tick = loop.time() + self.interval
+                    self.counters["store_reads"] += 1
+                    self.counters["ticks"] += 1
+                    gen = watch.gen
+                    await watch.tick()
+                    self.counters["frames"] += watch.gen - gen
+                if loop.time() - watch.quiet_since >= self.heartbeat:
+                    watch.beat()
         finally:
             if self.watches.get(watch.cid) is watch:
                 del self.watches[watch.cid]
@@ -369,6 +320,7 @@ class WatchHub:
             producer.watchers -= 1
 
     async def _follow(self, producer: ConversationWatch, watcher: Watcher) -> AsyncIterator[Event]:
+        beats = producer.beats
         while True:
             frames = producer.frames_for(watcher)
             if frames is None:  # fell behind the ring: one snapshot of its own
@@ -394,6 +346,10 @@ class WatchHub:
             if producer.gone is not None:
                 yield "error", {"error": producer.gone}
                 return
-            changed, _pending = await asyncio.wait({producer.changed()}, timeout=self.heartbeat)
-            if not changed:
+            if producer.beats != beats:
+                beats = producer.beats
                 yield "heartbeat", None
+                continue
+            # No timeout: the producer beats for all its watchers. (``wait`` never cancels
+            # the shared future when this watcher's request is cancelled.)
+            await asyncio.wait({producer.changed()})

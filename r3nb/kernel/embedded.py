@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import dataclasses
 import getpass
@@ -110,13 +111,16 @@ class EmbeddedClient(BaseClient):
     def call(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        from r3nb.engine.api import JsonReply, StreamReply, TextReply
+        from r3nb.engine.api import BytesReply, JsonReply, StreamReply, TextReply
 
         reply = self._reply(method, path, body, query)
         if isinstance(reply, tuple):
             return reply
         if isinstance(reply, TextReply):  # a CSV report: its text
             return 200, reply.text
+        if isinstance(reply, BytesReply):  # an attached image: a data URL (JSON has no bytes)
+            data = base64.b64encode(reply.data).decode("ascii")
+            return 200, f"data:{reply.content_type};base64,{data}"
         if isinstance(reply, StreamReply):  # a stream asked for as JSON: drain it
             final: Any = None
             for name, data in self._iterate(reply):

@@ -10,9 +10,10 @@ from typing import Any, cast
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from r3nb.engine.api import TextReply
+from r3nb.engine import images
+from r3nb.engine.api import BytesReply, TextReply
 from r3nb.engine.streams import Event
-from r3nb.engine.watch import Encoded
+from r3nb.engine.watch_frames import Encoded
 from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
 from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
 
@@ -37,7 +38,7 @@ def read_body(handler: web.RequestHandler, max_prompt_chars: int, methods: tuple
     raw = handler.request.body
     if handler.request.method not in methods or not raw:
         return None
-    if len(raw) > max_prompt_chars * 4 + _BODY_SLACK:
+    if len(raw) > max_prompt_chars * 4 + _BODY_SLACK + images.MAX_UPLOAD_CHARS:
         raise PayloadTooLarge(f"the request body has {len(raw):,} bytes; far over the limit")
     try:
         return parse_json_body(raw)
@@ -55,6 +56,17 @@ def send_text(handler: web.RequestHandler, reply: TextReply, **finish: Any) -> N
     handler.set_header("Content-Disposition", f'attachment; filename="{reply.filename}"')
     handler.set_header("X-Content-Type-Options", "nosniff")
     handler.finish(reply.text, **finish)
+
+
+def send_bytes(handler: web.RequestHandler, reply: BytesReply, **finish: Any) -> None:
+    """An image the page shows (its type checked by its bytes when stored), never
+    sniffed, never a document that could run anything, cached by the browser (an
+    attachment never changes)."""
+    handler.set_header("Content-Type", reply.content_type)
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
+    handler.set_header("Cache-Control", "private, max-age=86400, immutable")
+    handler.finish(reply.data, **finish)
 
 
 async def send_events(
@@ -80,8 +92,12 @@ async def send_events(
         async for name, data in events:
             if name == "heartbeat":
                 handler.write(SSE_HEARTBEAT)
-            else:  # a watch frame's events come encoded once for all watchers
-                handler.write(data.sse if isinstance(data, Encoded) else sse_frame(name, data))
+            elif isinstance(data, Encoded):  # a watch frame, encoded once for all watchers
+                if not data.sse:
+                    continue  # its bytes went out with the frame's first event
+                handler.write(data.sse)
+            else:
+                handler.write(sse_frame(name, data))
             # Awaiting the flush is the back-pressure: a reader that stops reading
             # stalls only this loop, never the stream or the server's memory.
             await handler.flush()

@@ -17,13 +17,13 @@ from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from r3nb.engine.api import Call, JsonReply, TextReply, dispatch
+from r3nb.engine.api import BytesReply, Call, JsonReply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
 from r3nb.errors import R3nbError
 from r3nb.protocol import SECRET_HEADER
 
-from .documents import read_body, read_query, send_events, send_text
+from .documents import read_body, read_query, send_bytes, send_events, send_text
 
 
 class _AllowKernel:
@@ -144,6 +144,8 @@ class ApiHandler(R3nbHandler):
             self.finish(json.dumps(reply.body, ensure_ascii=False))
         elif isinstance(reply, TextReply):
             send_text(self, reply, set_content_type=reply.content_type)
+        elif isinstance(reply, BytesReply):
+            send_bytes(self, reply, set_content_type=reply.content_type)
         else:
             await self._send_events(reply.events)
 

@@ -33,6 +33,7 @@ _PASSED_BACK = (
     "Content-Disposition",
     "Cache-Control",
     "X-Accel-Buffering",
+    "X-Content-Type-Options",
     RETRY_AFTER_HEADER,
 )
 

@@ -8,7 +8,9 @@ them from the hub; an external one from its admin), and ``--config FILE`` (or
 ``postgresql://`` URL), ``models``, ``default_model``, ``models_file``, ``budgets``,
 ``rate_limit_per_minute`` and the other ``Settings`` fields. Provider keys are read from
 this process's environment (``api_key_env``) or files (``api_key_file``): the only place
-they exist in hub mode.
+they exist in hub mode. Two tuning knobs, also from the environment:
+``R3NB_SERVICE_TOKEN_CACHE_SECONDS`` (HubAuth's cache, 300) and
+``R3NB_SERVICE_DELTA_INTERVAL`` (``pacing.py``, 0.04 s).
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ from r3nb.engine.usage import validate_budgets
 from .access import Guard
 from .handlers import NotFoundHandler, ServiceHandler
 from .identity import Identities
+from .pacing import interval_from_environment
 from .wire import API_PATH
 
 _SETTINGS = {f.name for f in dataclasses.fields(Settings)}
+#: HubAuth's cache of the hub's answers about tokens (seconds); while the hub cannot be
+#: reached, answers older than this still stand for a while (``identity.STALE_GRACE``).
+TOKEN_CACHE_SECONDS = 300
+ENV_TOKEN_CACHE = "R3NB_SERVICE_TOKEN_CACHE_SECONDS"  # noqa: S105 (a variable name)
 _MODEL_KEYS = {"models", "default_model", "models_file"}
 
 
@@ -51,6 +58,10 @@ class ServiceConfig:
     ip: str
     port: int
     engine: dict[str, Any]
+    #: Seconds between two deltas of a reply's live stream (``pacing.py``).
+    delta_interval: float = 0.0
+    #: How long HubAuth trusts its answer about a token before asking the hub again.
+    token_cache_seconds: int = TOKEN_CACHE_SECONDS
 
     @classmethod
     def from_environment(
@@ -74,7 +85,14 @@ class ServiceConfig:
             unknown = set(engine) - _SETTINGS - _MODEL_KEYS
             if unknown:
                 raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
+        try:
+            delta_interval = interval_from_environment()
+            cache = int(env.get(ENV_TOKEN_CACHE) or TOKEN_CACHE_SECONDS)
+        except ValueError as e:
+            raise ConfigError(f"{e} ({ENV_TOKEN_CACHE} takes whole seconds)") from e
         return cls(
+            delta_interval=delta_interval,
+            token_cache_seconds=max(0, cache),
             name=name,
             api_token=token,
             api_url=env.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
@@ -119,12 +137,13 @@ class Service:
         hub_auth = HubAuth(
             api_token=self.config.api_token,
             api_url=self.config.api_url,
-            cache_max_age=300,
+            cache_max_age=self.config.token_cache_seconds,
         )
         kwargs = {
             "engine": engine,
             "identities": Identities(hub_auth, self.config.name),
             "guard": Guard(engine),
+            "delta_interval": self.config.delta_interval,
         }
         api = self.config.prefix.rstrip("/") + "/" + API_PATH
         app = web.Application(

@@ -13,14 +13,15 @@ from typing import Any
 
 from tornado import web
 
-from r3nb.engine.api import Call, JsonReply, Reply, TextReply, dispatch
+from r3nb.engine.api import BytesReply, Call, JsonReply, Reply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.engine.streams import Event
 from r3nb.errors import R3nbError
-from r3nb.server.documents import read_body, read_query, send_events, send_text
+from r3nb.server.documents import read_body, read_query, send_bytes, send_events, send_text
 
 from .access import Guard
 from .identity import Identities
+from .pacing import paced
 from .wire import PERSON_HEADER
 
 #: Methods whose JSON body is read: DELETE too, for revoking a share (its body names it).
@@ -30,10 +31,13 @@ _TOKEN_PREFIXES = ("token ", "bearer ")
 
 
 class ServiceHandler(web.RequestHandler):
-    def initialize(self, engine: Engine, identities: Identities, guard: Guard) -> None:
+    def initialize(
+        self, engine: Engine, identities: Identities, guard: Guard, delta_interval: float = 0.0
+    ) -> None:
         self.engine = engine
         self.identities = identities
         self.guard = guard
+        self.delta_interval = delta_interval
 
     async def get(self, path: str) -> None:
         await self._serve(path)
@@ -78,11 +82,13 @@ class ServiceHandler(web.RequestHandler):
             self.finish(json.dumps(reply.body, ensure_ascii=False))
         elif isinstance(reply, TextReply):
             send_text(self, reply)
+        elif isinstance(reply, BytesReply):
+            send_bytes(self, reply)
         else:
             await self._send_events(reply.events)
 
     async def _send_events(self, events: AsyncIterator[Event]) -> None:
-        await send_events(self, events, self._send_r3nb_error)
+        await send_events(self, paced(events, self.delta_interval), self._send_r3nb_error)
 
     def _send_r3nb_error(self, error: R3nbError) -> None:
         self.send_error(error.status, exc_info=(type(error), error, None))

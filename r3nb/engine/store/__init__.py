@@ -36,6 +36,7 @@ from .values import (
     NewMessage,
     Parent,
     SnapshotParts,
+    StoredAttachment,
     new_id,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "SnapshotParts",
     "Store",
     "StoreInterface",
+    "StoredAttachment",
     "default_db_path",
     "is_postgres",
     "make_store",

@@ -276,13 +276,22 @@ class DuckDBOperations:
         return written
 
     def finalize(self, mid: str, final: Final) -> MessageDict | None:
-        message = sql.finalize(self.con, mid, final, time.time(), self._next_revision())
-        self._written.pop(mid, None)
-        self._count_write([mid])
-        if message is None:
-            return self.get_message(mid)
-        self.recent.put(message)
-        return self._decorate(message)
+        return self.finalize_many([(mid, final)])[0]
+
+    def finalize_many(self, ends: Sequence[tuple[str, Final]]) -> list[MessageDict | None]:
+        """``finalize`` of each (id, final) of ``ends``, in one transaction."""
+        numbered = [(mid, final, self._next_revision()) for mid, final in ends]
+        found = sql.finalize_many(self.con, numbered, time.time())
+        out: list[MessageDict | None] = []
+        for (mid, _), message in zip(ends, found, strict=True):
+            self._written.pop(mid, None)
+            self._count_write([mid])
+            if message is None:
+                out.append(self.get_message(mid))
+            else:
+                self.recent.put(message)
+                out.append(self._decorate(message))
+        return out
 
     def fail_streaming(
         self, reason: str, older_than: float | None, exclude: list[str]

@@ -62,6 +62,20 @@ _FINALIZE = (
     + f", updated_at = ?, revision = ? WHERE id = ? AND status = 'streaming' RETURNING {_M}"
 )
 
+#: ``_FINALIZE`` for many messages, each column bound as a list (``finalize_many``).
+_FINAL_TYPES = {"prompt_tokens": "INTEGER", "completion_tokens": "INTEGER", "cost": "DOUBLE"}
+_FINALIZE_MANY = (
+    "UPDATE messages SET "
+    + ", ".join(f"{name} = b.{name}" for name in rows.FINAL_FIELDS)
+    + ", updated_at = ?, revision = b.rev FROM (SELECT unnest(?::VARCHAR[]) AS id,"
+    + " unnest(?::BIGINT[]) AS rev, "
+    + ", ".join(
+        f"unnest(?::{_FINAL_TYPES.get(name, 'VARCHAR')}[]) AS {name}" for name in rows.FINAL_FIELDS
+    )
+    + ") AS b WHERE messages.id = b.id AND messages.status = 'streaming' RETURNING "
+    + ", ".join(f"messages.{name}" for name in rows.MESSAGE_FIELDS)
+)
+
 
 # --- conversations -----------------------------------------------------------------
 
@@ -92,13 +106,15 @@ def update_header(con: Connection, header: ConversationDict) -> None:
 
 
 def delete_conversation(con: Connection, cid: str) -> bool:
-    """The conversation and its messages, in one transaction; False if it did not exist."""
+    """The conversation, its messages and attachments, in one transaction; False if it
+    did not exist."""
     with transaction(con):
         con.execute(
             "DELETE FROM message_chunks WHERE message_id IN"
             " (SELECT id FROM messages WHERE conversation_id = ?)",
             [cid],
         )
+        con.execute("DELETE FROM attachments WHERE conversation_id = ?", [cid])
         con.execute("DELETE FROM messages WHERE conversation_id = ?", [cid])
         deleted = con.execute(
             "DELETE FROM conversations WHERE id = ? RETURNING id", [cid]
@@ -242,12 +258,36 @@ def finalize(
     con: Connection, mid: str, final: Final, now: float, revision: int
 ) -> MessageDict | None:
     """The end state of a ``streaming`` message; None if it no longer streams."""
-    values = [getattr(final, name) for name in rows.FINAL_FIELDS]
+    return finalize_many(con, [(mid, final, revision)], now)[0]
+
+
+def finalize_many(
+    con: Connection, ends: Sequence[tuple[str, Final, int]], now: float
+) -> list[MessageDict | None]:
+    """``finalize`` for each (id, final, revision) of ``ends``: ONE transaction of
+    set-based statements (the replies of a burst end together; one each scanned the
+    table twice and committed fifty times: ~3 ms of the DB thread per reply)."""
+    if len(ends) == 1:
+        mid, final, revision = ends[0]
+        values = [getattr(final, name) for name in rows.FINAL_FIELDS]
+        with transaction(con):
+            row = con.execute(_FINALIZE, [*values, now, revision, mid]).fetchone()
+            if row:  # the final text is whole: what the flushes appended goes
+                con.execute("DELETE FROM message_chunks WHERE message_id = ?", [mid])
+        return [rows.message_from_row(row) if row else None]
+    columns = [[getattr(final, name) for _, final, _ in ends] for name in rows.FINAL_FIELDS]
     with transaction(con):
-        row = con.execute(_FINALIZE, [*values, now, revision, mid]).fetchone()
-        if row:  # the final text is whole: what the flushes appended goes
-            con.execute("DELETE FROM message_chunks WHERE message_id = ?", [mid])
-    return rows.message_from_row(row) if row else None
+        found = con.execute(
+            _FINALIZE_MANY,
+            [now, [m for m, _, _ in ends], [r for _, _, r in ends], *columns],
+        ).fetchall()
+        ended = {row[0]: row for row in found}
+        if ended:
+            con.execute(
+                "DELETE FROM message_chunks WHERE list_contains(?::VARCHAR[], message_id)",
+                [list(ended)],
+            )
+    return [rows.message_from_row(ended[m]) if m in ended else None for m, _, _ in ends]
 
 
 def fail_streaming(
@@ -312,6 +352,7 @@ def delete_turn(
     con.execute(
         "DELETE FROM message_chunks WHERE list_contains(?::VARCHAR[], message_id)", [deleted]
     )
+    con.execute("DELETE FROM attachments WHERE list_contains(?::VARCHAR[], message_id)", [deleted])
     con.execute(
         "DELETE FROM messages WHERE conversation_id = ? AND list_contains(?::VARCHAR[], id)",
         [cid, deleted],

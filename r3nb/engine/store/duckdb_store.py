@@ -22,6 +22,7 @@ from r3nb.protocol import ConversationDict, MessageDict
 
 from .duckdb_acl import DuckDBAccess
 from .duckdb_admit import Admissions
+from .duckdb_attachments import DuckDBAttachments
 from .duckdb_ops import DuckDBOperations
 from .duckdb_report import DuckDBReports
 from .duckdb_thread import DuckDBThread
@@ -36,7 +37,7 @@ def default_db_path() -> Path:
     return Path(jupyter_data_dir()) / "r3nb" / "r3nb.duckdb"
 
 
-class DuckDBStore(DuckDBAccess, DuckDBReports):
+class DuckDBStore(DuckDBAccess, DuckDBReports, DuckDBAttachments):
     """Conversations and messages in one DuckDB file (or ``":memory:"``)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -170,7 +171,8 @@ class DuckDBStore(DuckDBAccess, DuckDBReports):
             await self._thread.run(self._ops.flush_partials, partials)
 
     async def finalize(self, mid: str, final: Final) -> MessageDict | None:
-        return await self._thread.run(self._ops.finalize, mid, final)
+        # Ends arriving together share one transaction, after waiting admissions.
+        return await self._admissions.finalize(mid, final)
 
     async def fail_streaming(
         self, reason: str, *, older_than: float | None = None, exclude: Iterable[str] = ()

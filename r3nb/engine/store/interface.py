@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 from r3nb.engine.recent import RecentWrites
 from r3nb.protocol import AuditRow, ConversationDict, MessageDict, UsageRow
 
-from .values import HEAD, Context, Final, NewMessage, Parent, SnapshotParts
+from .values import HEAD, Context, Final, NewMessage, Parent, SnapshotParts, StoredAttachment
 
 
 class Store(Protocol):
@@ -232,6 +232,23 @@ class Store(Protocol):
         ``before`` = (created_at, id) of the last row of the previous page. Each with its
         prompt (the reply's parent when that is a user message, else "") cut at 500
         characters, and its author as ``person`` ("" for none)."""
+
+    # --- attachments ------------------------------------------------------------------
+    # Bytes sent with a prompt (an image for the model), one row each in ``attachments``
+    # (id, message_id, conversation_id, kind, mime, name, bytes, size, created_at). The
+    # prompt's ``attachments`` field names them (kind, name, id, mime, size; no bytes).
+    # Not revisions: the prompt's row carries the change. Deleted with the conversation,
+    # and with their message by ``delete_turn``.
+
+    async def add_attachments(self, attachments: Sequence[StoredAttachment]) -> None:
+        """Store the rows (written before the prompt they belong to, whose id they
+        carry); all or none."""
+
+    async def get_attachments(self, ids: Sequence[str]) -> dict[str, StoredAttachment]:
+        """The rows of ``ids`` that exist, by id, with their bytes (unknown ids left out)."""
+
+    async def delete_attachments(self, mid: str) -> int:
+        """Delete the rows of message ``mid`` (a prompt that could not be stored); how many."""
 
     # --- access (hub mode) ------------------------------------------------------------
     # Who a conversation belongs to and whom it is shared with. Only the hub service

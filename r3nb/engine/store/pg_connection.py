@@ -7,11 +7,13 @@ it is submitted there (``run`` from async code, ``run_blocking`` from sync code)
 Writes from this process are thus one at a time, which keeps this process's view of
 the revision counter and of the text it wrote (``pg_ops``) in commit order.
 
-When PostgreSQL goes away (restart, network), the call fails with ``StoreUnavailable``
-and the connection is dropped; the next call (or ``try_reopen``, which the sweeper runs)
-connects again, so the store recovers as soon as the server is back, without anyone
-restarting r3nb. ``on_open`` runs after every (re)connection: the operations forget what
-they assumed about the database while it was out of reach.
+When PostgreSQL goes away (restart, network), the call fails with ``ConnectionLost``
+(a ``StoreUnavailable``: HTTP 503, ``Retry-After: 5``) and the connection is dropped;
+the next call (or ``try_reopen``, which the sweeper runs) connects again, so the store
+recovers as soon as the server is back, without anyone restarting r3nb. (The end of a
+reply is kept and tried again meanwhile: ``PostgresStore.finalize``.) ``on_open`` runs
+after every (re)connection: the operations forget what they assumed about the database
+while it was out of reach.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 #: Seconds to wait for PostgreSQL to accept a connection: an unreachable host must not
 #: hold the DB thread (and every poll behind it) for the OS's TCP timeout.
 CONNECT_TIMEOUT = 5
+
+#: What a 503 says about trying again while PostgreSQL is out of reach: every call tries
+#: to connect again, so a restart (seconds) is over long before the sweeper's minute.
+RETRY_SECONDS = 5.0
+
+
+class ConnectionLost(StoreUnavailable):
+    """PostgreSQL cannot be reached (down, restarting, unreachable), as opposed to one
+    statement failing on a good connection: waiting and trying again can help."""
 
 
 def redact(url: str) -> str:
@@ -169,7 +180,11 @@ class PgThread:
             " running and reachable from this machine with these credentials; r3nb"
             " reconnects by itself once it is."
         )
-        raise StoreUnavailable(self.error)
+        raise ConnectionLost(self.error, retry_after=RETRY_SECONDS)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _drop(self) -> None:
         if self._con is not None:

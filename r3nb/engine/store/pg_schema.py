@@ -128,6 +128,25 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    # Images sent to a model with a prompt (issue 17), as in schema.py "0008_attachments".
+    # No foreign key to ``messages``: the rows are written just before the prompt's.
+    (
+        "0006_attachments",
+        [
+            """CREATE TABLE attachments (
+                id TEXT PRIMARY KEY,
+                message_id TEXT NOT NULL,
+                conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                kind TEXT NOT NULL,
+                mime TEXT NOT NULL,
+                name TEXT NOT NULL,
+                bytes BYTEA NOT NULL,
+                size BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX attachments_message ON attachments (message_id)",
+        ],
+    ),
 ]
 
 #: Serializes migrations between processes opening the same database at once.

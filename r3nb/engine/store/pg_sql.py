@@ -381,6 +381,7 @@ def delete_turn(
     """Delete ``deleted``, re-parent ``moved`` to ``above``, renumber ``seq`` 1..n.
     Returns the rows changed (a row may come twice: the later is newer). Call inside a
     transaction."""
+    con.execute("DELETE FROM attachments WHERE message_id = ANY(%s::text[])", [deleted])
     con.execute(
         "DELETE FROM messages WHERE conversation_id = %s AND id = ANY(%s::text[])",
         [cid, deleted],

@@ -22,7 +22,9 @@ watchers; an exception in one is logged and ignored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,7 +36,8 @@ from r3nb.protocol import ConversationDict, MessageDict
 
 from .interface import Store
 from .pg_access import PostgresAccess
-from .pg_connection import Connection, PgThread
+from .pg_attachments import PostgresAttachments
+from .pg_connection import Connection, ConnectionLost, PgThread
 from .pg_notify import Listener
 from .pg_ops import PostgresOperations
 from .pg_report import PostgresReports
@@ -45,8 +48,14 @@ log = logging.getLogger("r3nb.store")
 #: What ``on_change`` callbacks are given: conversation ids, or None for "maybe any".
 ChangeListener = Callable[[frozenset[str] | None], None]
 
+#: How long the end of a reply waits for PostgreSQL to come back (a restart, a failover)
+#: before it is given up (logged; the row is then ended by the next start-up's sweep).
+FINAL_PATIENCE = 600.0
+#: Between two attempts to store a reply's end while PostgreSQL is away (seconds).
+FINAL_RETRY = (0.1, 1.0)
 
-class PostgresStore(PostgresAccess, PostgresReports):
+
+class PostgresStore(PostgresAccess, PostgresReports, PostgresAttachments):
     """Conversations and messages in one PostgreSQL database, given as a libpq URL
     (``postgresql://user:password@host:port/dbname?...``)."""
 
@@ -186,7 +195,23 @@ class PostgresStore(PostgresAccess, PostgresReports):
             await self._thread.run(self._ops.flush_partials, partials)
 
     async def finalize(self, mid: str, final: Final) -> MessageDict | None:
-        return await self._thread.run(self._ops.finalize, mid, final)
+        """The end of a reply is its one durable copy of the whole text: while PostgreSQL
+        is out of reach (a restart) it is kept and tried again until the server is back
+        (``FINAL_PATIENCE`` at most, or until the store closes), so a reply that ended
+        during an outage is stored whole rather than left ``streaming``; its followers
+        get ``done`` once it is."""
+        deadline = time.monotonic() + FINAL_PATIENCE
+        pause = FINAL_RETRY[0]
+        while True:
+            try:
+                return await self._thread.run(self._ops.finalize, mid, final)
+            except ConnectionLost:
+                if self._thread.closed or time.monotonic() > deadline:
+                    raise
+            if pause == FINAL_RETRY[0]:
+                log.warning("r3nb store %s: keeping the end of %s until it is back", self.path, mid)
+            await asyncio.sleep(pause)  # a retry cadence: nothing signals PostgreSQL's return
+            pause = min(pause * 2, FINAL_RETRY[1])
 
     async def fail_streaming(
         self, reason: str, *, older_than: float | None = None, exclude: Iterable[str] = ()

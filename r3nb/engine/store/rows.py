@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from r3nb.protocol import Attachment, ConversationDict, MessageDict
 
-from .values import Final, NewMessage
+from .values import Final, NewMessage, StoredAttachment
 
 
 def _stored_fields(shape: Any) -> tuple[str, ...]:
@@ -123,6 +123,22 @@ def new_conversation(**given: Any) -> ConversationDict:
     return cast(ConversationDict, empty | {"message_count": 0} | given)
 
 
-def plain_attachment(attachment: Attachment) -> dict[str, str]:
-    """What a model is sent of an attachment."""
-    return {k: attachment[k] for k in ("kind", "name", "summary")}
+def plain_attachment(attachment: Attachment) -> dict[str, Any]:
+    """What a model is sent of an attachment: its text, or an image's row id and type."""
+    keys = (
+        ("kind", "name", "id", "mime")
+        if attachment["kind"] == "image"
+        else ("kind", "name", "summary")
+    )
+    return {k: attachment.get(k, "") for k in keys}
+
+
+#: The ``attachments`` columns a read returns, in ``attachment_from_row``'s order.
+ATTACHMENT_COLUMNS = "id, message_id, conversation_id, kind, mime, name, bytes, created_at"
+
+
+def attachment_from_row(row: Sequence[Any]) -> StoredAttachment:
+    aid, mid, cid, kind, mime, name, data, at = row
+    return StoredAttachment(
+        str(aid), str(mid), str(cid), str(kind), str(mime), str(name), bytes(data), float(at)
+    )

@@ -133,4 +133,24 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    # Images sent to a model with a prompt (issue 17): the bytes live here, not in the
+    # message's ``content`` or ``attachments`` (which carry only kind, name, id, mime,
+    # size). Written just before the prompt's row, with its id; deleted with the
+    # conversation. No index, for the reason ``messages`` has none.
+    (
+        "0008_attachments",
+        [
+            """CREATE TABLE attachments (
+                id VARCHAR NOT NULL,
+                message_id VARCHAR NOT NULL,
+                conversation_id VARCHAR NOT NULL,
+                kind VARCHAR NOT NULL,
+                mime VARCHAR NOT NULL,
+                name VARCHAR NOT NULL,
+                bytes BLOB NOT NULL,
+                size BIGINT NOT NULL,
+                created_at DOUBLE NOT NULL
+            )""",
+        ],
+    ),
 ]

@@ -70,3 +70,23 @@ class Final:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    """An attachment row (table ``attachments``): bytes a person sent with a prompt, e.g.
+    an image for the model. Only what the page or the kernel sent: the store never reads
+    a file for it. ``size`` is ``len(data)``."""
+
+    id: str
+    message_id: str
+    conversation_id: str
+    kind: str
+    mime: str
+    name: str
+    data: bytes
+    created_at: float
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
