@@ -29,10 +29,12 @@ def _generate(path: Path, messages: int) -> dict[str, Any]:
     now = time.time()
     t0 = time.perf_counter()
     con = duckdb.connect(str(path))
+    # Column lists, never positions: the schema grows (model, system_prompt, head_id…).
     con.execute(
-        """INSERT INTO conversations
+        f"""INSERT INTO conversations (id, title, author, created_at, updated_at, revision, head_id)
            SELECT substr(md5('c' || i::VARCHAR), 1, 16), 'conversation ' || i, 'bench', ? - 86400 + i / 100.0,
-                  ? - 86400 + i / 100.0, i * ? + ?
+                  ? - 86400 + i / 100.0, i * ? + ?,
+                  substr(md5('m' || (i + {conversations} * {PER_CONVERSATION - 1})::VARCHAR), 1, 16)
            FROM range(?) t(i)""",
         [now, now, PER_CONVERSATION + 1, PER_CONVERSATION, conversations],
     )
@@ -40,7 +42,9 @@ def _generate(path: Path, messages: int) -> dict[str, Any]:
     # the whole table (interleaved in time with everyone else's): no zone-map luck.
     # ~300–900 characters a message: hex (little compressible) plus repeated words.
     con.execute(
-        f"""INSERT INTO messages
+        f"""INSERT INTO messages (id, conversation_id, seq, role, content, status, model, author,
+                                  source, streaming_for, error, prompt_tokens, completion_tokens,
+                                  cost, attachments, created_at, updated_at, revision, parent_id)
            SELECT substr(md5('m' || i::VARCHAR), 1, 16),
                   substr(md5('c' || (i % {conversations})::VARCHAR), 1, 16),
                   i // {conversations} + 1,
@@ -50,7 +54,8 @@ def _generate(path: Path, messages: int) -> dict[str, Any]:
                   CASE WHEN i % 2 = 1 THEN 'gpt' END, 'bench', 'user', NULL, NULL,
                   CASE WHEN i % 2 = 1 THEN 20 END, CASE WHEN i % 2 = 1 THEN 300 END,
                   CASE WHEN i % 2 = 1 THEN 0.0001 END, '[]',
-                  ? - 86400 + i / 2000.0, ? - 86400 + i / 2000.0, i + 1
+                  ? - 86400 + i / 2000.0, ? - 86400 + i / 2000.0, i + 1,
+                  CASE WHEN i >= {conversations} THEN substr(md5('m' || (i - {conversations})::VARCHAR), 1, 16) END
            FROM range(?) t(i)""",
         [messages - STALE_ROWS, now, now, messages],
     )
