@@ -26,7 +26,8 @@ restart picks up new settings.
 Hub mode (issue 18): ``Hub(..., service=ServicePlan(db_path, engine={...}, env={...}))``
 registers an external r3nb service (``python -m r3nb.service``, started by
 ``hub.start_service()`` before ``hub.start()``: a hub waits up to 30 s for an external
-service it cannot reach, stopped by ``hub.stop_service()``), adds
+service it cannot reach, stopped by ``hub.stop_service()``; more processes of it on the
+same store by ``hub.start_service_process()``, each on its own port), adds
 ``access:services!service=r3nb`` to users (``extra_user_scopes``) and to server tokens
 (``Spawner.server_token_scopes``), and spawns every single-user server in relay mode
 (``R3NB_SERVICE_URL`` in its environment, no models, no keys).
@@ -49,7 +50,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,27 @@ class ServicePlan:
         return self.db_path.removesuffix(".duckdb") + "-managed.duckdb"
 
 
+@dataclasses.dataclass
+class ServiceProcess:
+    """One more process of the r3nb service (``Hub.start_service_process``)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    #: Its base URL, as ``Hub.service_url`` is the first process's.
+    url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: no shutdown hook runs, nothing is flushed); return once reaped."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
 class HubError(RuntimeError):
     pass
 
@@ -272,6 +294,8 @@ class Hub:
         self.managed_port = free_port() if service and service.managed else 0
         self.service_api_token = secrets.token_hex(24)
         self.service_proc: subprocess.Popen[bytes] | None = None
+        #: More processes of the same service (``start_service_process``).
+        self.service_processes: list[ServiceProcess] = []
         if service is not None:  # relay mode: the servers hold no models and no keys
             self.r3nb = dict(r3nb or {})
         self.proc: subprocess.Popen[bytes] | None = None
@@ -401,6 +425,46 @@ class Hub:
 
     def start_service(self, timeout: float = 60) -> subprocess.Popen[bytes]:
         """Start the external r3nb service (before ``start()``); return when it answers."""
+        proc = self._launch_service(self.service_port, self.run / "service.log")
+        self.service_proc = proc
+        try:
+            self._await_service(proc, self.service_url, self.service_log, timeout)
+        except BaseException:
+            self.stop_service()
+            raise
+        return proc
+
+    def start_service_process(self, port: int | None = None, timeout: float = 60) -> ServiceProcess:
+        """One more process of the external r3nb service (after ``start_service()``), as
+        an admin runs several behind one URL: the same name, token, settings and store,
+        on its own ``port`` (a free one by default; pass a killed process's port to start
+        it again). The hub needs no word of it: every process checks tokens the same way.
+        Stopped by ``stop_service_process`` or, at the latest, by ``stop()``."""
+        assert self.plan is not None, "this hub has no r3nb service"
+        port = port or free_port()
+        log = self.run / f"service-{port}.log"
+        url = f"http://127.0.0.1:{port}/services/{self.plan.name}/"
+        process = ServiceProcess(self._launch_service(port, log), port, url, log)
+        self.service_processes.append(process)
+        try:
+            self._await_service(process.proc, process.url, lambda: _tail(process.log), timeout)
+        except BaseException:
+            self.stop_service_process(process)
+            raise
+        return process
+
+    def stop_service_process(self, process: ServiceProcess) -> None:
+        """SIGTERM one of ``start_service_process``'s processes, SIGKILL after 20 s."""
+        _terminate(process.proc)
+        with contextlib.suppress(ValueError):
+            self.service_processes.remove(process)
+
+    def stop_service_processes(self) -> None:
+        """Stop every process ``start_service_process`` started (a killed one is reaped)."""
+        for process in list(self.service_processes):
+            self.stop_service_process(process)
+
+    def _launch_service(self, port: int, log_path: Path) -> subprocess.Popen[bytes]:
         plan = self.plan
         assert plan is not None, "this hub has no r3nb service"
         config = self.run / "r3nb-service.json"
@@ -412,51 +476,40 @@ class Hub:
             "JUPYTERHUB_API_TOKEN": self.service_api_token,
             "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.hub_port}/hub/api",
             "JUPYTERHUB_SERVICE_NAME": plan.name,
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.service_port}",
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}",
             "JUPYTERHUB_SERVICE_PREFIX": f"/services/{plan.name}/",
             MARKER: str(self.run),
             **plan.env,
         }
-        log = (self.run / "service.log").open("ab")
-        self.service_proc = subprocess.Popen(
-            [sys.executable, "-m", "r3nb.service", "--config", str(config)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        proc = self.service_proc
+        with log_path.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "r3nb.service", "--config", str(config)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def _await_service(
+        self, proc: subprocess.Popen[bytes], url: str, log: Callable[[], str], timeout: float
+    ) -> None:
+        """Until the service at ``url`` answers (``log()``: its log's tail, for errors)."""
 
         def answers() -> bool:
             if proc.poll() is not None:
-                raise HubError(f"r3nb-service exited ({proc.returncode}):\n{self.service_log()}")
-            return self._probe(self.service_url + "r3nb/api/health") == 401  # up, and closed
+                raise HubError(f"r3nb-service exited ({proc.returncode}):\n{log()}")
+            return self._probe(url + "r3nb/api/health") == 401  # up, and closed
 
-        try:
-            self._wait_until(answers, timeout, "the r3nb service to answer")
-        except BaseException:
-            self.stop_service()
-            raise
-        return proc
+        self._wait_until(answers, timeout, f"the r3nb service at {url} to answer")
 
     def stop_service(self) -> None:
         """SIGTERM the service (it ends live replies whole), SIGKILL after 20 s."""
         proc, self.service_proc = self.service_proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            _terminate(proc)
 
     def service_log(self, tail: int = 6000) -> str:
-        try:
-            return (self.run / "service.log").read_text(errors="replace")[-tail:]
-        except OSError:
-            return ""
+        return _tail(self.run / "service.log", tail)
 
     def start(self, timeout: float = 60) -> Hub:
         config = self._write_config()
@@ -520,6 +573,8 @@ class Hub:
     def stop(self) -> None:
         """Stop the hub (it stops its servers and the proxy), then kill by pid anything
         of this run still alive: proxy, single-user servers, kernels. Never raises."""
+        with contextlib.suppress(Exception):
+            self.stop_service_processes()
         with contextlib.suppress(Exception):
             self.stop_service()
         proc = self.proc
@@ -682,6 +737,25 @@ class Hub:
             token=token or self.token(owner, "revoke"),
             body={"user": with_user},
         )
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a service process (it ends live replies whole), SIGKILL after 20 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _tail(path: Path, tail: int = 6000) -> str:
+    try:
+        return path.read_text(errors="replace")[-tail:]
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,10 @@
   whole (also when the reply ended during the outage); a send meanwhile gets a 503
   saying the database is unavailable; sends work again after; the service's LISTEN
   connection is back (a Stop written by another process reaches it).
+- one of two service processes on the database killed (SIGKILL) mid-stream: an
+  observer on the other saw its replies stream and end; started again, it ends the
+  orphaned reply ``error`` with exactly the text flushed before the kill, no row is
+  left streaming, and every prompt it acknowledged is stored.
 - the hub stopping: token pairs the service already resolved keep working, also once
   HubAuth's cache of them expired; a token it never saw gets 503 "cannot verify
   identity".
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,10 +31,11 @@ import pytest
 
 from r3nb.engine.store.pg_store import PostgresStore
 from r3nb.engine.store.values import Final
+from r3nb.engine.sweeper import RESTART_REASON
 from r3nb.service.wire import PERSON_HEADER
 from tests import hub as hub_module
 from tests.client import Api
-from tests.hub import Hub, ServicePlan
+from tests.hub import Hub, ServicePlan, ServiceProcess
 from tests.pg import PostgresCluster
 from tests.provider import FakeProvider
 
@@ -57,7 +63,14 @@ def hub(
     model = {"model": "openai/fake", "api_base": outage_provider.url, "api_key": "sk-x"}
     plan = ServicePlan(
         db_path=outage_db,
-        engine={"models": {"fake": model}, "default_model": "fake", "snapshot_interval": 0.2},
+        engine={
+            "models": {"fake": model},
+            "default_model": "fake",
+            "snapshot_interval": 0.2,
+            # Sweeps often: the first tick after PostgreSQL is back must not end the
+            # replies this process is still streaming (it did: recovery after a reopen).
+            "cleanup_interval": 0.05,
+        },
         # HubAuth's answers expire after 1 s here (300 s by default): the hub test below
         # then proves that expired answers still stand while the hub is away.
         env={"R3NB_SERVICE_TOKEN_CACHE_SECONDS": str(CACHE_SECONDS)},
@@ -73,10 +86,11 @@ def hub(
 
 
 @contextlib.asynccontextmanager
-async def as_relay(hub: Hub, user: str) -> AsyncIterator[Api]:
-    """The service, called as ``user``'s server relays ``user``'s own panel."""
+async def as_relay(hub: Hub, user: str, service_url: str | None = None) -> AsyncIterator[Api]:
+    """The service (the process at ``service_url``, the first by default), called as
+    ``user``'s server relays ``user``'s own panel."""
     headers = {**hub.auth(hub.relay_token(user)), PERSON_HEADER: hub.token(user)}
-    api = Api(hub.service_url + "r3nb/api/", headers=headers)
+    api = Api((service_url or hub.service_url) + "r3nb/api/", headers=headers)
     try:
         yield api
     finally:
@@ -270,6 +284,128 @@ async def test_postgresql_restarting_mid_stream_loses_nothing_and_refuses_sends_
         finally:
             provider.release()
             await third.close()
+
+
+class Seen:
+    """What a watcher holds of one message, event by event: (status, text) states."""
+
+    def __init__(self, watcher: Watcher, mid: str) -> None:
+        self.watcher = watcher
+        self.mid = mid
+
+    def states(self) -> list[tuple[str, str]]:
+        status, text, out = "", "", []
+        for event, data in self.watcher.events:
+            if event == "snapshot":
+                for m in data["messages"]:
+                    if m["id"] == self.mid:
+                        status = m["status"]
+                        text = text[: m["offset"]] + m["content"] if "offset" in m else m["content"]
+                        out.append((status, text))
+            elif event == "delta" and data["message_id"] == self.mid:
+                text = text[: data["offset"]] + data["text"]
+                out.append((status, text))
+        return out
+
+    def now(self) -> tuple[str, str]:
+        states = self.states()
+        return states[-1] if states else ("", "")
+
+
+async def test_a_killed_service_process_loses_nothing_acknowledged_and_its_peer_saw_it_all(
+    hub: Hub, outage_provider: FakeProvider, elsewhere: PostgresStore
+) -> None:
+    """Two processes of the r3nb service on one database: ``a`` (started here, as an
+    admin runs several) and the module's service ``b``; alice sends through ``a`` and
+    watches on ``b``.
+
+    1. A reply streaming on ``a``: ``b``'s watch shows it streaming, its text growing
+       (held at the gate, then more), then complete.
+    2. Another reply, held at its gate once its text is flushed; ``a`` is killed
+       (SIGKILL) and started again on its port: its start-up recovery (before it
+       answers) ends the orphan ``error`` with exactly the text flushed before the kill
+       (``b``'s watcher sees that end), no row is left streaming, and both prompts ``a``
+       acknowledged (``start``) are stored, with their replies.
+    """
+    provider = outage_provider
+    a = await asyncio.to_thread(hub.start_service_process)
+    try:
+        async with as_relay(hub, "alice", a.url) as on_a, as_relay(hub, "alice") as on_b:
+            cid = await on_a.conversation("two service processes")
+            watcher = Watcher(on_b, cid)
+            readers: list[Reader] = []
+            try:
+                await _kill_and_restart_mid_stream(
+                    hub, a, provider, elsewhere, on_a, cid, watcher, readers
+                )
+            finally:
+                provider.release()
+                for reader in readers:
+                    await reader.close()
+                await watcher.close()
+    finally:
+        await asyncio.to_thread(hub.stop_service_processes)  # ``a``, and ``a`` started again
+
+
+async def _kill_and_restart_mid_stream(
+    hub: Hub,
+    a: ServiceProcess,
+    provider: FakeProvider,
+    elsewhere: PostgresStore,
+    on_a: Api,
+    cid: str,
+    watcher: Watcher,
+    readers: list[Reader],
+) -> None:
+    """The two steps of the test above."""
+    first_index = len(provider.requests)
+    first = Reader(on_a, cid, "!tokens=30 !gate=10 !delay=0.06")
+    readers.append(first)
+    await provider.await_sent(first_index, 10)
+    await first.until(lambda: len(first.events) > 1)
+    seen = Seen(watcher, first.mid)
+    held = provider.sent[first_index]
+    await watcher.until(lambda: seen.now() == ("streaming", held))
+    provider.release()
+    await watcher.until(lambda: seen.now()[0] == "complete")
+    assert seen.now()[1] == provider.replies[first_index]
+    growing = [text for status, text in seen.states() if status == "streaming"]
+    assert all(y.startswith(x) for x, y in itertools.pairwise(growing)), growing
+    assert any(len(held) < len(t) < len(seen.now()[1]) for t in growing), growing
+    assert (await first.done())["content"] == provider.replies[first_index]
+
+    second_index = len(provider.requests)
+    second = Reader(on_a, cid, "!tokens=40 !gate=8")
+    readers.append(second)
+    await provider.await_sent(second_index, 8)
+    await second.until(lambda: len(second.events) > 1)
+    flushed = provider.sent[second_index]
+    kept = Seen(watcher, second.mid)
+    await watcher.until(lambda: kept.now() == ("streaming", flushed))  # stored: b read it
+    await asyncio.to_thread(a.kill)
+    left = await elsewhere.get_message(second.mid)  # until a process starts
+    assert left is not None
+    assert (left["status"], left["content"]) == ("streaming", flushed)
+    await asyncio.to_thread(hub.start_service_process, a.port)
+    # Recovered before the restarted process answered: nothing to wait for.
+    ended = await elsewhere.get_message(second.mid)
+    assert ended is not None
+    assert (ended["status"], ended["content"], ended["error"]) == (
+        "error",
+        flushed,
+        RESTART_REASON,
+    )
+    await watcher.until(lambda: kept.now()[0] == "error")
+    assert kept.now() == ("error", flushed)
+    assert (await elsewhere.stats())["streaming_rows"] == 0
+    for reader, status in ((first, "complete"), (second, "error")):
+        start = reader.events[0][1]
+        prompt = await elsewhere.get_message(start["user_message"]["id"])
+        assert prompt is not None
+        assert prompt["content"] == start["user_message"]["content"]
+        reply = await elsewhere.get_message(reader.mid)
+        assert reply is not None
+        assert reply["status"] == status
 
 
 async def test_with_the_hub_stopped_known_token_pairs_still_work_and_new_ones_get_503(

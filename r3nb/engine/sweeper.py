@@ -36,7 +36,13 @@ class Sweeper:
         self._running: asyncio.Task[list[str]] | None = None
 
     async def recover(self) -> list[str]:
-        return self._report(await self.store.fail_streaming(RESTART_REASON))
+        """Start-up (or reopen) recovery: end the replies no live task will finish. The
+        replies this process is streaming are excluded: after a reopen (PostgreSQL back
+        from a restart) they are still running, and their ends, kept while the store was
+        away, are about to be written."""
+        return self._report(
+            await self.store.fail_streaming(RESTART_REASON, exclude=list(self.hub.live))
+        )
 
     def recover_blocking(self) -> list[str]:
         return self._report(self.store.fail_streaming_blocking(RESTART_REASON))
