@@ -10,16 +10,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from r3nb.errors import BadRequest, NotFound, R3nbError
-from r3nb.protocol import ID_PATTERN, SSE_HEARTBEAT_SECONDS, MessageDict
+from r3nb.protocol import ID_PATTERN, MessageDict
 
-from . import images, reports, usage
+from . import reports
+from .calls import (
+    MAX_SHORT,
+    BytesReply,
+    Call,
+    JsonReply,
+    Reply,
+    StreamReply,
+    TextReply,
+    attachments,
+    int_arg,
+    object_body,
+    offsets,
+    optional_str,
+    route_id,
+)  # fmt: skip
 from .context import MARKS
-from .core import Caller, Engine
-from .images import Image
+from .core import Engine
 from .streams import Event
 
 
@@ -27,121 +41,18 @@ class MethodNotAllowed(R3nbError):
     status = 405
 
 
-@dataclass
-class Call:
-    method: str
-    path: str  # relative to the API root, without query
-    query: dict[str, str]
-    body: Any
-    caller: Caller
-    params: dict[str, str] = field(default_factory=dict)  # filled by ``dispatch``
-
-
-@dataclass
-class JsonReply:
-    body: Any
-    status: int = 200
-
-
-@dataclass
-class StreamReply:
-    """An event stream: ``start``, ``delta``…, ``done`` (and ``heartbeat`` when quiet)."""
-
-    events: AsyncIterator[Event]
-
-
-@dataclass
-class TextReply:
-    """A document that is not JSON (a CSV report): its text, type and a file name a
-    browser saves it under."""
-
-    text: str
-    content_type: str
-    filename: str
-
-
-@dataclass
-class BytesReply:
-    """Bytes shown in the page (an attached image for its chip), of a checked type."""
-
-    data: bytes
-    content_type: str
-
-
-Reply = JsonReply | StreamReply | TextReply | BytesReply
 RouteFn = Callable[[Engine, Call], Awaitable[Reply]]
 
-# --- input validation ----------------------------------------------------------------
-
-_MAX_SHORT = 200
-
-
-def _object_body(call: Call) -> dict[str, Any]:
-    if call.body is None:
-        return {}
-    if not isinstance(call.body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return call.body
-
-
-def _optional_str(body: dict[str, Any], key: str, max_len: int = _MAX_SHORT) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"'{key}' must be a string")
-    if len(value) > max_len:
-        raise BadRequest(f"'{key}' must be at most {max_len} characters")
-    return value
-
-
-def _attachments(body: dict[str, Any]) -> tuple[list[dict[str, str]], list[Image]]:
-    """The text attachments, and the images decoded, checked and bounded (``images.py``)."""
-    value = body.get("attachments")
-    if value is None:
-        return [], []
-    if not isinstance(value, list) or len(value) > 20:
-        raise BadRequest("'attachments' must be a list of at most 20 objects")
-    uploads = [item for item in value if images.is_upload(item)]
-    images.check_count(uploads)
-    out = []
-    for item in value:
-        if images.is_upload(item):
-            continue
-        if not isinstance(item, dict) or not all(
-            isinstance(item.get(k), str) for k in ("kind", "name", "summary")
-        ):
-            raise BadRequest("each attachment needs string fields 'kind', 'name', 'summary'")
-        out.append({k: item[k] for k in ("kind", "name", "summary")})
-    return out, [images.decode(item) for item in uploads]
-
-
-def _int_arg(call: Call, key: str, default: int) -> int:
-    raw = call.query.get(key)
-    if raw is None or raw == "":
-        return default
-    if not re.fullmatch(r"\d{1,18}", raw):
-        raise BadRequest(f"'{key}' must be a non-negative integer")
-    return int(raw)
-
-
-def _offsets(call: Call) -> dict[str, int]:
-    """``from=MID:N,MID2:M`` → {MID: N, MID2: M}."""
-    raw = call.query.get("from") or ""
-    offsets: dict[str, int] = {}
-    for item in filter(None, raw.split(",")):
-        mid, _, n = item.partition(":")
-        if not ID_PATTERN.match(mid) or not re.fullmatch(r"\d{1,18}", n):
-            raise BadRequest("'from' must look like MESSAGE_ID:OFFSET[,MESSAGE_ID:OFFSET...]")
-        offsets[mid] = int(n)
-    return offsets
-
-
-def _id(call: Call, key: str, what: str) -> str:
-    value = call.params[key]
-    if not ID_PATTERN.match(value):
-        raise NotFound(f"no {what} {value[:40]!r}")
-    return value
+__all__ = [
+    "ROUTES",
+    "BytesReply",
+    "Call",
+    "JsonReply",
+    "Reply",
+    "StreamReply",
+    "TextReply",
+    "dispatch",
+]
 
 
 # --- routes --------------------------------------------------------------------------
@@ -166,31 +77,31 @@ LIST_PAGE, LIST_PAGE_MAX = 100, 500
 
 
 async def list_conversations(engine: Engine, call: Call) -> Reply:
-    limit = _int_arg(call, "limit", LIST_PAGE)
+    limit = int_arg(call, "limit", LIST_PAGE)
     if not 1 <= limit <= LIST_PAGE_MAX:
         raise BadRequest(f"'limit' must be between 1 and {LIST_PAGE_MAX}")
     query = (call.query.get("q") or "").strip()
-    if len(query) > _MAX_SHORT:
-        raise BadRequest(f"'q' must be at most {_MAX_SHORT} characters")
+    if len(query) > MAX_SHORT:
+        raise BadRequest(f"'q' must be at most {MAX_SHORT} characters")
     cursor = call.query.get("cursor") or None
-    if cursor is not None and len(cursor) > _MAX_SHORT:
+    if cursor is not None and len(cursor) > MAX_SHORT:
         raise BadRequest("'cursor' is not a cursor this server gave out")
     page, next_cursor = await engine.list_conversations(limit, cursor, query or None)
     return JsonReply({"conversations": page, "next_cursor": next_cursor})
 
 
 async def create_conversation(engine: Engine, call: Call) -> Reply:
-    title = _optional_str(_object_body(call), "title")
+    title = optional_str(object_body(call), "title")
     conversation = await engine.create_conversation(call.caller, title and title.strip())
     return JsonReply({"conversation": conversation}, status=201)
 
 
 async def update_conversation(engine: Engine, call: Call) -> Reply:
-    cid = _id(call, "cid", "conversation")
-    body = _object_body(call)
-    title = _optional_str(body, "title")
-    model = _optional_str(body, "model")
-    system_prompt = _optional_str(body, "system_prompt", engine.settings.max_prompt_chars)
+    cid = route_id(call, "cid", "conversation")
+    body = object_body(call)
+    title = optional_str(body, "title")
+    model = optional_str(body, "model")
+    system_prompt = optional_str(body, "system_prompt", engine.settings.max_prompt_chars)
     if title is not None and not title.strip():
         raise BadRequest("'title' must be a non-empty string")
     if title is None and model is None and system_prompt is None:
@@ -200,20 +111,20 @@ async def update_conversation(engine: Engine, call: Call) -> Reply:
 
 
 async def get_snapshot(engine: Engine, call: Call) -> Reply:
-    cid = _id(call, "cid", "conversation")
-    snapshot = await engine.snapshot(cid, _int_arg(call, "since", 0), _offsets(call))
+    cid = route_id(call, "cid", "conversation")
+    snapshot = await engine.snapshot(cid, int_arg(call, "since", 0), offsets(call))
     return JsonReply(snapshot)
 
 
 async def watch_conversation(engine: Engine, call: Call) -> Reply:
     """The snapshot poll as a stream: ``snapshot`` and ``delta`` events at the snapshot
     cadence, from memory, only what changed (``since`` and ``from`` as for the poll)."""
-    cid = _id(call, "cid", "conversation")
-    return StreamReply(engine.watch(cid, _int_arg(call, "since", 0), _offsets(call)))
+    cid = route_id(call, "cid", "conversation")
+    return StreamReply(engine.watch(cid, int_arg(call, "since", 0), offsets(call)))
 
 
 async def delete_conversation(engine: Engine, call: Call) -> Reply:
-    await engine.delete_conversation(_id(call, "cid", "conversation"))
+    await engine.delete_conversation(route_id(call, "cid", "conversation"))
     return JsonReply({"deleted": call.params["cid"]})
 
 
@@ -230,19 +141,19 @@ async def post_message(engine: Engine, call: Call) -> Reply:
 
 async def edit_message(engine: Engine, call: Call) -> Reply:
     """Edit and resend: a new version of user message ``mid``, on a new branch."""
-    return await _send(engine, call, replaces=_id(call, "mid", "message"))
+    return await _send(engine, call, replaces=route_id(call, "mid", "message"))
 
 
 async def _send(engine: Engine, call: Call, replaces: str | None) -> Reply:
-    cid = _id(call, "cid", "conversation")
-    body = _object_body(call)
-    texts, uploads = _attachments(body)
+    cid = route_id(call, "cid", "conversation")
+    body = object_body(call)
+    texts, uploads = attachments(body)
     user, assistant, stream = await engine.send(
         call.caller,
         cid,
         _prompt(body),
-        model_name=_optional_str(body, "model"),
-        kernel_id=_optional_str(body, "kernel_id"),
+        model_name=optional_str(body, "model"),
+        kernel_id=optional_str(body, "kernel_id"),
         attachments=texts,
         replaces=replaces,
         image_uploads=uploads,
@@ -252,15 +163,15 @@ async def _send(engine: Engine, call: Call, replaces: str | None) -> Reply:
 
 async def regenerate_message(engine: Engine, call: Call) -> Reply:
     """A new version of reply ``mid`` (same prompt), on a new branch."""
-    cid = _id(call, "cid", "conversation")
-    mid = _id(call, "mid", "message")
-    body = _object_body(call)
+    cid = route_id(call, "cid", "conversation")
+    mid = route_id(call, "mid", "message")
+    body = object_body(call)
     assistant, stream = await engine.regenerate(
         call.caller,
         cid,
         mid,
-        model_name=_optional_str(body, "model"),
-        kernel_id=_optional_str(body, "kernel_id"),
+        model_name=optional_str(body, "model"),
+        kernel_id=optional_str(body, "kernel_id"),
     )
     return _reply_events(engine, None, assistant, stream.left_out, stream.pinned_over_budget)
 
@@ -284,7 +195,7 @@ def _reply_events(
                 "context_pinned_over_budget": pinned_over_budget,
             },
         )
-        async for event in engine.hub.follow(assistant["id"], 0, SSE_HEARTBEAT_SECONDS):
+        async for event in engine.follow(assistant["id"], 0):
             yield event
 
     return StreamReply(events())
@@ -292,8 +203,8 @@ def _reply_events(
 
 async def move_head(engine: Engine, call: Call) -> Reply:
     """Switch branch: the one through ``message_id``, down to its newest message."""
-    cid = _id(call, "cid", "conversation")
-    mid = _object_body(call).get("message_id")
+    cid = route_id(call, "cid", "conversation")
+    mid = object_body(call).get("message_id")
     if not isinstance(mid, str):
         raise BadRequest("'message_id' must be the id of a message of this conversation")
     if not ID_PATTERN.match(mid):
@@ -303,21 +214,21 @@ async def move_head(engine: Engine, call: Call) -> Reply:
 
 async def clear_conversation(engine: Engine, call: Call) -> Reply:
     """An empty branch: the next prompt starts afresh; older messages stay reachable."""
-    cid = _id(call, "cid", "conversation")
+    cid = route_id(call, "cid", "conversation")
     return JsonReply({"conversation": await engine.move_head(cid, None)})
 
 
 async def delete_turn(engine: Engine, call: Call) -> Reply:
-    cid = _id(call, "cid", "conversation")
-    conversation, deleted = await engine.delete_turn(cid, _id(call, "mid", "message"))
+    cid = route_id(call, "cid", "conversation")
+    conversation, deleted = await engine.delete_turn(cid, route_id(call, "mid", "message"))
     return JsonReply({"conversation": conversation, "deleted": deleted})
 
 
 async def mark_message(engine: Engine, call: Call) -> Reply:
     """Pin a message (always sent to the model), exclude it (never sent), or neither."""
-    cid = _id(call, "cid", "conversation")
-    mid = _id(call, "mid", "message")
-    body = _object_body(call)
+    cid = route_id(call, "cid", "conversation")
+    mid = route_id(call, "mid", "message")
+    body = object_body(call)
     if "context" not in body:
         raise BadRequest('give \'context\': "pinned", "excluded" or null')
     mark = body["context"]
@@ -327,29 +238,26 @@ async def mark_message(engine: Engine, call: Call) -> Reply:
 
 
 async def stream_message(engine: Engine, call: Call) -> Reply:
-    mid = _id(call, "mid", "message")
-    offset = _int_arg(call, "offset", 0)
-    live = engine.hub.live.get(mid)
-    message = live.message if live else await engine.store.get_message(mid)
-    if message is None:
-        raise NotFound(f"no message {mid}")
+    mid = route_id(call, "mid", "message")
+    offset = int_arg(call, "offset", 0)
+    message = await engine.message(mid)
 
     async def events() -> AsyncIterator[Event]:
         yield "start", {"user_message": None, "assistant_message": message}
-        async for event in engine.hub.follow(mid, offset, SSE_HEARTBEAT_SECONDS):
+        async for event in engine.follow(mid, offset):
             yield event
 
     return StreamReply(events())
 
 
 async def get_usage(engine: Engine, call: Call) -> Reply:
-    return JsonReply(await usage.usage_report(engine.store, call.caller.name, call.caller.is_admin))
+    return JsonReply(await engine.usage(call.caller))
 
 
 async def get_usage_report(engine: Engine, call: Call) -> Reply:
     reports.require_admin(call.caller.is_admin, "the usage report")
     chosen = reports.output_format(call.query)
-    covers, rows = await reports.usage_report(engine.store, call.query)
+    covers, rows = await engine.usage_report(call.query)
     if chosen == "csv":
         text = reports.to_csv(reports.USAGE_COLUMNS, rows)
         return TextReply(text, "text/csv; charset=utf-8", "r3nb-usage.csv")
@@ -359,7 +267,7 @@ async def get_usage_report(engine: Engine, call: Call) -> Reply:
 async def get_audit(engine: Engine, call: Call) -> Reply:
     reports.require_admin(call.caller.is_admin, "the audit trail")
     chosen = reports.output_format(call.query)
-    page = await reports.audit(engine.store, call.query)
+    page = await engine.audit(call.query)
     if chosen == "csv":
         text = reports.to_csv(reports.AUDIT_COLUMNS, page["sends"])
         return TextReply(text, "text/csv; charset=utf-8", "r3nb-audit.csv")
@@ -368,13 +276,13 @@ async def get_audit(engine: Engine, call: Call) -> Reply:
 
 async def get_attachment(engine: Engine, call: Call) -> Reply:
     """An image sent with a prompt of conversation ``cid`` (for its chip's thumbnail)."""
-    cid = _id(call, "cid", "conversation")
-    row = await images.stored(engine.store, cid, _id(call, "aid", "attachment"))
+    cid = route_id(call, "cid", "conversation")
+    row = await engine.attachment(cid, route_id(call, "aid", "attachment"))
     return BytesReply(row.data, row.mime)
 
 
 async def cancel_message(engine: Engine, call: Call) -> Reply:
-    message = await engine.cancel(_id(call, "mid", "message"), call.caller)
+    message = await engine.cancel(route_id(call, "mid", "message"), call.caller)
     return JsonReply({"message": message})
 
 

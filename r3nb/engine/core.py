@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from r3nb.errors import BadRequest, NotFound, StoreUnavailable
-from r3nb.protocol import SSE_HEARTBEAT_SECONDS, ConversationDict, MessageDict, Snapshot
+from r3nb.protocol import SSE_HEARTBEAT_SECONDS, ConversationDict, MessageDict, Snapshot, UsageRow
 
-from . import health, images, provider, snapshots
+from . import health, images, provider, reports, snapshots, usage
 from .admission import Admission
 from .caller import Caller as Caller  # re-exported: transports import it from here
 from .elsewhere import Elsewhere
@@ -32,6 +32,7 @@ from .model_file import ModelsFile
 from .models import ModelRegistry
 from .settings import Settings as Settings  # re-exported: apps import it from here
 from .store import DEFAULT_TITLE, NewMessage, StoreInterface, make_store, new_id
+from .store.values import StoredAttachment
 from .streams import Event, LiveStream, ReplySource, StreamHub
 from .sweeper import Sweeper
 from .watch import WatchHub
@@ -330,6 +331,33 @@ class Engine:
         if message is None:
             raise NotFound(f"no message {mid}")
         return await self.elsewhere.end_stored(message, caller.name) or message
+
+    # --- what routes read: through ``Engine``, never its store or stream hub -----------
+
+    async def message(self, mid: str) -> MessageDict:
+        """Message ``mid``: live (fresher than its last flush) or stored."""
+        live = self.hub.live.get(mid)
+        message = live.message if live else await self.store.get_message(mid)
+        if message is None:
+            raise NotFound(f"no message {mid}")
+        return message
+
+    def follow(self, mid: str, offset: int) -> AsyncIterator[Event]:
+        """Reply ``mid``'s events from code point ``offset`` on, to its end."""
+        return self.hub.follow(mid, offset, SSE_HEARTBEAT_SECONDS)
+
+    async def usage(self, caller: Caller) -> dict[str, Any]:
+        return await usage.usage_report(self.store, caller.name, caller.is_admin)
+
+    async def usage_report(self, query: Mapping[str, str]) -> tuple[dict[str, Any], list[UsageRow]]:
+        return await reports.usage_report(self.store, query)
+
+    async def audit(self, query: Mapping[str, str]) -> dict[str, Any]:
+        return await reports.audit(self.store, query)
+
+    async def attachment(self, cid: str, aid: str) -> StoredAttachment:
+        """An image sent with a prompt of ``cid`` (its chip's thumbnail)."""
+        return await images.stored(self.store, cid, aid)
 
     async def delete_conversation(self, cid: str) -> None:
         for stream in list(self.hub.live.values()):
