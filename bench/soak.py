@@ -153,12 +153,13 @@ class Soak:
         return row
 
 
-def _forget_old_requests(provider: FakeProvider, keep: int = 1000) -> None:
-    """The fake provider records every request body and reply (tests read them by
+def _forget_old_requests(provider: FakeProvider, keep: int = 100) -> None:
+    """The fake provider records every request body, reply and text sent (tests read them by
     index); over a 30-minute soak that grew this driver to 5 GB, and its garbage
     collection competed with the server for the two cores. Old entries are emptied in
-    place: the indices stay valid."""
-    for log in (provider.requests, provider.replies):
+    place: the indices stay valid. Few are kept: each streamer's conversation grows for the
+    whole soak, and every request body carries its history (up to the context window)."""
+    for log in (provider.requests, provider.replies, provider.sent):
         empty: Any = {} if log is provider.requests else ""
         for i in range(max(0, len(log) - keep)):
             log[i] = empty
@@ -190,6 +191,9 @@ def main() -> int:
                         "api_key": "sk-soak",
                         "input_cost_per_token": 1e-6,
                         "output_cost_per_token": 2e-6,
+                        # A real model's window: each streamer's conversation grows for
+                        # the whole soak; without one, every prompt carried all of it.
+                        "max_context_tokens": 8192,
                     }
                 },
                 "default_model": "fake",
