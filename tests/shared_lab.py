@@ -70,6 +70,20 @@ def failing_provider() -> Iterator[str]:
         server.server_close()
 
 
+@pytest.fixture(scope="module")
+def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
+    """A browser module's provider: the shared lab's (each test sets its scenario)."""
+    return shared_provider
+
+
+@pytest.fixture(scope="module")
+def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
+    """A browser module's JupyterLab: the session's, with the kernels the module started
+    shut down after it (module scope: one teardown per module using it)."""
+    yield shared_lab
+    shared_lab.shutdown_kernels()
+
+
 @pytest.fixture(scope="session")
 def shared_provider() -> Iterator[FakeProvider]:
     """The provider behind models ``fake`` and ``fake2`` of the shared lab."""

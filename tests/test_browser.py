@@ -57,24 +57,12 @@ README_SCREENSHOTS = REPO / "docs" / "screenshots"
 # --- module-wide real parts -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
-    return shared_provider
-
-
 @pytest.fixture(autouse=True)
 def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
     lab_provider.scenario = Scenario()
     yield
     lab_provider.scenario = Scenario()
     lab_provider.release()  # never leave a gated stream hanging for the next test
-
-
-@pytest.fixture(scope="module")
-def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
-    """The session's JupyterLab (tests/shared_lab.py); this module's kernels go after it."""
-    yield shared_lab
-    shared_lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="module")

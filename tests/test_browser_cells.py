@@ -71,11 +71,6 @@ PROBE = """() => new Promise((resolve) => {
 })"""
 
 
-@pytest.fixture(scope="module")
-def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
-    return shared_provider
-
-
 @pytest.fixture(autouse=True)
 def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
     lab_provider.scenario = Scenario()

@@ -111,19 +111,6 @@ SETTLE = (
 # --- module-wide real parts -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
-    """The session's JupyterLab (tests/shared_lab.py): model ``broken`` answers every call
-    with ``tests.shared_lab.HOSTILE_ERROR``; this module's kernels are shut down after it."""
-    yield shared_lab
-    shared_lab.shutdown_kernels()
-
-
-@pytest.fixture(scope="module")
-def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
-    return shared_provider
-
-
 @pytest.fixture(autouse=True)
 def _hostile_scenario(lab_provider: FakeProvider) -> Iterator[None]:
     """Word-sized chunks 2 ms apart: the reply is shown live (half-received tags

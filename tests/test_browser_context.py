@@ -74,23 +74,12 @@ KERNEL_IDLE = """() => window.jupyterapp.shell.currentWidget.sessionContext.sess
   .status === 'idle'"""
 
 
-@pytest.fixture(scope="module")
-def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
-    return shared_provider
-
-
 @pytest.fixture(autouse=True)
 def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
     lab_provider.scenario = Scenario()
     yield
     lab_provider.scenario = Scenario()
     lab_provider.release()
-
-
-@pytest.fixture(scope="module")
-def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
-    yield shared_lab
-    shared_lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="module", params=FRONT_ENDS)

@@ -63,23 +63,12 @@ PASTE = """([sel, b64]) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
-    return shared_provider
-
-
 @pytest.fixture(autouse=True)
 def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
     lab_provider.scenario = Scenario(text="Seen.")
     yield
     lab_provider.scenario = Scenario()
     lab_provider.release()
-
-
-@pytest.fixture(scope="module")
-def lab(shared_lab: JupyterLab) -> Iterator[JupyterLab]:
-    yield shared_lab
-    shared_lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="module", params=FRONT_ENDS)
