@@ -23,9 +23,9 @@ from tests.lab import (
     content_text,
     new_conversation,
     open_notebook,
-    panel_notebook,
     run_all_and_wait_for_panel,
     wait_status,
+    write_notebook,
 )
 from tests.provider import FakeProvider, Scenario
 from tests.test_browser_panel import start_background_reply, wait_new_assistant
@@ -66,19 +66,31 @@ class Requests:
         return [u for u in self.urls if f"/conversations/{cid}/watch" in u]
 
 
-def _observe(lab: JupyterLab, browser: Any, guard: Guard, name: str, route_404: bool) -> Any:
-    cid = lab.create_conversation(name)
-    panel_notebook(lab.root / f"{name}.ipynb", cid)
+@pytest.fixture(scope="module")
+def page(lab: JupyterLab, browser: Any, guard: Guard) -> Iterator[Any]:
+    """One notebook page showing the panel (a page and its kernel take seconds to start;
+    each test follows a new conversation in it)."""
+    cid = lab.create_conversation("watcher")
+    # Idle polls every second, not ten: a poller finds someone else's new reply sooner
+    # (a watched panel does not poll while its watch is open).
+    show = f"p = get_ipython().run_line_magic('r3nb', '--conversation {cid}')"
+    write_notebook(
+        lab.root / "watcher.ipynb", ["%load_ext r3nb", f"{show}\np.idle_interval = 1.0\np"]
+    )
     page = guard.new_page(browser)
-    if route_404:  # the server as it was before the watch route existed
-        body = json.dumps({"error": "no r3nb API route 'conversations/…/watch'"})
-        page.route(
-            re.compile(r".*/conversations/[^/?]+/watch.*"),
-            lambda route: route.fulfill(status=404, content_type="application/json", body=body),
-        )
-    open_notebook(page, lab.lab_url(f"{name}.ipynb", f"ws{name}"))
+    open_notebook(page, lab.lab_url("watcher.ipynb", "wswatcher"))
     run_all_and_wait_for_panel(page)
-    return page
+    yield page
+    page.context.close()
+
+
+def answer_watch_with_404(page: Any) -> None:
+    """The server as it was before the watch route existed (from now on, in this page)."""
+    body = json.dumps({"error": "no r3nb API route 'conversations/…/watch'"})
+    page.route(
+        re.compile(r".*/conversations/[^/?]+/watch.*"),
+        lambda route: route.fulfill(status=404, content_type="application/json", body=body),
+    )
 
 
 def _follow_someone_elses_reply(
@@ -98,26 +110,19 @@ def _follow_someone_elses_reply(
 
 
 def test_an_observer_panel_is_pushed_over_the_watch_stream_not_polled(
-    lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
 ) -> None:
-    page = _observe(lab, browser, guard, "watcher", route_404=False)
-    try:
-        requests = Requests(page)
-        cid, _ = _follow_someone_elses_reply(lab, lab_provider, page, requests)
-        assert requests.watches(cid), requests.urls
-        assert requests.polls(cid) == [], "the reply came by snapshot polls"
-    finally:
-        page.context.close()
+    requests = Requests(page)
+    cid, _ = _follow_someone_elses_reply(lab, lab_provider, page, requests)
+    assert requests.watches(cid), requests.urls
+    assert requests.polls(cid) == [], "the reply came by snapshot polls"
 
 
 def test_an_observer_panel_polls_when_the_watch_route_answers_404(
-    lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
+    lab: JupyterLab, lab_provider: FakeProvider, page: Any
 ) -> None:
-    page = _observe(lab, browser, guard, "poller", route_404=True)
-    try:
-        requests = Requests(page)
-        cid, _ = _follow_someone_elses_reply(lab, lab_provider, page, requests)
-        assert len(requests.watches(cid)) == 1, "one try, then polls for the whole session"
-        assert requests.polls(cid), requests.urls
-    finally:
-        page.context.close()
+    answer_watch_with_404(page)
+    requests = Requests(page)
+    cid, _ = _follow_someone_elses_reply(lab, lab_provider, page, requests)
+    assert len(requests.watches(cid)) == 1, "one try, then polls for the whole session"
+    assert requests.polls(cid), requests.urls

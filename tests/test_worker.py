@@ -181,13 +181,11 @@ def test_a_server_killed_by_sigkill_leaves_no_worker(
         server.stop()
 
 
-def test_a_stopped_server_stops_its_worker(tmp_path: Path, provider: FakeProvider) -> None:
-    server = start(tmp_path, provider, ready=True)
-    try:
-        assert server.proc is not None
-        (worker,) = worker_pids(server.proc.pid)
-        server.stop()  # SIGTERM: jupyter_server's orderly stop, the extension's hook
-        assert server.proc.returncode is not None
-        wait_until(lambda: not alive(worker), 10, "the worker to exit")
-    finally:
-        server.stop()
+def test_a_stopped_server_stops_its_worker(server: JupyterServer) -> None:
+    """The module's server, stopped: this test runs last in the module (a server start
+    with litellm loaded is the costly part of each test here)."""
+    assert server.proc is not None
+    (worker,) = worker_pids(server.proc.pid)
+    server.stop()  # SIGTERM: jupyter_server's orderly stop, the extension's hook
+    assert server.proc.returncode is not None
+    wait_until(lambda: not alive(worker), 10, "the worker to exit")
