@@ -136,7 +136,10 @@ export class ConversationPicker {
       const page = /** @type {ConversationPage} */ (await call(transport, "GET", listPath({ q: query }), undefined, this.host.signal));
       if (generation !== this.generation) return;
       const fresh = page.conversations || [];
-      const keepLoaded = this.items.length > fresh.length && this.nextCursor !== null && query === this.shownQuery;
+      // Pages loaded after the first stay unless the fresh page is the whole list (no
+      // next cursor: then it says exactly what exists). Whether the loaded pages had a
+      // next cursor does not matter: after the last one they have none.
+      const keepLoaded = this.items.length > fresh.length && page.next_cursor != null && query === this.shownQuery;
       if (keepLoaded) {
         const ids = new Set(fresh.map((c) => c.id));
         this.items = [...fresh, ...this.items.filter((c) => !ids.has(c.id))];

@@ -74,3 +74,20 @@ test("pages, loads more, searches and keeps the open conversation", async () => 
   assert.deepEqual(labels(picker.select), ["Needle", "Chat 0", "Chat 1", "Load more…"]);
   controller.abort();
 });
+
+test("a refresh after every page was loaded keeps them all", async () => {
+  // The list is refreshed (first page) after replies and conversation changes; once the
+  // last page was loaded there is no next cursor, and the refresh dropped every page but
+  // the first (seen in CI as 30 conversations vanishing after "Load more…").
+  const controller = new AbortController();
+  const picker = new ConversationPicker(document, { transport: () => fakeTransport([]), signal: controller.signal, onPick: () => {} });
+  await picker.reload();
+  picker.setCurrent("c0");
+  await picker.loadMore();
+  await picker.loadMore();
+  const everything = ["Chat 0", "Chat 1", "Chat 2", "Chat 3", "Needle"];
+  assert.deepEqual(labels(picker.select), everything);
+  await picker.reload();
+  assert.deepEqual(labels(picker.select), everything);
+  controller.abort();
+});
