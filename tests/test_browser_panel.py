@@ -108,6 +108,18 @@ def page(lab: JupyterLab, browser: Any, guard: Guard) -> Iterator[Any]:
     page.context.close()
 
 
+@pytest.fixture(scope="module")
+def page7(lab: JupyterLab, browser: Any, guard: Guard) -> Iterator[Any]:
+    """One Notebook 7 notebook showing the panel, shared by the module's Notebook 7 tests."""
+    cid = lab.create_conversation("notebook 7 tests")
+    panel_notebook(lab.root / "nb7.ipynb", cid)
+    page = guard.new_page(browser)
+    open_notebook(page, lab.notebook7_url("nb7.ipynb"))
+    run_all_and_wait_for_panel(page)
+    yield page
+    page.context.close()
+
+
 def picker_options(page: Any) -> list[tuple[str, str]]:
     return [
         (str(value), str(text))
@@ -160,18 +172,8 @@ def test_input_edits_like_a_text_box_in_jupyterlab(page: Any) -> None:
     assert_input_edits_like_a_text_box(page)
 
 
-def test_input_edits_like_a_text_box_in_notebook7(
-    lab: JupyterLab, browser: Any, guard: Guard
-) -> None:
-    cid = lab.create_conversation("notebook 7 keys")
-    panel_notebook(lab.root / "nb7.ipynb", cid)
-    page7 = guard.new_page(browser)
-    try:
-        open_notebook(page7, lab.notebook7_url("nb7.ipynb"))
-        run_all_and_wait_for_panel(page7)
-        assert_input_edits_like_a_text_box(page7)
-    finally:
-        page7.context.close()
+def test_input_edits_like_a_text_box_in_notebook7(page7: Any) -> None:
+    assert_input_edits_like_a_text_box(page7)
 
 
 # --- following the reply ------------------------------------------------------------------
@@ -904,49 +906,105 @@ def test_retry_after_a_provider_error_makes_a_new_version_not_a_new_turn(
 
 
 def test_versions_math_pin_and_new_in_notebook7(
-    lab: JupyterLab, lab_provider: FakeProvider, browser: Any, guard: Guard
+    lab: JupyterLab, lab_provider: FakeProvider, page7: Any
 ) -> None:
-    """The panel's newer features in Notebook 7 (the JupyterLab tests cover each in
-    depth): the version switcher, math, Pin, and New as a draft."""
-    cid = lab.create_conversation("notebook 7 versions")
-    panel_notebook(lab.root / "nb7.ipynb", cid)  # the notebook (and kernel) of the keys test
-    page7 = guard.new_page(browser)
-    try:
-        open_notebook(page7, lab.notebook7_url("nb7.ipynb"))
-        run_all_and_wait_for_panel(page7)
-        lab_provider.scenario = Scenario(text="Version one.")
-        old = send(page7, "Two versions, please")
-        wait_status(page7, old, "complete")
-        lab_provider.scenario = Scenario(text="Version two: $x^2$.")
-        message(page7, old).locator(".r3nb-regenerate").click()
-        new = str(page7.wait_for_function(NEW_ASSISTANT, arg=[old]).json_value())
-        wait_status(page7, new, "complete")
-        assert message(page7, new).locator(".r3nb-version-label").text_content() == "2/2"
-        message(page7, new).locator(".r3nb-content math").wait_for()
-        message(page7, new).locator(".r3nb-version-prev").press("Enter")
-        message(page7, old).wait_for()
-        assert shown_texts(page7, "assistant") == ["Version one."]
-        message(page7, old).locator(".r3nb-version-next").click()
-        message(page7, new).wait_for()
-        assert shown_texts(page7, "assistant")[0].startswith("Version two:")
-        assert lab.call("GET", f"conversations/{cid}")["conversation"]["head_id"] == new
+    """The panel's newer features in Notebook 7: the version switcher, math, Pin, and
+    New as a draft."""
+    cid = new_conversation(page7)
+    lab_provider.scenario = Scenario(text="Version one.")
+    old = send(page7, "Two versions, please")
+    wait_status(page7, old, "complete")
+    lab_provider.scenario = Scenario(text="Version two: $x^2$.")
+    message(page7, old).locator(".r3nb-regenerate").click()
+    new = str(page7.wait_for_function(NEW_ASSISTANT, arg=[old]).json_value())
+    wait_status(page7, new, "complete")
+    assert message(page7, new).locator(".r3nb-version-label").text_content() == "2/2"
+    message(page7, new).locator(".r3nb-content math").wait_for()
+    message(page7, new).locator(".r3nb-version-prev").press("Enter")
+    message(page7, old).wait_for()
+    assert shown_texts(page7, "assistant") == ["Version one."]
+    message(page7, old).locator(".r3nb-version-next").click()
+    message(page7, new).wait_for()
+    assert shown_texts(page7, "assistant")[0].startswith("Version two:")
+    assert lab.call("GET", f"conversations/{cid}")["conversation"]["head_id"] == new
 
-        pin = message(page7, new).locator(".r3nb-pin")
-        pin.click()
-        page7.wait_for_function(
-            "(id) => document.querySelector(`.r3nb-root [data-message-id='${id}'] .r3nb-pin`)"
-            "?.getAttribute('aria-pressed') === 'true'",
-            arg=new,
-        )
-        assert lab.message(cid, new)["context"] == "pinned"
+    pin = message(page7, new).locator(".r3nb-pin")
+    pin.click()
+    page7.wait_for_function(
+        "(id) => document.querySelector(`.r3nb-root [data-message-id='${id}'] .r3nb-pin`)"
+        "?.getAttribute('aria-pressed') === 'true'",
+        arg=new,
+    )
+    assert lab.message(cid, new)["context"] == "pinned"
 
-        count = len(lab.call("GET", "conversations?limit=500")["conversations"])
-        page7.locator(".r3nb-root .r3nb-new").click()
-        page7.wait_for_function(
-            "() => { const s = document.querySelector('.r3nb-root .r3nb-conversations');"
-            " return s.value === '' && s.selectedOptions[0]?.textContent === 'New conversation'"
-            " && document.activeElement === document.querySelector('.r3nb-root .r3nb-input'); }"
-        )
-        assert len(lab.call("GET", "conversations?limit=500")["conversations"]) == count
-    finally:
-        page7.context.close()
+    count = len(lab.call("GET", "conversations?limit=500")["conversations"])
+    page7.locator(".r3nb-root .r3nb-new").click()
+    page7.wait_for_function(
+        "() => { const s = document.querySelector('.r3nb-root .r3nb-conversations');"
+        " return s.value === '' && s.selectedOptions[0]?.textContent === 'New conversation'"
+        " && document.activeElement === document.querySelector('.r3nb-root .r3nb-input'); }"
+    )
+    assert len(lab.call("GET", "conversations?limit=500")["conversations"]) == count
+
+
+# The JupyterLab tests' steps, run again in Notebook 7's page (the same widget in another
+# front end: its keyboard handling, layout and scrolling differ from JupyterLab's).
+
+
+def fresh(lab_provider: FakeProvider) -> None:
+    """What _fresh_scenario does between tests, between the steps of one test."""
+    lab_provider.scenario = Scenario()
+    lab_provider.release()
+
+
+def test_rename_delete_search_copy_and_the_model_choice_in_notebook7(
+    lab: JupyterLab, lab_provider: FakeProvider, page7: Any, guard: Guard
+) -> None:
+    test_rename_and_delete_the_open_conversation_by_keyboard(lab, page7, guard)
+    test_copy_as_markdown_code_language_labels_and_author_labels(lab, lab_provider, page7)
+    fresh(lab_provider)
+    # Search by a message's text finds its conversation; choosing it opens it.
+    needle = lab.create_conversation("a conversation to find")
+    sent = httpx.post(  # the reply streams to the end before post returns
+        f"{lab.api}conversations/{needle}/messages",
+        json={"content": "zebra crossing"},
+        headers=lab.headers,
+        timeout=30,
+    )
+    assert sent.status_code == 200, sent.text
+    page7.locator(SEARCH).fill("ZEBRA")
+    page7.wait_for_function(
+        "([sel, id]) => [...document.querySelector(sel).options].some((o) => o.value === id)",
+        arg=[PICKER, needle],
+    )
+    page7.locator(PICKER).select_option(needle)
+    page7.locator(f"{MESSAGES}[data-role=user]").wait_for()
+    assert shown_texts(page7, "user") == ["zebra crossing"]
+    page7.locator(SEARCH).press("Escape")
+    # The model choice is stored with the conversation and comes back with it.
+    with page7.expect_response(lambda r: r.request.method == "PATCH"):
+        page7.locator(MODELS).select_option("fake2")
+    new_conversation(page7)
+    page7.wait_for_function("(sel) => document.querySelector(sel).value === 'fake'", arg=MODELS)
+    page7.locator(PICKER).select_option(needle)
+    page7.wait_for_function("(sel) => document.querySelector(sel).value === 'fake2'", arg=MODELS)
+
+
+def test_edit_and_resend_delete_a_turn_and_clear_in_notebook7(
+    lab: JupyterLab, lab_provider: FakeProvider, page7: Any
+) -> None:
+    test_regenerate_switch_versions_edit_and_resend_and_delete_a_turn(lab, lab_provider, page7)
+
+
+def test_stop_one_reply_at_a_time_and_following_the_reply_in_notebook7(
+    lab: JupyterLab, lab_provider: FakeProvider, page7: Any
+) -> None:
+    test_an_observer_stops_a_reply_someone_else_asked_for_and_sees_who_stopped_it(
+        lab, lab_provider, page7
+    )
+    fresh(lab_provider)
+    test_one_reply_at_a_time_the_input_stays_editable_escape_stops_and_a_409_keeps_the_text(
+        lab, lab_provider, page7
+    )
+    fresh(lab_provider)
+    test_reply_is_followed_at_the_bottom_and_a_reader_who_scrolled_up_stays(lab_provider, page7)
