@@ -16,12 +16,16 @@ one JupyterLab page without the extension.
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+import nbformat
 import pytest
+from nbformat.sign import NotebookNotary
 
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.lab import (
@@ -33,6 +37,7 @@ from tests.lab import (
     new_conversation,
     open_notebook,
     run_all_and_wait_for_panel,
+    save_notebook,
     send,
     wait_status,
     write_notebook,
@@ -240,6 +245,67 @@ def test_insert_and_run_runs_only_the_inserted_cell_and_only_on_the_click(
     # The cell goes with the notebook's undo (what it did in the kernel stays done).
     undo(page, 3)
     wait_cells(page, original)
+
+
+#: What a notebook saved before the panel's hint carries as its text/plain (anywidget's
+#: object repr), and another library's widget: the first gets the hint, the second not.
+OLD_REPR = "<r3nb.kernel.panel.ChatPanel object at 0x7f3a1c2b3d40>"
+OTHER_WIDGET = "IntSlider(value=0)"
+MODEL_NOT_FOUND = "Error displaying widget: model not found"
+
+
+def test_a_saved_panel_reopened_with_a_fresh_kernel_says_how_to_reopen_it(
+    lab: JupyterLab, page: Any, browser: Any, guard: Guard
+) -> None:
+    """Issue 13: the notebook saved with its panel, then opened again with a new kernel:
+    the widget manager finds no model and says only "model not found"; r3nb's output
+    says what it was and how to bring it back."""
+    save_notebook(page)
+    front_end = "notebook7" if "/notebooks/" in page.url else "lab"
+    saved = lab.root / f"cells-{front_end}.ipynb"
+    nb = nbformat.read(str(saved), as_version=4)
+    (output,) = nb.cells[1].outputs  # as the kernel sent it and the front end saved it
+    cid = nb.cells[1].source.split()[-1]
+    hint = f"r3nb chat panel (conversation {cid}): it shows only while the kernel"
+    assert output.data["text/plain"].startswith(hint)
+    assert "application/vnd.jupyter.widget-view+json" in output.data
+    # Two more outputs of a widget whose kernel is gone, in cells of their own.
+    for text in (OLD_REPR, OTHER_WIDGET):
+        other = copy.deepcopy(output)
+        other.data["text/plain"] = text
+        other.data["application/vnd.jupyter.widget-view+json"]["model_id"] = uuid.uuid4().hex
+        nb.cells.append(nbformat.v4.new_code_cell("%r3nb", outputs=[other]))
+    # Another file: its own session, so a fresh kernel, as after reopening the notebook.
+    # Signed as the lab signs what it saves: an untrusted notebook renders no widget (its
+    # outputs show their text/plain, which is the hint itself).
+    NotebookNotary(data_dir=lab.env["JUPYTER_DATA_DIR"]).sign(nb)
+    name = f"reopened-{front_end}.ipynb"
+    nbformat.write(nb, str(lab.root / name))
+    # Its kernel starts while the page loads (the page joins the notebook's session).
+    session = {"path": name, "name": name, "type": "notebook", "kernel": {"name": "python3"}}
+    created = httpx.post(lab.url + "api/sessions", json=session, headers=lab.headers, timeout=30)
+    assert created.status_code == 201, created.text
+
+    reopened = guard.new_page(browser)
+    try:
+        reopened.goto(lab.front_end_url(front_end, name))
+        cells = reopened.locator(".jp-Notebook .jp-Cell")
+        shown = cells.nth(1).locator(".jp-OutputArea-output")
+        shown.locator(".r3nb-stale-hint").wait_for(state="visible")
+        assert MODEL_NOT_FOUND in (shown.text_content() or "")
+        # The kernel's words (the extension writes its own, the same, never the notebook's).
+        words = shown.locator(".r3nb-stale-hint").text_content()
+        assert words == output.data["text/plain"]
+        assert f"`%r3nb --conversation {cid}`" in words
+        # Saved before the hint existed: the same words, without an id to name.
+        old = cells.nth(3).locator(".jp-OutputArea-output .r3nb-stale-hint")
+        old.wait_for(state="visible")
+        assert (old.text_content() or "").startswith("r3nb chat panel: it shows only")
+        foreign = cells.nth(4).locator(".jp-OutputArea-output")
+        foreign.filter(has_text=MODEL_NOT_FOUND).wait_for(state="visible")
+        assert foreign.locator(".r3nb-stale-hint").count() == 0
+    finally:
+        reopened.context.close()
 
 
 def test_without_the_extension_code_blocks_keep_copy_and_the_panel_says_so_once(

@@ -146,6 +146,41 @@ def test_a_panel_is_built_without_asking_the_server() -> None:
         client.close()
 
 
+def test_a_panels_plain_text_says_how_to_reopen_it_and_its_view_is_kept() -> None:
+    """Issue 13: a saved notebook shows a panel's ``text/plain`` wherever its kernel is
+    gone (nbviewer, GitHub, nbconvert, no widgets): what it is and how to reopen it,
+    where ipywidgets' repr said nothing useful. The widget view is anywidget's, as is."""
+    import socket
+
+    from IPython.core.formatters import DisplayFormatter
+
+    from r3nb.kernel.client import ServerClient
+    from r3nb.kernel.panel import ChatPanel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ServerClient(f"http://127.0.0.1:{port}/r3nb/api/", "secret", timeout=2)
+    try:
+        panel = ChatPanel(conversation_id="0123456789abcdef", client=client)
+        # What the kernel's display hook sends for the cell's result.
+        data, _metadata = DisplayFormatter().format(panel)
+        assert data["text/plain"] == (
+            "r3nb chat panel (conversation 0123456789abcdef): it shows only while the "
+            "kernel that opened it runs. To reopen it, run `%load_ext r3nb` and "
+            "`%r3nb --conversation 0123456789abcdef`; the conversation is saved."
+        )
+        view = data["application/vnd.jupyter.widget-view+json"]
+        assert view["model_id"] == panel.model_id
+        assert set(data) == {"text/plain", "application/vnd.jupyter.widget-view+json"}
+        # A draft (no conversation saved yet): plain %r3nb brings a panel back.
+        draft, _ = DisplayFormatter().format(ChatPanel(client=client))
+        assert draft["text/plain"].startswith("r3nb chat panel: it shows only while")
+        assert "`%r3nb`;" in draft["text/plain"]
+    finally:
+        client.close()
+
+
 def test_relayed_calls_share_a_few_threads_and_each_is_answered() -> None:
     """The comm relay ran each request on a new thread; polls from every panel now share
     a few, and every request still gets its answer."""

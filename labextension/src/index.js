@@ -23,6 +23,7 @@
 import { INotebookTracker, NotebookActions } from "@jupyterlab/notebook";
 
 import { askButtons, cellData, cellsToAttach, followSelection } from "./context.js";
+import { staleHints } from "./stale_panel.js";
 
 const EVENT = "r3nb:notebook";
 // Kept equal to package.json's version (tests/test_packaging.py checks it).
@@ -57,6 +58,7 @@ const plugin = {
     tracker.forEach(follow);
     tracker.widgetAdded.connect((_, panel) => follow(panel));
     askButtons(tracker);
+    staleHints(tracker);
 
     document.addEventListener(EVENT, (event) => {
       const detail = event instanceof CustomEvent ? event.detail : null;

@@ -38,6 +38,9 @@ log = logging.getLogger("r3nb.kernel")
 _STATIC = Path(__file__).resolve().parent.parent / "static"
 #: Relayed deltas are merged to at most this many comm messages a second per stream.
 RELAY_RATE = 30.0
+#: How a panel's ``text/plain`` begins: r3nb's JupyterLab extension recognises a saved
+#: panel's output by it (labextension/src/stale_panel.js).
+HINT_MARK = "r3nb chat panel"
 
 
 def is_stream(method: str, path: str) -> bool:
@@ -78,6 +81,19 @@ class ChatPanel(anywidget.AnyWidget):
         }
         super().__init__(**(settings | kwargs))
         self.on_msg(self._on_custom)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # The widget view stays as anywidget makes it; only ``text/plain`` changes: it is
+        # what a saved notebook shows where no kernel holds the panel's model (nbviewer,
+        # GitHub, nbconvert, a front end without widgets), and ipywidgets' repr of the
+        # traits tells a person nothing there.
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, tuple):  # anywidget: (data, metadata)
+            data, *rest = bundle
+            return ({**data, "text/plain": reopen_hint(self.conversation_id)}, *rest)
+        if isinstance(bundle, dict):  # ipywidgets' own form: data only
+            return {**bundle, "text/plain": reopen_hint(self.conversation_id)}
+        return bundle
 
     @traitlets.observe("conversation_id")
     def _conversation_changed(self, change: dict[str, Any]) -> None:
@@ -234,6 +250,19 @@ class _CallThreads:
 
 #: Polls and clicks relayed for every panel of this kernel.
 _call_threads = _CallThreads(4)
+
+
+def reopen_hint(conversation_id: str) -> str:
+    """What a panel's output says once its kernel is gone: the view lived in that kernel,
+    the conversation is saved (by the server, or embedded mode's database), so ``%r3nb``
+    brings it back. labextension/src/stale_panel.js says the same under the widget
+    manager's "model not found"."""
+    magic = f"%r3nb --conversation {conversation_id}" if conversation_id else "%r3nb"
+    where = f" (conversation {conversation_id})" if conversation_id else ""
+    return (
+        f"{HINT_MARK}{where}: it shows only while the kernel that opened it runs. "
+        f"To reopen it, run `%load_ext r3nb` and `{magic}`; the conversation is saved."
+    )
 
 
 def browser_api_base() -> str:
