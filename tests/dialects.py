@@ -44,11 +44,11 @@ _ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "content_filter":
 _GEMINI_FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
 _ANTHROPIC_ERROR = {
     400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
-    500: "api_error", 529: "overloaded_error",
+    500: "api_error", 503: "api_error", 529: "overloaded_error",
 }  # fmt: skip
 _GEMINI_STATUS = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL", 529: "UNAVAILABLE",
+    500: "INTERNAL", 503: "UNAVAILABLE", 529: "UNAVAILABLE",
 }  # fmt: skip
 
 
@@ -165,6 +165,9 @@ class _OllamaWire(_Wire):
 
     def empty(self) -> bytes:
         return b""
+
+    def error_line(self, message: str) -> bytes:
+        return (json.dumps({"error": message}) + "\n").encode()  # what Ollama streams
 
     def ending(
         self, prompt: int, completion: int, include_usage: bool, finish: str = "stop"

@@ -82,9 +82,17 @@ _STATUS_FAULTS: dict[str, tuple[int, dict[str, str], dict[str, Any]]] = {
     ),
     # Anthropic's "overloaded" status, in the OpenAI error shape.
     "529": (529, {}, {"message": "Overloaded", "type": "overloaded_error", "code": None}),
+    "503": (
+        503,
+        {},
+        {"message": "The service is currently unavailable", "type": "server_error", "code": None},
+    ),
 }
-#: Faults that happen after ``after`` chunks have been sent.
-_MID_FAULTS = frozenset({"drop", "stall", "malformed"})
+#: Faults that happen after ``after`` chunks have been sent (``error``: the provider's
+#: own error line in the stream, as Ollama and OpenAI-compatible servers send one).
+_MID_FAULTS = frozenset({"drop", "stall", "malformed", "error"})
+#: The words of ``fault=error`` unless the scenario's ``error_message`` says others.
+MID_ERROR = "the model runner stopped unexpectedly"
 #: ``fault=slow`` without an explicit ``first_delay`` waits this long before chunk 0.
 SLOW_FIRST_DELAY = 2.0
 
@@ -102,7 +110,8 @@ class Scenario:
     first_delay: float = 0.0
     """Extra wait before the first chunk (t0 = arrival + first_delay)."""
     fault: str | None = None
-    """'500' | '401' | '429' | '400' | 'drop' | 'stall' | 'malformed' | 'slow' | None."""
+    """'500' | '503' | '401' | '429' | '400' | '529' | 'drop' | 'stall' | 'malformed' | 'error'
+    | 'slow' | None."""
     after: int = 0
     """For mid-stream faults: how many chunks are sent before the fault."""
     gate: int | None = None
@@ -255,6 +264,11 @@ class _Wire:
     def empty(self) -> bytes:
         """The opening of a reply with no content chunk at all."""
         return self.first_prefix + b'""' + self.suffix
+
+    def error_line(self, message: str) -> bytes:
+        """The provider's error event in the middle of a stream."""
+        error = {"error": {"message": message, "type": "server_error", "code": None}}
+        return f"data: {json.dumps(error)}\n\n".encode()
 
     def ending(
         self, prompt: int, completion: int, include_usage: bool, finish: str = "stop"
@@ -517,14 +531,18 @@ class _CompletionsHandler(tornado.web.RequestHandler):
                 return self._gone()
             await self._wait(None)  # until the client goes away or stop()
             return self._gone()
-        if fault == "malformed":
+        if fault in ("malformed", "error"):
             # End the HTTP response cleanly so the bad event is the only error the client sees.
-            self.write(wire.malformed)
+            self.write(
+                wire.malformed
+                if fault == "malformed"
+                else wire.error_line(sc.error_message or MID_ERROR)
+            )
             try:
                 await self.finish()
             except tornado.iostream.StreamClosedError:
                 return self._gone()
-            return "malformed"
+            return fault
 
         if delay > 0 and n > 0 and not await self._wait(t0 + n * delay):
             return self._gone()

@@ -18,7 +18,7 @@ import pytest
 
 from tests.client import Api
 from tests.dialects import DialectProvider, ForwardProxy, self_signed_ca
-from tests.provider import Scenario, generated_text
+from tests.provider import MID_ERROR, Scenario, generated_text
 from tests.servers import JupyterServer
 
 SYSTEM = "You answer in haiku."
@@ -208,18 +208,48 @@ async def test_the_second_turn_carries_the_first(
     assert body.index("first question") < body.index("second question")
 
 
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [
+        (429, "is rate limiting requests (429): Quota exhausted for this key."),
+        # litellm wraps Gemini's 503 as its own 503 (MidStreamFallbackError): it read as
+        # "the provider's stream broke off mid-reply" before any token had come.
+        (503, "is unavailable (503): Quota exhausted for this key.; retry later"),
+    ],
+)
 @pytest.mark.parametrize("model", list(DIALECTS))
 async def test_an_error_before_the_first_token_names_the_provider_and_its_words(
-    api: Api, dialects: DialectProvider, model: str
+    api: Api, dialects: DialectProvider, model: str, status: int, says: str
 ) -> None:
     dialects.scenario = Scenario(error_message="Quota exhausted for this key.")
     cid = await api.conversation()
-    message = (await api.send(cid, "!fault=429", model=model))["done"]["message"]
+    message = (await api.send(cid, f"!fault={status}", model=model))["done"]["message"]
     assert message["status"] == "error"
     assert message["content"] == ""
     assert message["error"].startswith(DIALECTS[model]), message["error"]
-    assert "is rate limiting requests (429): Quota exhausted for this key." in message["error"]
+    if model == "anthropic" and status == 503:
+        # litellm makes Anthropic's 503 a 500 (its body's "api_error" says no more).
+        assert "Quota exhausted for this key." in message["error"], message["error"]
+    else:
+        assert says in message["error"], message["error"]
     assert KEY not in message["error"]
+
+
+@pytest.mark.parametrize("model", ["openai-lean", "openai-litellm", "ollama_chat", "ollama"])
+async def test_an_error_line_mid_stream_keeps_the_text_and_the_providers_words(
+    api: Api, model: str
+) -> None:
+    """A provider that fails after some tokens says so in the stream (Ollama streams
+    ``{"error": "…"}``): litellm's Ollama parsers never read it, so a cut reply was
+    stored ``complete`` (``ollama_chat/``) or as "cannot reach Ollama" (``ollama/``)."""
+    cid = await api.conversation()
+    result = await api.send(cid, "!tokens=8 !fault=error !after=3", model=model)
+    message = result["done"]["message"]
+    assert message["status"] == "error", message
+    assert message["content"] == generated_text(3)
+    assert message["error"].startswith(DIALECTS[model]), message["error"]
+    assert "mid-reply" in message["error"], message["error"]
+    assert message["error"].endswith(MID_ERROR), message["error"]
 
 
 async def test_anthropic_overloaded_reads_as_overloaded(

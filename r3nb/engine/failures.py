@@ -36,6 +36,7 @@ _BY_STATUS = {
     408: "{who} did not answer in time (408); retry",
     413: "the request is too large for {who} (413); start a new conversation",
     429: "{who} is rate limiting requests (429): {detail}",
+    503: "{who} is unavailable (503): {detail}; retry later",
     529: "{who} is overloaded (529): {detail}; retry later",
 }
 _SERVER_ERROR = "{who} failed ({status}): {detail}; retry later"
@@ -57,6 +58,12 @@ def who(litellm_model: str, api_base: str | None) -> str:
     if prefix == "openai" and api_base:
         return "the provider"
     return _NAMES.get(prefix, "the provider")
+
+
+def api_base_of(params: dict[str, Any]) -> str | None:
+    """The base URL a model entry's call parameters name, if any."""
+    base = params.get("api_base") or params.get("base_url")
+    return str(base) if base else None
 
 
 def for_status(status: int, detail: str, *, who: str, name: str, model: str) -> str:
@@ -106,7 +113,7 @@ def for_exception(error: BaseException, *, who: str, name: str, model: str, wher
         if class_name in names:
             return template.format(who=who, detail=detail, name=name, where=where)
     if "MidStreamFallbackError" in names:
-        return f"the provider's stream broke off mid-reply: {detail}"
+        return f"{who}'s stream broke off mid-reply: {detail}"
     status = _status(cause)
     if status == 500 and "overloaded_error" in str(cause):
         status = 529  # litellm reports Anthropic's 529 as a 500; its body says which
@@ -117,13 +124,14 @@ def for_exception(error: BaseException, *, who: str, name: str, model: str, wher
 
 def _unwrap(error: BaseException) -> BaseException:
     """litellm wraps errors as ``MidStreamFallbackError`` (status 503 unless the
-    original had one). Before the first chunk, the original, when it carries a real
-    status, is what happened (a 429, a 500); after it, the stream broke off."""
+    original had one). Before the first chunk, the original, when it carries a status,
+    is what happened (a 429, a 500, a Gemini 503 "UNAVAILABLE": the wrapper's own 503
+    is on the wrapper, never on the original); after it, the stream broke off."""
     original = getattr(error, "original_exception", None)
     if (
         isinstance(original, BaseException)
         and getattr(error, "is_pre_first_chunk", False)
-        and _status(original) not in (None, 503)
+        and _status(original) is not None
     ):
         return original
     return error

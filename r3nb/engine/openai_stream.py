@@ -134,21 +134,24 @@ def _request(
 
 
 async def stream_chat(
-    params: dict[str, Any], messages: list[dict[str, Any]]
+    params: dict[str, Any], messages: list[dict[str, Any]], *, name: str | None = None
 ) -> AsyncIterator[str | dict[str, Any]]:
     """Yield text deltas, ``{"usage": {...}}`` when the provider sends usage and
     ``{"finish_reason": "..."}`` when a choice ends.
 
-    Raises ``ProviderError`` with a short reason; text already yielded stays with the
-    caller."""
+    Raises ``ProviderError`` with a short reason naming who failed ("OpenAI", or "the
+    provider" for an endpoint of one's own) and the entry ``name`` a person configured;
+    text already yielded stays with the caller."""
     url, headers, body = _request(params, messages)
-    finished = False
+    who = failures.who(str(params.get("model")), failures.api_base_of(params))
+    broke = f"{who}'s stream broke off mid-reply"
+    finished = shown = False
     client = shared_client()
     _in_flight[id(client)] = _in_flight.get(id(client), 0) + 1
     try:
         async with client.stream("POST", url, headers=headers, json=body) as response:
             if response.status_code >= 400:
-                raise ProviderError(await _http_failure(response, params))
+                raise ProviderError(await _http_failure(response, params, who, name))
             lines = _lines(response)
             async for line in lines:
                 if not line.startswith(b"data:"):
@@ -162,37 +165,35 @@ async def stream_chat(
                 try:
                     chunk = json.loads(payload)
                 except (ValueError, RecursionError) as e:
-                    raise ProviderError(
-                        "the provider's stream broke off mid-reply: a malformed chunk"
-                    ) from e
+                    raise ProviderError(f"{broke}: a malformed chunk") from e
                 if not isinstance(chunk, dict):
-                    raise ProviderError("the provider's stream broke off mid-reply: bad chunk")
+                    raise ProviderError(f"{broke}: bad chunk")
                 if "error" in chunk:
                     words = failures.message_of(chunk) or str(chunk["error"])
-                    raise ProviderError(f"the provider reported an error: {words}")
+                    when = " mid-reply" if shown else ""
+                    raise ProviderError(f"{who} reported an error{when}: {words}")
                 if chunk.get("usage"):
                     yield {"usage": chunk["usage"]}
                 for choice in chunk.get("choices") or ():
                     text = (choice.get("delta") or {}).get("content")
                     if text:
+                        shown = True
                         yield text
                     if choice.get("finish_reason"):
                         finished = True
                         yield {"finish_reason": str(choice["finish_reason"])}
     except httpx.ConnectError as e:
         where = url.rsplit("/", 2)[0]
-        untrusted = failures.untrusted_certificate(e, who="the provider", where=f" at {where}")
-        raise ProviderError(untrusted or f"cannot reach the provider at {where}: {e}") from e
+        untrusted = failures.untrusted_certificate(e, who=who, where=f" at {where}")
+        raise ProviderError(untrusted or f"cannot reach {who} at {where}: {e}") from e
     except httpx.TimeoutException as e:
-        raise ProviderError("the provider did not answer in time; retry") from e
+        raise ProviderError(f"{who} did not answer in time; retry") from e
     except (httpx.RemoteProtocolError, httpx.ReadError) as e:
-        raise ProviderError(
-            "the provider's stream broke off mid-reply: the connection closed early"
-        ) from e
+        raise ProviderError(f"{broke}: the connection closed early") from e
     finally:
         _in_flight[id(client)] -= 1
-    if not finished:
-        raise ProviderError("the provider's stream broke off mid-reply: it ended without [DONE]")
+    if not finished:  # no finish reason and no [DONE]: as litellm's path words it
+        raise ProviderError(failures.ENDED_EARLY)
 
 
 async def _read_to_end(lines: AsyncIterator[bytes]) -> None:
@@ -229,7 +230,9 @@ async def _lines(response: httpx.Response) -> AsyncIterator[bytes]:
         yield rest
 
 
-async def _http_failure(response: httpx.Response, params: dict[str, Any]) -> str:
+async def _http_failure(
+    response: httpx.Response, params: dict[str, Any], who: str, name: str | None
+) -> str:
     raw = b""
     async for piece in response.aiter_bytes():
         raw += piece
@@ -244,9 +247,5 @@ async def _http_failure(response: httpx.Response, params: dict[str, Any]) -> str
     # Not cut here: the caller redacts keys first, then cuts (a key straddling a cut
     # would otherwise survive in part).
     return failures.for_status(
-        response.status_code,
-        detail,
-        who=failures.who(model, params.get("api_base") or params.get("base_url")),
-        name=model,
-        model=model,
+        response.status_code, detail, who=who, name=name or model, model=model
     )

@@ -230,7 +230,7 @@ async def _lean(
     finish: str | None = None
     yield REQUESTED
     try:
-        async for item in openai_stream.stream_chat(params, messages):
+        async for item in openai_stream.stream_chat(params, messages, name=model.name):
             if isinstance(item, str):
                 yield item
             elif "usage" in item:

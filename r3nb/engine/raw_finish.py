@@ -8,7 +8,13 @@ Two dialects' parsers in litellm 1.110 report a finish the provider never sent:
   ``"stop"`` whatever it says, so a reply cut at the token limit (``"length"``) looked
   whole.
 
-The raw chunks still say it. ``watch(litellm)`` wraps those two parsers once to note, in
+- **Ollama's errors** (``ollama_chat/`` and ``ollama/``): a failure mid-stream is a
+  line ``{"error": "…"}`` (or, from proxies, ``"done_reason": "error"`` with an
+  ``error``). litellm's chat parser never reads it (the reply was stored ``complete``,
+  cut, or "empty"), and its generate parser raises a bare exception holding the chunk's
+  Python repr, which r3nb read as "cannot reach Ollama".
+
+The raw chunks still say it. ``watch(litellm)`` wraps those parsers once to note, in
 a context variable of the stream being read (litellm parses in the reader's task), the
 raw finish they saw; ``expect(model)`` sets up that note for one stream and
 ``RawFinish.judge`` turns it into the finish reason r3nb stores. A litellm without those
@@ -25,11 +31,20 @@ from typing import Any
 
 
 class RawFinish:
-    """The raw finish one stream's chunks carried (``reason`` None: none yet)."""
+    """The raw finish one stream's chunks carried (``reason`` None: none yet), and the
+    provider's own error words when a chunk carried some."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self.reason: str | None = None
+        self.error: str | None = None
+
+    def failure(self, who: str, *, mid_reply: bool) -> str | None:
+        """The reason to store when the provider said, in the stream, that it failed."""
+        if self.error is None and self.reason != "error":
+            return None
+        words = self.error or "done_reason: error"
+        return f"{who} reported an error{' mid-reply' if mid_reply else ''}: {words}"
 
     def judge(self, finish: str | None) -> str | None:
         """The finish to store, given litellm's; None means the stream ended early."""
@@ -55,22 +70,23 @@ def expect(litellm_model: str) -> RawFinish | None:
     return raw
 
 
-def _gemini_reason(chunk: dict[str, Any]) -> str | None:
+def _gemini_reason(chunk: dict[str, Any], raw: RawFinish) -> None:
     candidates = chunk.get("candidates")
     if isinstance(candidates, list):
         for candidate in candidates:
             if isinstance(candidate, dict) and candidate.get("finishReason"):
-                return str(candidate["finishReason"])
-    return None
+                raw.reason = str(candidate["finishReason"])
 
 
-def _ollama_reason(chunk: dict[str, Any]) -> str | None:
+def _ollama_reason(chunk: dict[str, Any], raw: RawFinish) -> None:
+    error = chunk.get("error")
+    if error:
+        raw.error = str(error)
     if chunk.get("done") is True:
-        return str(chunk.get("done_reason") or "stop")
-    return None
+        raw.reason = str(chunk.get("done_reason") or "stop")
 
 
-def _wrap(iterator: Any, read: Callable[[dict[str, Any]], str | None]) -> bool:
+def _wrap(iterator: Any, read: Callable[[dict[str, Any], RawFinish], None]) -> bool:
     original = getattr(iterator, "chunk_parser", None)
     if original is None:
         return False
@@ -80,9 +96,7 @@ def _wrap(iterator: Any, read: Callable[[dict[str, Any]], str | None]) -> bool:
     def chunk_parser(self: Any, chunk: Any) -> Any:
         raw = _current.get()
         if raw is not None and isinstance(chunk, dict):
-            reason = read(chunk)
-            if reason is not None:
-                raw.reason = reason
+            read(chunk, raw)  # before litellm's parser, which may raise on this chunk
         return original(self, chunk)
 
     chunk_parser.r3nb_watched = True  # type: ignore[attr-defined]
@@ -105,6 +119,14 @@ def watch() -> set[str]:
         iterator = getattr(ollama, "OllamaTextCompletionResponseIterator", None)
         if _wrap(iterator, _ollama_reason):
             _watched.add("ollama")
+    except ImportError:
+        pass
+    try:
+        from litellm.llms.ollama.chat import transformation as ollama_chat
+
+        iterator = getattr(ollama_chat, "OllamaChatCompletionResponseIterator", None)
+        if _wrap(iterator, _ollama_reason):
+            _watched.add("ollama_chat")
     except ImportError:
         pass
     return set(_watched)

@@ -21,7 +21,7 @@ from typing import Any, cast
 from r3nb.errors import NotFound, ProviderError
 from r3nb.protocol import MessageDict, Status
 
-from . import lifecycle, redact
+from . import failures, lifecycle, redact
 from .adapters import Requested, Usage
 from .models import ModelConfig
 from .store import Final, StoreInterface
@@ -248,10 +248,13 @@ class StreamHub:
             ):
                 continue
             quiet = now - stream.last_activity
+            who = failures.who(
+                stream.model.litellm_model, failures.api_base_of(stream.model.params)
+            )
             if stream.length == 0 and quiet > self.first_token_timeout:
-                reason = f"timed out: the provider sent nothing for {self.first_token_timeout:g} s"
+                reason = f"timed out: {who} sent nothing for {self.first_token_timeout:g} s"
             elif stream.length and quiet > self.idle_timeout:
-                reason = f"timed out: the provider went silent for {self.idle_timeout:g} s"
+                reason = f"timed out: {who} went silent for {self.idle_timeout:g} s"
             elif now - stream.started > self.max_duration:
                 reason = f"timed out: the reply exceeded {self.max_duration:g} s"
             else:

@@ -187,6 +187,7 @@ async def stream(
     said = raw_finish.expect(model.litellm_model)  # what the provider itself says
     raw: Any = None
     finish: str | None = None
+    shown = False
     yield CALLING
     try:
         response = await litellm.acompletion(
@@ -205,12 +206,16 @@ async def stream(
             if choices:
                 text = choices[0].delta.content
                 if text:
+                    shown = True
                     yield text
                 finish = getattr(choices[0], "finish_reason", None) or finish
     except asyncio.CancelledError:
         raise
     except Exception as e:
-        raise ProviderError(describe_failure(e, model)) from e
+        raise ProviderError(_said_failure(said, model, shown) or describe_failure(e, model)) from e
+    said_failure = _said_failure(said, model, shown)
+    if said_failure:
+        raise ProviderError(said_failure)
     if said is not None:
         finish = said.judge(finish)
     if finish is None:
@@ -314,10 +319,20 @@ async def _ollama_context(name: str, params: dict[str, Any]) -> int | None:
     return None
 
 
+def _said_failure(said: raw_finish.RawFinish | None, model: ModelConfig, shown: bool) -> str | None:
+    """The failure the provider reported inside its stream (Ollama's ``error`` lines),
+    redacted and cut like every reason; None when it reported none."""
+    if said is None:
+        return None
+    who = failures.who(model.litellm_model, failures.api_base_of(model.params))
+    reason = said.failure(who, mid_reply=shown)
+    return redact.cut(reason) if reason else None
+
+
 def describe_failure(error: BaseException, model: ModelConfig) -> str:
     """A one-line, actionable reason; never the provider's multi-kilobyte message,
     never a key (redacted before the cut to length, so no part of one survives)."""
-    api_base = model.params.get("api_base") or model.params.get("base_url")
+    api_base = failures.api_base_of(model.params)
     reason = failures.for_exception(
         error,
         who=failures.who(model.litellm_model, api_base),
