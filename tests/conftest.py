@@ -120,21 +120,52 @@ def _scope(nodeid: str) -> str:
     return "browser" if Path(module).name.startswith(_BROWSER_MODULES) else module
 
 
-class _BrowserFirst(OrderedDict[str, Any]):
-    """xdist's queue of work units, with the browser unit (the longest) at its head."""
+#: Work units by measured duration, longest first (a fresh-clone run, 2026-12-03): a
+#: worker takes the next unit when its own is nearly done, so the long ones go first and
+#: the short ones fill the end (with alphabetical order a 45 s unit came last while the
+#: other worker sat idle). Units not named here follow, in collection order.
+_LONGEST_FIRST = (
+    "browser",
+    "tests/test_hub_service.py",
+    "tests/test_hub_outages.py",
+    "tests/test_hardening.py",
+    "tests/test_js_suite.py",
+    "tests/test_worker.py",
+    "tests/test_kernel_server.py",
+    "tests/test_trust.py",
+    "tests/test_dialects.py",
+    "tests/test_auth_matrix.py",
+    "tests/test_fuzz.py",
+    "tests/test_hub.py",
+    "tests/test_faults.py",
+    "tests/test_kernel_embedded.py",
+    "tests/test_pg_processes.py",
+    "tests/test_kernel_rules.py",
+    "tests/test_api_contract.py",
+    "tests/test_model_reload.py",
+    "tests/test_store_append.py",
+)
+
+
+def _rank(scope: str) -> int:
+    return _LONGEST_FIRST.index(scope) if scope in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+
+class _LongestFirst(OrderedDict[str, Any]):
+    """xdist's queue of work units, kept in ``_LONGEST_FIRST`` order."""
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
-        if key == "browser":
-            self.move_to_end(key, last=False)
+        for later in [k for k in self if _rank(k) > _rank(key)]:
+            self.move_to_end(later)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``make test``'s scheduler (``-n 2 --dist loadgroup``): workers take whole files (a
     module's server, lab or hub is shared by its tests), and the browser modules are one
     unit (one worker, one JupyterLab: tests/shared_lab.py), one after another, so that no
-    two Chromiums + JupyterLabs compete for the two cores during their timings; that unit
-    goes first because it is the longest.
+    two Chromiums + JupyterLabs compete for the two cores during their timings; units go
+    longest first (``_LONGEST_FIRST``).
 
     A scheduler, not ``xdist_group`` marks: xdist 3.8.0's worker never applied them
     (measured: every test of a file spread over both workers, each starting the file's
@@ -146,7 +177,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class ByFile(LoadScopeScheduling):  # type: ignore[misc]
         def __init__(self, config: pytest.Config, log: Any) -> None:
             super().__init__(config, log)
-            self.workqueue = _BrowserFirst()
+            self.workqueue = _LongestFirst()
 
         def _split_scope(self, nodeid: str) -> str:
             return _scope(nodeid)

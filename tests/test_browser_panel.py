@@ -29,6 +29,7 @@ import pytest
 # This module's own browser fixtures (see tests/browsers.py for why they are imported).
 from tests.browsers import _browser, _guard, _no_cleanup, _no_loop, require_chromium  # noqa: F401
 from tests.lab import (
+    ASSISTANT,
     MESSAGES,
     NEW_ASSISTANT,
     Guard,
@@ -896,6 +897,14 @@ def test_retry_after_a_provider_error_makes_a_new_version_not_a_new_turn(
     message(page, failed).locator(".r3nb-retry").click()
     retried = str(page.wait_for_function(NEW_ASSISTANT, arg=[failed]).json_value())
     wait_status(page, retried, "complete")
+    # The failed version leaves the list with the snapshot that names the new branch
+    # (under load that can come just after the reply's end).
+    page.wait_for_function(
+        "([sel, id]) => { const ids = [...document.querySelectorAll(sel)]"
+        ".map((e) => e.dataset.messageId); return ids.length === 1 && ids[0] === id; }",
+        arg=[ASSISTANT, retried],
+        timeout=5_000,
+    )
     assert assistant_ids(page) == [retried]
     assert shown_texts(page, "user") == ["Will this work?"]
     assert message(page, retried).locator(".r3nb-version-label").text_content() == "2/2"
