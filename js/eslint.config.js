@@ -7,7 +7,7 @@ export default [
   { ignores: ["node_modules/**"] },
   js.configs.recommended,
   {
-    files: ["src/**/*.js", "scripts/**/*.mjs", "test/**/*.mjs", "eslint.config.js"],
+    files: ["src/**/*.js", "scripts/**/*.mjs", "test/**/*.mjs", "testing/**/*.mjs", "eslint.config.js"],
     languageOptions: {
       ecmaVersion: 2022,
       sourceType: "module",

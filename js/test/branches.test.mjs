@@ -5,9 +5,9 @@
 
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { makeDom } from "../testing/jsdom_env.mjs";
 
-const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true });
+const dom = makeDom("<!doctype html><body></body>", { pretendToBeVisual: true });
 const win = /** @type {any} */ (dom.window);
 globalThis.document = win.document;
 globalThis.window = win;

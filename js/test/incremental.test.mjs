@@ -3,13 +3,13 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { JSDOM } from "jsdom";
+import { makeDom } from "../testing/jsdom_env.mjs";
 
 import { MarkdownView } from "../src/incremental.js";
 import { markdownToHtml } from "../src/markdown.js";
 import { createSanitizer } from "../src/sanitize.js";
 
-const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true });
+const dom = makeDom("<!doctype html><body></body>", { pretendToBeVisual: true });
 const win = /** @type {any} */ (dom.window);
 const sanitize = createSanitizer(win);
 

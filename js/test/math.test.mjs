@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { JSDOM } from "jsdom";
+import { makeDom } from "../testing/jsdom_env.mjs";
 import katex from "katex";
 
 import { MarkdownView } from "../src/incremental.js";
@@ -11,7 +11,7 @@ import { markdownToHtml } from "../src/markdown.js";
 import { MATHML_ATTRS, MATHML_TAGS, MAX_TEX_CHARS, isAllowedMathml } from "../src/math.js";
 import { createSanitizer } from "../src/sanitize.js";
 
-const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true, url: "https://lab.example/lab" });
+const dom = makeDom("<!doctype html><body></body>", { pretendToBeVisual: true, url: "https://lab.example/lab" });
 const win = /** @type {any} */ (dom.window);
 // Every formula at once: these tests look at the DOM right after a render.
 const sanitize = createSanitizer(win, { mathBudgetMs: Infinity });

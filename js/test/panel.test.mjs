@@ -3,9 +3,9 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { JSDOM } from "jsdom";
+import { makeDom } from "../testing/jsdom_env.mjs";
 
-const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true, url: "https://lab.example/lab" });
+const dom = makeDom("<!doctype html><body></body>", { pretendToBeVisual: true, url: "https://lab.example/lab" });
 globalThis.document = dom.window.document;
 globalThis.window = dom.window;
 globalThis.AbortController = dom.window.AbortController; // jsdom accepts only its own signals

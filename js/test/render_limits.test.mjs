@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { makeDom } from "../testing/jsdom_env.mjs";
 
 import { LARGE_CHARS, MarkdownView, TABLE_SLICE_CHARS, blockRanges } from "../src/incremental.js";
 import { MAX_DEPTH, markdownToHtml } from "../src/markdown.js";
@@ -13,7 +13,7 @@ import { MessageView } from "../src/message_view.js";
 import { createSanitizer } from "../src/sanitize.js";
 import { Session } from "../src/session.js";
 
-const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true });
+const dom = makeDom("<!doctype html><body></body>", { pretendToBeVisual: true });
 const win = /** @type {any} */ (dom.window);
 const sanitize = createSanitizer(win);
 

@@ -4,12 +4,12 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { JSDOM } from "jsdom";
+import { makeDom } from "../testing/jsdom_env.mjs";
 
 import { markdownToHtml } from "../src/markdown.js";
 import { createSanitizer, isSafeHref, loadImage } from "../src/sanitize.js";
 
-const dom = new JSDOM("<!doctype html><html><body></body></html>", { url: "https://lab.example/lab" });
+const dom = makeDom("<!doctype html><html><body></body></html>", { url: "https://lab.example/lab" });
 const win = /** @type {any} */ (dom.window);
 const sanitize = createSanitizer(win);
 

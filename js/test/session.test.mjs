@@ -4,13 +4,13 @@
 
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
-import { JSDOM } from "jsdom";
+import { makeDom } from "../testing/jsdom_env.mjs";
 
 import { createSanitizer } from "../src/sanitize.js";
 import { Session } from "../src/session.js";
 import { ApiError, NetworkError, StallError } from "../src/transport.js";
 
-const dom = new JSDOM("<!doctype html><body></body>", { pretendToBeVisual: true });
+const dom = makeDom("<!doctype html><body></body>", { pretendToBeVisual: true });
 const win = /** @type {any} */ (dom.window);
 const sanitize = createSanitizer(win);
 
