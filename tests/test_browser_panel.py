@@ -1017,3 +1017,13 @@ def test_stop_one_reply_at_a_time_and_following_the_reply_in_notebook7(
     )
     fresh(lab_provider)
     test_reply_is_followed_at_the_bottom_and_a_reader_who_scrolled_up_stays(lab_provider, page7)
+
+
+def test_pin_exclude_what_was_left_out_and_retry_in_notebook7(
+    lab: JupyterLab, lab_provider: FakeProvider, page7: Any
+) -> None:
+    test_pin_and_exclude_change_what_the_model_receives_and_a_reply_says_what_was_left_out(
+        lab, lab_provider, page7
+    )
+    fresh(lab_provider)
+    test_retry_after_a_provider_error_makes_a_new_version_not_a_new_turn(lab, lab_provider, page7)

@@ -1,18 +1,17 @@
 """What a provider itself said about the end of a stream, where litellm's parsers lose it.
 
-Two dialects' parsers in litellm 1.110 report a finish the provider never sent:
+litellm 1.110's parsers lose what some providers say about a stream's end:
 
 - **Gemini**: every chunk without a ``finishReason`` gets ``finish_reason: "stop"``, so a
   stream cut after 6 of 24 words looked finished and was stored ``complete``.
 - **Ollama's ``/api/generate``** (``ollama/``): the last chunk's ``done_reason`` is read as
   ``"stop"`` whatever it says, so a reply cut at the token limit (``"length"``) looked
   whole.
-
 - **Ollama's errors** (``ollama_chat/`` and ``ollama/``): a failure mid-stream is a
   line ``{"error": "…"}`` (or, from proxies, ``"done_reason": "error"`` with an
   ``error``). litellm's chat parser never reads it (the reply was stored ``complete``,
-  cut, or "empty"), and its generate parser raises a bare exception holding the chunk's
-  Python repr, which r3nb read as "cannot reach Ollama".
+  cut, or a 400 naming a ``KeyError``), and its generate parser raises a bare exception
+  holding the chunk's Python repr (shown as "cannot reach Ollama" or a dict).
 
 The raw chunks still say it. ``watch(litellm)`` wraps those parsers once to note, in
 a context variable of the stream being read (litellm parses in the reader's task), the

@@ -248,17 +248,18 @@ class StreamHub:
             ):
                 continue
             quiet = now - stream.last_activity
-            who = failures.who(
-                stream.model.litellm_model, failures.api_base_of(stream.model.params)
-            )
             if stream.length == 0 and quiet > self.first_token_timeout:
-                reason = f"timed out: {who} sent nothing for {self.first_token_timeout:g} s"
+                reason = f"timed out: {{who}} sent nothing for {self.first_token_timeout:g} s"
             elif stream.length and quiet > self.idle_timeout:
-                reason = f"timed out: {who} went silent for {self.idle_timeout:g} s"
+                reason = f"timed out: {{who}} went silent for {self.idle_timeout:g} s"
             elif now - stream.started > self.max_duration:
                 reason = f"timed out: the reply exceeded {self.max_duration:g} s"
             else:
                 continue
+            model = stream.model
+            reason = reason.replace(
+                "{who}", failures.who(model.litellm_model, failures.api_base_of(model.params))
+            )
             self.counters["streams_timed_out"] += 1
             stream.abort(reason)
 
