@@ -25,6 +25,7 @@ Only ``worker_litellm`` (the one module importing litellm) calls ``watch``.
 from __future__ import annotations
 
 import contextvars
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -103,29 +104,24 @@ def _wrap(iterator: Any, read: Callable[[dict[str, Any], RawFinish], None]) -> b
     return True
 
 
+#: The parsers watched: dialect, module, iterator class, what to read from a raw chunk.
+_PARSERS = (
+    ("gemini", "litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini",
+     "ModelResponseIterator", _gemini_reason),
+    ("ollama", "litellm.llms.ollama.completion.transformation",
+     "OllamaTextCompletionResponseIterator", _ollama_reason),
+    ("ollama_chat", "litellm.llms.ollama.chat.transformation",
+     "OllamaChatCompletionResponseIterator", _ollama_reason),
+)  # fmt: skip
+
+
 def watch() -> set[str]:
     """Wrap the parsers this litellm has (idempotent); the dialects now watched."""
-    try:
-        from litellm.llms.vertex_ai.gemini import vertex_and_google_ai_studio_gemini as gemini
-
-        if _wrap(getattr(gemini, "ModelResponseIterator", None), _gemini_reason):
-            _watched.add("gemini")
-    except ImportError:
-        pass
-    try:
-        from litellm.llms.ollama.completion import transformation as ollama
-
-        iterator = getattr(ollama, "OllamaTextCompletionResponseIterator", None)
-        if _wrap(iterator, _ollama_reason):
-            _watched.add("ollama")
-    except ImportError:
-        pass
-    try:
-        from litellm.llms.ollama.chat import transformation as ollama_chat
-
-        iterator = getattr(ollama_chat, "OllamaChatCompletionResponseIterator", None)
-        if _wrap(iterator, _ollama_reason):
-            _watched.add("ollama_chat")
-    except ImportError:
-        pass
+    for dialect, module_name, class_name, read in _PARSERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if _wrap(getattr(module, class_name, None), read):
+            _watched.add(dialect)
     return set(_watched)
