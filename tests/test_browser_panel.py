@@ -85,8 +85,7 @@ def lab_provider(shared_provider: FakeProvider) -> FakeProvider:
 def _fresh_scenario(lab_provider: FakeProvider) -> Iterator[None]:
     lab_provider.scenario = Scenario()
     yield
-    lab_provider.scenario = Scenario()
-    lab_provider.release()  # never leave a gated stream hanging for the next test
+    fresh(lab_provider)  # never leave a gated stream hanging for the next test
 
 
 @pytest.fixture(scope="module")
@@ -961,7 +960,8 @@ def test_versions_math_pin_and_new_in_notebook7(
 
 
 def fresh(lab_provider: FakeProvider) -> None:
-    """What _fresh_scenario does between tests, between the steps of one test."""
+    """The default scenario, and no stream left waiting at a gate: between tests
+    (_fresh_scenario) and between the steps of one test."""
     lab_provider.scenario = Scenario()
     lab_provider.release()
 

@@ -4,13 +4,16 @@ terminal IPython gets text (not reprs), and costs read the same in the panel and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,42 +129,43 @@ def test_costs_read_the_same_in_the_panel_and_in_chat(cost: float) -> None:
     assert js.stdout.strip() == format_cost(cost)
 
 
-def test_a_panel_is_built_without_asking_the_server() -> None:
-    """``ChatPanel()`` makes no HTTP call (the page reads health and models on its own
-    route): with the server unreachable it still builds, and the page shows why."""
+@contextlib.contextmanager
+def unreachable_client() -> Iterator[Any]:
+    """A ServerClient whose server is not there (a port bound, then closed again)."""
     import socket
 
     from r3nb.kernel.client import ServerClient
-    from r3nb.kernel.panel import ChatPanel
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     client = ServerClient(f"http://127.0.0.1:{port}/r3nb/api/", "secret", timeout=2)
     try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_a_panel_is_built_without_asking_the_server() -> None:
+    """``ChatPanel()`` makes no HTTP call (the page reads health and models on its own
+    route): with the server unreachable it still builds, and the page shows why."""
+    from r3nb.kernel.panel import ChatPanel
+
+    with unreachable_client() as client:
         panel = ChatPanel(conversation_id="abc", client=client)
         assert (panel.mode, panel.conversation_id) == ("server", "abc")
         assert (panel.snapshot_interval, panel.default_model) == (0, "")  # the server's
-    finally:
-        client.close()
 
 
 def test_a_panels_plain_text_says_how_to_reopen_it_and_its_view_is_kept() -> None:
     """Issue 13: a saved notebook shows a panel's ``text/plain`` wherever its kernel is
     gone (nbviewer, GitHub, nbconvert, no widgets): what it is and how to reopen it,
     where ipywidgets' repr said nothing useful. The widget view is anywidget's, as is."""
-    import socket
-
     from IPython.core.formatters import DisplayFormatter
 
-    from r3nb.kernel.client import ServerClient
     from r3nb.kernel.panel import ChatPanel
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    client = ServerClient(f"http://127.0.0.1:{port}/r3nb/api/", "secret", timeout=2)
-    try:
+    with unreachable_client() as client:
         panel = ChatPanel(conversation_id="0123456789abcdef", client=client)
         # What the kernel's display hook sends for the cell's result.
         data, _metadata = DisplayFormatter().format(panel)
@@ -177,8 +181,6 @@ def test_a_panels_plain_text_says_how_to_reopen_it_and_its_view_is_kept() -> Non
         draft, _ = DisplayFormatter().format(ChatPanel(client=client))
         assert draft["text/plain"].startswith("r3nb chat panel: it shows only while")
         assert "`%r3nb`;" in draft["text/plain"]
-    finally:
-        client.close()
 
 
 def test_relayed_calls_share_a_few_threads_and_each_is_answered() -> None:
