@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,6 +207,7 @@ class StreamResult:
     """One reply as a client saw it."""
 
     t_post: float
+    t_start: float | None = None  # the ``start`` event: the send admitted and durable
     t_first: float | None = None  # first non-empty delta
     t_done: float | None = None
     text: str = ""
@@ -217,52 +219,138 @@ class StreamResult:
     error: str | None = None
 
 
+class _Frames:
+    """r3nb's SSE as a client reads it (cheap parse: split on blank lines), fed the
+    pieces each network read brought, whichever HTTP client read them."""
+
+    def __init__(self, res: StreamResult, timeline: bool) -> None:
+        self.res = res
+        self.timeline = timeline
+        self.parts: list[str] = []
+        self.length = 0
+        self.buf = b""
+
+    def feed(self, piece: bytes) -> None:
+        res = self.res
+        res.bytes += len(piece)
+        self.buf += piece
+        if b"\n\n" not in self.buf:
+            return
+        *frames, self.buf = self.buf.split(b"\n\n")
+        now = time.perf_counter()
+        for frame in frames:
+            if not frame.startswith(b"event: "):
+                continue
+            nl = frame.index(b"\n")
+            name = frame[7:nl]
+            data = json.loads(frame[nl + 7 :])
+            res.events += 1
+            if name == b"delta":
+                text = data["text"]
+                if data["offset"] != self.length:
+                    res.error = f"offset {data['offset']} != {self.length}"
+                self.parts.append(text)
+                self.length += len(text)
+                if res.t_first is None and text:
+                    res.t_first = now
+                if self.timeline:
+                    res.timeline.append((now, self.length))
+            elif name == b"start":
+                res.t_start = now
+                res.message_id = data["assistant_message"]["id"]
+            elif name == b"done":
+                res.t_done = now
+                res.status = data["message"]["status"]
+                if data["message"]["content"] != "".join(self.parts):
+                    res.error = "done.content differs from the deltas"
+
+    def close(self) -> StreamResult:
+        self.res.text = "".join(self.parts)
+        return self.res
+
+
 async def r3nb_send(
     http: httpx.AsyncClient, cid: str, content: str, model: str, *, timeline: bool = False
 ) -> StreamResult:
-    """POST a message and read its SSE to ``done`` (cheap parse: split on blank lines)."""
-    res = StreamResult(t_post=time.perf_counter())
-    parts: list[str] = []
-    length = 0
+    """POST a message and read its SSE to ``done``."""
+    frames = _Frames(StreamResult(t_post=time.perf_counter()), timeline)
     body = json.dumps({"content": content, "model": model})
     try:
         async with http.stream("POST", f"conversations/{cid}/messages", content=body) as r:
             if r.status_code >= 300:
-                res.error = f"{r.status_code}: {(await r.aread())[:200]!r}"
-                return res
-            buf = b""
+                frames.res.error = f"{r.status_code}: {(await r.aread())[:200]!r}"
+                return frames.res
             async for piece in r.aiter_raw():
-                res.bytes += len(piece)
-                buf += piece
-                if b"\n\n" not in buf:
-                    continue
-                *frames, buf = buf.split(b"\n\n")
-                now = time.perf_counter()
-                for frame in frames:
-                    if not frame.startswith(b"event: "):
-                        continue
-                    nl = frame.index(b"\n")
-                    name = frame[7:nl]
-                    data = json.loads(frame[nl + 7 :])
-                    res.events += 1
-                    if name == b"delta":
-                        text = data["text"]
-                        if data["offset"] != length:
-                            res.error = f"offset {data['offset']} != {length}"
-                        parts.append(text)
-                        length += len(text)
-                        if res.t_first is None and text:
-                            res.t_first = now
-                        if timeline:
-                            res.timeline.append((now, length))
-                    elif name == b"start":
-                        res.message_id = data["assistant_message"]["id"]
-                    elif name == b"done":
-                        res.t_done = now
-                        res.status = data["message"]["status"]
-                        if data["message"]["content"] != "".join(parts):
-                            res.error = "done.content differs from the deltas"
+                frames.feed(piece)
     except httpx.HTTPError as e:
+        frames.res.error = f"{type(e).__name__}: {e}"
+    return frames.close()
+
+
+# --------------------------------------------------------------------------- many at once
+
+
+def aio_client(headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+    """A client for fifty streams at once from one process. Not httpx there: its pool
+    walks every connection for every request that starts or ends (httpcore 1.0), and at
+    fifty streams the bench's own client spent ~1 s of CPU per burst in that walk,
+    which showed up as the server's latency (profiled). Both sides of a side-by-side
+    figure use this client."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        headers=headers or {},
+        timeout=aiohttp.ClientTimeout(total=120.0, connect=30.0),
+    )
+
+
+async def aio_r3nb_send(
+    http: aiohttp.ClientSession, api: str, cid: str, content: str, model: str
+) -> StreamResult:
+    """``r3nb_send`` through ``aio_client``; ``api`` is the server's r3nb API base."""
+    frames = _Frames(StreamResult(t_post=time.perf_counter()), False)
+    body = json.dumps({"content": content, "model": model})
+    try:
+        async with http.post(f"{api}conversations/{cid}/messages", data=body) as r:
+            if r.status >= 300:
+                frames.res.error = f"{r.status}: {(await r.read())[:200]!r}"
+                return frames.res
+            async for piece in r.content.iter_any():
+                frames.feed(piece)
+    except aiohttp.ClientError as e:
+        frames.res.error = f"{type(e).__name__}: {e}"
+    return frames.close()
+
+
+async def aio_direct(http: aiohttp.ClientSession, provider_url: str, content: str) -> StreamResult:
+    """The same prompt straight to the provider through ``aio_client`` (json per chunk)."""
+    res = StreamResult(t_post=time.perf_counter())
+    parts: list[str] = []
+    body = {
+        "model": "fake",
+        "messages": [{"role": "user", "content": content}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    try:
+        async with http.post(provider_url + "/chat/completions", json=body) as r:
+            rest = b""
+            async for piece in r.content.iter_any():
+                lines = (rest + piece).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    res.events += 1
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            if res.t_first is None:
+                                res.t_first = time.perf_counter()
+                            parts.append(text)
+        res.t_done = time.perf_counter()
+        res.status = "complete"
+    except aiohttp.ClientError as e:
         res.error = f"{type(e).__name__}: {e}"
     res.text = "".join(parts)
     return res

@@ -397,7 +397,9 @@ class _CompletionsHandler(tornado.web.RequestHandler):
                 scenario = dataclasses.replace(scenario, first_delay=SLOW_FIRST_DELAY)
 
         if fault in _STATUS_FAULTS:
-            index = provider._record(body, "", self._authorization(), self.request.uri or "")
+            index = provider._record(
+                body, "", self._authorization(), self.request.uri or "", self._peer()
+            )
             status, headers, error = _STATUS_FAULTS[fault]
             if scenario.error_message is not None:
                 error = {**error, "message": scenario.error_message}
@@ -414,7 +416,7 @@ class _CompletionsHandler(tornado.web.RequestHandler):
         else:
             pieces = [generated_word(i) for i in range(max(0, scenario.tokens))]
         index = provider._record(
-            body, "".join(pieces), self._authorization(), self.request.uri or ""
+            body, "".join(pieces), self._authorization(), self.request.uri or "", self._peer()
         )
         model = str(body.get("model") or "fake")
         wire = self.wire(index, model)
@@ -457,6 +459,11 @@ class _CompletionsHandler(tornado.web.RequestHandler):
 
     def _authorization(self) -> str:
         return self.request.headers.get("Authorization", "")
+
+    def _peer(self) -> Any:
+        return getattr(self.request.connection, "context", None) and getattr(
+            self.request.connection.context, "address", None
+        )
 
     def _error(self, status: int, error: dict[str, Any]) -> None:
         self.set_status(status)
@@ -658,6 +665,8 @@ class FakeProvider:
         self.paths: list[str] = []
         """The path (with query) of each recorded request."""
         self.authorizations: list[str] = []
+        #: Each request's client address (host, port): distinct ones are connections.
+        self.peers: list[Any] = []
         """The ``Authorization`` header of each recorded request ("" when absent)."""
         self.replies: list[str] = []
         """The full text each request was meant to produce ("" for HTTP-error faults)."""
@@ -790,10 +799,16 @@ class FakeProvider:
     # -- bookkeeping (provider thread) and waiting (any thread / loop)
 
     def _record(
-        self, body: dict[str, Any], reply: str, authorization: str = "", path: str = ""
+        self,
+        body: dict[str, Any],
+        reply: str,
+        authorization: str = "",
+        path: str = "",
+        peer: Any = None,
     ) -> int:
         with self._lock:
             self.requests.append(body)
+            self.peers.append(peer)
             self.paths.append(path)
             self.authorizations.append(authorization)
             self.replies.append(reply)

@@ -2,11 +2,17 @@
 
 Why not litellm for these: measured here, litellm's stream wrapper costs 0.25–1 ms of CPU
 per chunk (pydantic models, logging) and keeps *every* chunk object until the stream ends
-(``CustomStreamWrapper.chunks``): a 100,000-token reply held ~270 MB in the server. Reading
-the same SSE with httpx costs a few microseconds per chunk and keeps only the text. Every
+(``CustomStreamWrapper.chunks``): a 100,000-token reply held ~270 MB in the server. Every
 ``openai/…`` model (OpenAI itself, vLLM, Ollama's /v1, LM Studio, llama.cpp…) speaks this
 wire format, so the server uses this path for them by default (``"stream_path": "litellm"``
 in a model entry switches back). litellm stays the path for every other provider.
+
+Why aiohttp, not httpx: a classroom's burst of fifty sends is fifty streams read at once
+on the server's one loop, and reading them was most of the loop's time. Measured here,
+fifty 20-token streams cost 3.4 ms of CPU each through httpx (httpcore, anyio and h11
+layers per read, and a pool walk squared in the number of connections) and 1.0 ms
+through aiohttp (one C parser, bytes handed straight to a stream reader). aiohttp is
+litellm's own HTTP client, so it adds no dependency to the install.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import functools
 import json
 import os
 import ssl
+import urllib.request
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
+import aiohttp
+from aiohttp.helpers import strip_auth_from_url
+from yarl import URL
 
 from r3nb.errors import ProviderError
 
@@ -31,19 +40,14 @@ from .models import OPENAI_BODY_KEYS
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 _ERROR_BODY_LIMIT = 16 * 1024
 
-#: Pooled clients per event loop (an httpx client is bound to the loop that opened its
+#: One pooled session per event loop (a session is bound to the loop that opened its
 #: connections: the server has one loop; embedded kernels and test runs may have several).
-#: Several, not one: httpcore (1.0.x) walks every connection of a pool, squared, each time
-#: a request starts or ends (``_assign_requests_to_connections``), so one pool holding a
-#: burst's fifty streams spent ~1 s of the loop's CPU per burst in that walk alone
-#: (522,060 ``is_idle`` calls for 50 sends, profiled). A request takes the client with
-#: the fewest requests in flight: a lone reply always finds the same warm connection,
-#: and fifty at once spread over ``POOLS`` pools of ~6 (1/64 of that walk).
-POOLS = 8
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = (
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
 )
-_in_flight: dict[int, int] = {}  # id(client) → requests it is serving now
+
+#: Connect within 15 s; a reply may think for minutes between chunks, so no read timeout.
+TIMEOUT = aiohttp.ClientTimeout(total=None, connect=15.0, sock_read=None)
 
 
 #: Variables naming a CA bundle to trust, in the order they are looked at
@@ -64,7 +68,7 @@ def ca_bundle() -> str | None:
 def tls_context() -> ssl.SSLContext:
     """What the lean reader trusts: the CA bundle an environment variable names (a
     gateway, or a proxy that re-signs traffic), exactly as requests and OpenSSL do;
-    else certifi's roots plus the OS store. (httpx alone reads ``SSL_CERT_FILE`` only:
+    else certifi's roots plus the OS store. (httpx alone read ``SSL_CERT_FILE`` only:
     an organisation's CA set as ``REQUESTS_CA_BUNDLE``, what pip and requests use, was
     not trusted.) The provider adapter gives litellm the same bundle."""
     import certifi
@@ -77,35 +81,45 @@ def tls_context() -> ssl.SSLContext:
     return context
 
 
-def _new_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=15.0, read=None, write=30.0, pool=30.0),
-        # A class pressing Send together opens one stream each: keep them for the next
-        # burst (a new TLS connection costs round trips and ~ms of CPU on the loop),
-        # and for a while (30 s, not httpx's 5 s) between turns.
-        limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=32, keepalive_expiry=30.0
-        ),
-        verify=tls_context(),
-        trust_env=True,
-    )
-
-
-def shared_client() -> httpx.AsyncClient:
-    """This loop's least busy pooled client: proxies from ``HTTPS_PROXY``/``HTTP_PROXY``/
-    ``NO_PROXY`` (``trust_env``), certificates from ``tls_context``."""
+def session() -> aiohttp.ClientSession:
+    """This loop's pooled session, certificates from ``tls_context``. Connections are
+    kept 30 s between turns (a new TLS connection costs round trips and ~ms of CPU on
+    the loop), with no cap on how many: a class pressing Send together opens one stream
+    each. Not aiohttp's ``trust_env``: it reads ``~/.netrc`` and the proxy variables in
+    a thread for every request (two thread hops per send, a third of a burst's loop
+    time in thread hand-offs, profiled); ``proxy_for`` reads the variables instead."""
     loop = asyncio.get_running_loop()
-    clients = _clients.get(loop)
-    if clients is None or clients[0].is_closed:
-        clients = _clients[loop] = [_new_client() for _ in range(POOLS)]
-    return min(clients, key=lambda c: _in_flight.get(id(c), 0))
+    found = _sessions.get(loop)
+    if found is None or found.closed:
+        connector = aiohttp.TCPConnector(limit=0, ssl=tls_context(), keepalive_timeout=30.0)
+        found = _sessions[loop] = aiohttp.ClientSession(
+            connector=connector, timeout=TIMEOUT, cookie_jar=aiohttp.DummyCookieJar()
+        )
+    return found
+
+
+#: ``NO_PROXY`` as urllib reads it (not in typeshed; ``proxy_bypass`` would also ask
+#: macOS's and Windows' system settings, which curl, requests and httpx do not).
+_bypass: Callable[[str], bool] = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009
+
+
+def proxy_for(url: str) -> dict[str, Any]:
+    """``session().post`` arguments for the proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name
+    for ``url`` (``user:password@`` in it is the proxy's login), none where ``NO_PROXY``
+    excludes its host: as curl, requests and httpx read them."""
+    target = URL(url)
+    found = urllib.request.getproxies_environment().get(target.scheme)
+    if not found or (target.host and _bypass(target.host)):
+        return {}
+    proxy, auth = strip_auth_from_url(URL(found))
+    return {"proxy": proxy, "proxy_auth": auth}
 
 
 async def aclose() -> None:
-    """Close this loop's clients (the engine calls it on stop)."""
-    for client in _clients.pop(asyncio.get_running_loop(), None) or ():
-        _in_flight.pop(id(client), None)
-        await client.aclose()
+    """Close this loop's session (the engine calls it on stop)."""
+    found = _sessions.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.close()
 
 
 def _request(
@@ -146,13 +160,12 @@ async def stream_chat(
     who = failures.who(str(params.get("model")), failures.api_base_of(params))
     broke = f"{who}'s stream broke off mid-reply"
     finished = shown = False
-    client = shared_client()
-    _in_flight[id(client)] = _in_flight.get(id(client), 0) + 1
     try:
-        async with client.stream("POST", url, headers=headers, json=body) as response:
-            if response.status_code >= 400:
+        post = session().post(url, headers=headers, json=body, **proxy_for(url))
+        async with post as response:
+            if response.status >= 400:
                 raise ProviderError(await _http_failure(response, params, who, name))
-            lines = _lines(response)
+            lines = _lines(response.content.iter_any())
             async for line in lines:
                 if not line.startswith(b"data:"):
                     continue  # blank separators, ": keep-alive" comments, "event:" lines
@@ -182,18 +195,29 @@ async def stream_chat(
                     if choice.get("finish_reason"):
                         finished = True
                         yield {"finish_reason": str(choice["finish_reason"])}
-    except httpx.ConnectError as e:
+    except aiohttp.ClientConnectorError as e:
         where = url.rsplit("/", 2)[0]
         untrusted = failures.untrusted_certificate(e, who=who, where=f" at {where}")
-        raise ProviderError(untrusted or f"cannot reach {who} at {where}: {e}") from e
-    except httpx.TimeoutException as e:
+        reason = untrusted or f"cannot reach {who} at {where}: {_connect_detail(e)}"
+        raise ProviderError(reason) from e
+    except TimeoutError as e:  # aiohttp's connect timeout is a TimeoutError too
         raise ProviderError(f"{who} did not answer in time; retry") from e
-    except (httpx.RemoteProtocolError, httpx.ReadError) as e:
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as e:
         raise ProviderError(f"{broke}: the connection closed early") from e
-    finally:
-        _in_flight[id(client)] -= 1
+    except aiohttp.ClientError as e:  # a reset, a proxy refusing, a malformed response
+        detail = str(e) or type(e).__name__
+        raise ProviderError(f"{broke}: {detail}" if shown else f"{who} failed: {detail}") from e
     if not finished:  # no finish reason and no [DONE]: as litellm's path words it
         raise ProviderError(failures.ENDED_EARLY)
+
+
+def _connect_detail(error: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, in the words a person acts on ("connection refused",
+    the resolver's "Name or service not known"), not aiohttp's "Connect call failed"."""
+    cause = error.os_error
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    return (cause.strerror if cause is not None else None) or str(cause or error)
 
 
 async def _read_to_end(lines: AsyncIterator[bytes]) -> None:
@@ -202,22 +226,19 @@ async def _read_to_end(lines: AsyncIterator[bytes]) -> None:
     connection, a TLS handshake each (measured here: every send of a burst connected
     anew). Bounded: a provider that keeps the stream open after ``[DONE]`` costs one
     closed connection, as before, not a hung reply."""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
         async with asyncio.timeout(1.0):
             async for _ in lines:
                 pass
 
 
-async def _lines(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The response's lines as bytes (SSE: ``\n``, ``\r\n`` or ``\r``; blank lines may
-    be extra where a ``\r\n`` is split across reads, and SSE ignores those).
+async def _lines(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body's lines as bytes (SSE: ``\n``, ``\r\n`` or ``\r``; blank lines may be
+    extra where a ``\r\n`` is split across reads, and SSE ignores those).
 
-    Not ``aiter_lines``: it decodes text and splits lines through three more generator
-    layers per network read, a third of the reader's CPU per token in a burst of fifty
-    streams. ``json.loads`` takes the bytes as they are. A compressed body (rare for
-    SSE) still goes through httpx's decoders (``aiter_bytes``)."""
-    encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
-    pieces = response.aiter_bytes() if encoded else response.aiter_raw()
+    ``pieces`` is what each network read brought (aiohttp has already undone any
+    ``Content-Encoding``). Not aiohttp's line reader: it decodes nothing but waits for a
+    ``\n`` only, and ``json.loads`` takes the bytes as they are."""
     rest = b""
     async for piece in pieces:
         if b"\r" in piece:
@@ -231,10 +252,10 @@ async def _lines(response: httpx.Response) -> AsyncIterator[bytes]:
 
 
 async def _http_failure(
-    response: httpx.Response, params: dict[str, Any], who: str, name: str | None
+    response: aiohttp.ClientResponse, params: dict[str, Any], who: str, name: str | None
 ) -> str:
     raw = b""
-    async for piece in response.aiter_bytes():
+    async for piece in response.content.iter_any():
         raw += piece
         if len(raw) > _ERROR_BODY_LIMIT:
             break
@@ -242,10 +263,8 @@ async def _http_failure(
         detail = failures.message_of(json.loads(raw)) or ""
     except (ValueError, RecursionError):
         detail = ""
-    detail = detail or raw.decode(errors="replace").strip() or response.reason_phrase
+    detail = detail or raw.decode(errors="replace").strip() or (response.reason or "")
     model = str(params.get("model"))
     # Not cut here: the caller redacts keys first, then cuts (a key straddling a cut
     # would otherwise survive in part).
-    return failures.for_status(
-        response.status_code, detail, who=who, name=name or model, model=model
-    )
+    return failures.for_status(response.status, detail, who=who, name=name or model, model=model)

@@ -38,14 +38,25 @@ def _text() -> str:
 
 def entry(model: str) -> dict[str, Any] | None:
     """The price-list entry of ``model`` (``provider/name`` or ``name``), or None."""
-    found = _entry(model)
+    found = _entries.get(model, ...)
+    if found is ...:
+        found = _entries[model] = _entry(model)
     return dict(found) if found is not None else None
 
 
-@functools.lru_cache(maxsize=1024)
+#: Entries looked up so far, by name (a server knows a handful of models).
+_entries: dict[str, dict[str, Any] | None] = {}
+
+
+def known(model: str) -> bool:
+    """Whether ``model``'s entry was looked up already: ``cost`` is then a dict lookup,
+    cheaper on the loop than a hop to a thread."""
+    return model in _entries
+
+
 def _entry(model: str) -> dict[str, Any] | None:
-    """Cached per name: finding a key in 3.4 MB of text takes 1.5-3.4 ms (measured), and
-    every send asks for its model's context window on the server's loop."""
+    """Finding a key in 3.4 MB of text takes 1.5-3.4 ms (measured), and every send asks
+    for its model's context window on the server's loop: ``entry`` keeps the answer."""
     text = _text()
     for key in dict.fromkeys((model, model.split("/", 1)[-1])):
         at = text.find(f"\n    {json.dumps(key)}: {{")

@@ -269,10 +269,11 @@ async def _usage(
         return Usage(None, None, None, finish)
     litellm = worker_litellm.loaded()
     if model.cost_per_token is None and litellm is None:
-        # Never wait for litellm (nor import it here) to say what a reply cost.
-        cost = await asyncio.to_thread(
-            prices.cost, model.litellm_model, prompt or 0, completion or 0
-        )
+        # Never wait for litellm (nor import it here) to say what a reply cost; read
+        # the price list in a thread unless the send's context window already did.
+        args = (model.litellm_model, prompt or 0, completion or 0)
+        known = prices.known(model.litellm_model)
+        cost = prices.cost(*args) if known else await asyncio.to_thread(prices.cost, *args)
         return Usage(prompt, completion, cost, finish)
     ending = worker_litellm.ending(litellm, model, prompt, completion, finish)
     return Usage(prompt, completion, ending["cost"], finish)

@@ -21,6 +21,8 @@ from concurrent.futures import Future
 from types import ModuleType
 from typing import Any, cast
 
+import aiohttp
+
 from r3nb.errors import ProviderError
 from r3nb.protocol import ENV_DEMO_DELAY
 
@@ -304,13 +306,15 @@ async def _ollama_context(name: str, params: dict[str, Any]) -> int | None:
     base = base.removesuffix("/api/chat").removesuffix("/api/generate")
     headers = {"Authorization": f"Bearer {params['api_key']}"} if params.get("api_key") else {}
     try:
-        response = await openai_stream.shared_client().post(
-            f"{base}/api/show",
+        url = f"{base}/api/show"
+        async with openai_stream.session().post(
+            url,
             json={"model": name.split("/", 1)[1]},
             headers=headers,
-            timeout=5.0,
-        )
-        info = response.json().get("model_info") or {}
+            timeout=aiohttp.ClientTimeout(total=5.0),
+            **openai_stream.proxy_for(url),
+        ) as response:
+            info = (await response.json(content_type=None)).get("model_info") or {}
         for key, value in info.items():
             if key.endswith("context_length") and isinstance(value, int) and value > 0:
                 return value
