@@ -103,13 +103,28 @@ def session() -> aiohttp.ClientSession:
 _bypass: Callable[[str], bool] = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009
 
 
+#: The variables ``proxy_for`` reads (both cases, as urllib does).
+_PROXY_VARIABLES = tuple(
+    name
+    for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    for name in (base, base.upper())
+)
+
+
 def proxy_for(url: str) -> dict[str, Any]:
     """``session().post`` arguments for the proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name
     for ``url`` (``user:password@`` in it is the proxy's login), none where ``NO_PROXY``
-    excludes its host: as curl, requests and httpx read them."""
+    excludes its host: as curl, requests and httpx read them. Looked up once per
+    scheme, host and value of those variables (urllib walks the whole environment)."""
     target = URL(url)
-    found = urllib.request.getproxies_environment().get(target.scheme)
-    if not found or (target.host and _bypass(target.host)):
+    env = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
+    return _proxy(target.scheme, target.host or "", env)
+
+
+@functools.lru_cache(maxsize=256)
+def _proxy(scheme: str, host: str, env: tuple[str | None, ...]) -> dict[str, Any]:
+    found = urllib.request.getproxies_environment().get(scheme)
+    if not found or (host and _bypass(host)):
         return {}
     proxy, auth = strip_auth_from_url(URL(found))
     return {"proxy": proxy, "proxy_auth": auth}
