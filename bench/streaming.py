@@ -39,7 +39,7 @@ from .common import (
     rss_mb,
     self_cpu,
 )
-from .watch import Watcher
+from .watch import Watcher, WatcherProcesses
 
 
 def prompt(tokens: int, delay: float = 0.0) -> str:
@@ -314,20 +314,18 @@ async def load(
         stop = asyncio.Event()
         watchers: list[tuple[int, Observer | Watcher]] = []
         watch_tasks = []
-        if observers and server is not None:
+        procs: WatcherProcesses | None = None
+        if observers and server is not None and not watch:
             for k in range(observers):
                 i = k % streams
-                ob: Observer | Watcher = (
-                    Watcher(api, cids[i]) if watch else Observer(api, cids[i], snapshot_interval)
-                )
+                ob = Observer(api, cids[i], snapshot_interval)
                 watchers.append((i, ob))
                 watch_tasks.append(asyncio.ensure_future(ob.run(stop)))
-        if watch and watchers:
+        if observers and server is not None and watch:
             # Watchers are there before the replies start (a class watching): the 1,000
             # connections' set-up is not what is measured, the replies' fan-out is.
-            joined = [ob.joined.wait() for _, ob in watchers if isinstance(ob, Watcher)]
-            await asyncio.wait_for(asyncio.gather(*joined), 120)
-            assert server is not None
+            procs = WatcherProcesses(server, cids, observers)
+            await asyncio.to_thread(procs.start)
             server.looplag(reset=True)
             s0 = cpu_seconds(server.pid)
             p0 = cpu_seconds(provider.proc.pid) if provider.proc else 0.0
@@ -343,6 +341,9 @@ async def load(
                 await asyncio.wait_for(asyncio.gather(*watch_tasks), snapshot_interval * 3 + 10)
             except TimeoutError:
                 stop.set()
+        if procs is not None:
+            seen = await asyncio.to_thread(procs.results, snapshot_interval * 3 + 10)
+            watchers = [(i, Watcher.from_report(report)) for i, report in seen]
         paces = [x for x in (_pace(r, tokens, delay) for r in results) if x is not None]
         ok = [r.error is None and r.status == "complete" and r.text == expected for r in results]
         total_tokens = tokens * sum(ok)

@@ -5,27 +5,47 @@ of the polling ``Observer``s, so the ``watchers`` section and the ``observers`` 
 section are measured the same way, in the same run: per-growth staleness against the
 sender's own stream, bytes per observer over the reply's bytes, server loop lag.
 ``idle_memory`` opens watchers on a quiet conversation and reads the server's RSS.
+
+The watchers run in ``WatcherProcesses``: a few processes of their own (``python -m
+bench.watch``), not the process that sends and times the replies. In one process, the
+bench's own loop (1,000 watchers, 50 streams) fell seconds behind and its lateness was
+counted as the server's staleness (p99 5.8 s beside a p50 of 10 ms). Times are
+``time.perf_counter`` (CLOCK_MONOTONIC on Linux: the same clock in every process).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
-from bench.common import Provider, Server, client, model_entries, new_conversation, rss_mb
+from bench.common import (
+    PY,
+    ROOT,
+    Provider,
+    Server,
+    aio_client,
+    client,
+    model_entries,
+    new_conversation,
+    rss_mb,
+)
 
 
 class Watcher:
     """A panel of another kernel, pushed over the watch stream. Counts the body's bytes
     (one connection's headers, ~200 bytes, once) and when its text grew."""
 
-    def __init__(self, api: httpx.AsyncClient, cid: str) -> None:
-        self.api, self.cid = api, cid
+    def __init__(self, cid: str) -> None:
+        self.cid = cid
         self.mid: str | None = None
         self.text = ""
         self.status: str | None = None
@@ -36,6 +56,15 @@ class Watcher:
         self.seen: list[tuple[float, int]] = []  # (t, length) when the length grew
         self.latency: list[float] = []  # none: nothing is asked per update
         self.joined = asyncio.Event()
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> Watcher:
+        """A watcher as a ``WatcherProcesses`` child reported it."""
+        watcher = cls("")
+        for key, value in report.items():
+            setattr(watcher, key, value)
+        watcher.seen = [(t, n) for t, n in report["seen"]]
+        return watcher
 
     def _apply(self, name: str, data: Any, t: float) -> None:
         self.events += 1
@@ -56,16 +85,16 @@ class Watcher:
         if self.text and (not self.seen or len(self.text) > self.seen[-1][1]):
             self.seen.append((t, len(self.text)))
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, http: aiohttp.ClientSession, api: str, stop: asyncio.Event) -> None:
         self.polls += 1
         try:
-            path = f"conversations/{self.cid}/watch"
-            async with self.api.stream("GET", path, params={"since": "0"}) as r:
-                if r.status_code != 200:
+            url = f"{api}conversations/{self.cid}/watch"
+            async with http.get(url, params={"since": "0"}) as r:
+                if r.status != 200:
                     self.errors += 1
                     return
                 buffer = b""
-                async for chunk in r.aiter_raw():
+                async for chunk in r.content.iter_any():
                     t = time.perf_counter()
                     self.bytes += len(chunk)
                     buffer += chunk
@@ -78,8 +107,102 @@ class Watcher:
                         self.joined.set()
                     if self.status not in (None, "streaming") or stop.is_set():
                         return
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             self.errors += 1
+
+
+class WatcherProcesses:
+    """``n`` watchers, ``watchers[k]`` on ``cids[k % len(cids)]``, spread over
+    ``processes`` processes. ``start`` returns once every one has joined (caught up);
+    ``results`` once every one saw its reply end (or ``timeout``)."""
+
+    def __init__(self, server: Server, cids: list[str], n: int, processes: int = 4) -> None:
+        self.server, self.cids, self.n = server, cids, n
+        self.procs: list[subprocess.Popen[str]] = []
+        self.parts = [list(range(k, n, processes)) for k in range(min(processes, n))]
+
+    def start(self, timeout: float = 120) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for part in self.parts:
+            cids = [self.cids[i % len(self.cids)] for i in part]
+            proc = subprocess.Popen(
+                [PY, "-m", "bench.watch", "--api", self.server.api, "--cids", ",".join(cids)],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(self.server.headers) + "\n")
+            proc.stdin.flush()
+            self.procs.append(proc)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # "joined"
+            if line.strip() != "joined" or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"watchers did not join: {line!r}")
+
+    def results(self, timeout: float) -> list[tuple[int, dict[str, Any]]]:
+        """(stream index, what the watcher saw) for every watcher."""
+        out: list[tuple[int, dict[str, Any]]] = []
+        try:
+            for proc, part in zip(self.procs, self.parts, strict=True):
+                assert proc.stdin is not None
+                assert proc.stdout is not None
+                proc.stdin.write(f"{timeout}\n")
+                proc.stdin.flush()
+                found = json.loads(proc.stdout.readline())
+                out += [(i % len(self.cids), w) for i, w in zip(part, found, strict=True)]
+        finally:
+            self.stop()
+        return out
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+async def _watch_here(api: str, headers: dict[str, str], cids: list[str]) -> None:
+    """The child's side of ``WatcherProcesses``: join, say so, report when done."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    watchers = [Watcher(cid) for cid in cids]
+    async with aio_client(headers) as http:
+        tasks = [asyncio.ensure_future(w.run(http, api, stop)) for w in watchers]
+        await asyncio.wait_for(asyncio.gather(*(w.joined.wait() for w in watchers)), 120)
+        print("joined", flush=True)
+        timeout = float(await loop.run_in_executor(None, sys.stdin.readline))
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+        except TimeoutError:
+            stop.set()
+    report = [
+        {
+            "cid": w.cid,
+            "seen": w.seen,
+            "bytes": w.bytes,
+            "text": w.text,
+            "status": w.status,
+            "errors": w.errors,
+            "polls": w.polls,
+        }
+        for w in watchers
+    ]
+    print(json.dumps(report), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="watchers for the bench (WatcherProcesses)")
+    ap.add_argument("--api", required=True)
+    ap.add_argument("--cids", required=True)
+    args = ap.parse_args()
+    headers = json.loads(sys.stdin.readline())
+    asyncio.run(_watch_here(args.api, headers, args.cids.split(",")))
 
 
 def idle_memory(workdir: Path, provider: Provider, n: int) -> dict[str, Any]:
@@ -104,16 +227,16 @@ def idle_memory(workdir: Path, provider: Provider, n: int) -> dict[str, Any]:
 
 
 async def _idle_memory(server: Server, n: int) -> dict[str, Any]:
-    async with client(server.api, server.headers, n=n) as api:
+    async with client(server.api, server.headers) as api, aio_client(server.headers) as http:
         cid = await new_conversation(api, "idle watchers")
-        warm = Watcher(api, cid)  # the conversation's producer exists before measuring
+        warm = Watcher(cid)  # the conversation's producer exists before measuring
         stop = asyncio.Event()
-        task = asyncio.ensure_future(warm.run(stop))
+        task = asyncio.ensure_future(warm.run(http, server.api, stop))
         await asyncio.wait_for(warm.joined.wait(), 30)
         await asyncio.sleep(1.0)
         before = rss_mb(server.pid)
-        watchers = [Watcher(api, cid) for _ in range(n)]
-        tasks = [asyncio.ensure_future(w.run(stop)) for w in watchers]
+        watchers = [Watcher(cid) for _ in range(n)]
+        tasks = [asyncio.ensure_future(w.run(http, server.api, stop)) for w in watchers]
         await asyncio.wait_for(asyncio.gather(*(w.joined.wait() for w in watchers)), 120)
         await asyncio.sleep(2.0)  # a few ticks with nothing to send
         after = rss_mb(server.pid)
@@ -128,3 +251,7 @@ async def _idle_memory(server: Server, n: int) -> dict[str, Any]:
         "kb_per_idle_watcher": (after - before) * 1024 / n,
         "watch_counters": health.get("watch"),
     }
+
+
+if __name__ == "__main__":
+    main()
