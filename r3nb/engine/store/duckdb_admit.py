@@ -27,6 +27,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,12 @@ from r3nb.protocol import ConversationDict, MessageDict
 from .duckdb_ops import DuckDBOperations, Exchange
 from .duckdb_thread import DuckDBThread
 from .values import Final, NewMessage, Parent
+
+#: While sends keep arriving less than this apart (a class pressing Send together), the
+#: drain waits for the pause before it takes its batch ...
+PAUSE_S = 0.003
+#: ... but never longer than this: a send's rows wait at most this for company.
+GATHER_MAX_S = 0.015
 
 #: One exchange to admit: (conversation id, messages, title hint, parent).
 Admission = tuple[str, Sequence[NewMessage], str | None, Parent]
@@ -60,6 +67,8 @@ class Admissions:
         self._pending: list[Pending] = []
         self._endings: list[Ending] = []
         self._scheduled = False  # a drain job is queued and has not taken its batch yet
+        self._last_arrival = 0.0  # monotonic time of the last admission queued
+        self._last_gap = float("inf")  # and how long after the one before it
         #: Transactions that admitted exchanges (tests and the bench count them).
         self.commits = 0
         #: Transactions that wrote replies' ends (the same).
@@ -69,7 +78,9 @@ class Admissions:
         """Queue ``admission``; its rows and header once durable (None: see ``Admitted``)."""
         self._thread.require_open()
         done: concurrent.futures.Future[Admitted] = concurrent.futures.Future()
+        now = time.monotonic()
         with self._lock:
+            self._last_gap, self._last_arrival = now - self._last_arrival, now
             self._pending.append((admission, done))
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
@@ -99,6 +110,7 @@ class Admissions:
         group of distinct conversations (two exchanges of one conversation must see each
         other's rows, so the second goes in the next group, still in this job and in
         order), then every end in one transaction."""
+        self._gather()
         with self._lock:
             taken, self._pending = self._pending, []
             endings, self._endings = self._endings, []
@@ -106,6 +118,24 @@ class Admissions:
         self._admit_taken(taken)
         if endings:
             self._end(endings)
+
+    def _gather(self) -> None:
+        """While a burst of sends is still arriving, wait for its pause (``PAUSE_S``,
+        at most ``GATHER_MAX_S``), so the rest of the burst is one transaction, not a
+        chain of growing ones (measured on 50 sends in one instant: batches of 1, 15,
+        28 and 6, each commit 17-39 ms while the loop was busy reading the burst; five
+        interleaved pairs, first-delta p99 minus direct: median 116 ms with this wait,
+        139 ms without). A lone send (none other within ``PAUSE_S`` before it) never
+        waits: time to first token against an instant provider is a target too."""
+        deadline = time.monotonic() + GATHER_MAX_S
+        while True:
+            with self._lock:
+                lone = len(self._pending) < 2 and self._last_gap >= PAUSE_S
+                quiet = time.monotonic() - self._last_arrival
+            now = time.monotonic()
+            if lone or quiet >= PAUSE_S or now >= deadline:
+                return
+            time.sleep(min(PAUSE_S - quiet, deadline - now))
 
     def _admit_taken(self, taken: Sequence[Pending]) -> None:
         for group in _groups(taken):

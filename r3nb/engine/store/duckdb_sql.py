@@ -306,25 +306,29 @@ def fail_streaming(
         found = con.execute(
             "UPDATE messages SET status = 'error', error = ?, updated_at = ?, revision = ?"
             " WHERE status = 'streaming' AND updated_at < ?"
-            " AND NOT list_contains(?::VARCHAR[], id) RETURNING id",
+            f" AND NOT list_contains(?::VARCHAR[], id) RETURNING {_M}",
             [reason, now, revision, older_than, exclude],
         ).fetchall()
-        failed = [r[0] for r in found]
+        failed = [rows.message_from_row(r) for r in found]
         if not failed:
             return []
-        con.execute(
-            "UPDATE messages SET content = messages.content || c.text"
-            f" FROM ({_CHUNK_TEXT} WHERE list_contains(?::VARCHAR[], message_id)"
-            " GROUP BY message_id) AS c WHERE messages.id = c.message_id",
-            [failed],
+        # The rows come from RETURNING, not a SELECT by id afterwards: at 1,000,000
+        # messages that SELECT scanned them all (30 ms warm, ~300 ms just after open).
+        ids = [m["id"] for m in failed]
+        folded = dict(
+            con.execute(
+                "UPDATE messages SET content = messages.content || c.text"
+                f" FROM ({_CHUNK_TEXT} WHERE list_contains(?::VARCHAR[], message_id)"
+                " GROUP BY message_id) AS c WHERE messages.id = c.message_id"
+                " RETURNING messages.id, messages.content",
+                [ids],
+            ).fetchall()
         )
-        con.execute(
-            "DELETE FROM message_chunks WHERE list_contains(?::VARCHAR[], message_id)", [failed]
-        )
-        rows_now = con.execute(
-            f"SELECT {_M} FROM messages WHERE list_contains(?::VARCHAR[], id)", [failed]
-        ).fetchall()
-    return [rows.message_from_row(r) for r in rows_now]
+        if folded:
+            con.execute(
+                "DELETE FROM message_chunks WHERE list_contains(?::VARCHAR[], message_id)", [ids]
+            )
+    return [{**m, "content": folded[m["id"]]} if m["id"] in folded else m for m in failed]
 
 
 def set_context(

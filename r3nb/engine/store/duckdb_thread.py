@@ -33,14 +33,6 @@ T = TypeVar("T")
 #: a process that shares a JupyterHub node with everyone's kernels.
 MEMORY_LIMIT = "512MB"
 
-#: One thread of query execution, not one per core. r3nb's statements touch a handful
-#: of rows, where DuckDB's parallel operators only add hand-offs; its worker thread
-#: took CPU from the server's event loop on a 2-core machine (in a burst of 50 sends,
-#: ~20 ms of CPU on DuckDB's worker beside ~60 ms on this thread; first-delta p99
-#: minus direct, four interleaved pairs: 122/75/96/72 ms with one thread against
-#: 181/76/126/73 with two).
-QUERY_THREADS = 1
-
 
 class DuckDBThread:
     """Owns the connection to the file at ``path`` (``":memory:"`` works too).
@@ -96,9 +88,7 @@ class DuckDBThread:
                 log.warning("r3nb store: %s", warning)
             created = not os.path.exists(self.path)
         try:
-            self._con = duckdb.connect(
-                self.path, config={"memory_limit": MEMORY_LIMIT, "threads": QUERY_THREADS}
-            )
+            self._con = duckdb.connect(self.path, config={"memory_limit": MEMORY_LIMIT})
             if on_disk and created:
                 filemodes.make_private(self.path)
             self._migrate(self._con)
