@@ -42,8 +42,16 @@ class Tree:
     # --- writes ----------------------------------------------------------------------
 
     def add(self, mid: str, parent: str | None) -> None:
+        """A new message: the newest, so it goes last among its parent's children (kept
+        up to date, not rebuilt: a rebuild walks every message of the conversation, on
+        every send, and long conversations made it a tenth of the DB thread's time)."""
+        new = mid not in self.parent
         self.parent[mid] = parent
-        self._changed()
+        self._branch = None
+        if not new:
+            self._children = None
+        elif self._children is not None:
+            self._children.setdefault(parent, []).append(mid)
 
     def set_mark(self, mid: str, mark: str | None) -> None:
         if mark is None:
@@ -53,7 +61,7 @@ class Tree:
 
     def set_head(self, head: str | None) -> None:
         self.head = head
-        self._changed()
+        self._branch = None
 
     def remove_turn(self, prompt: str) -> tuple[list[str], list[str]]:
         """Delete ``prompt`` and every reply to it; what followed a reply now follows the

@@ -82,7 +82,8 @@ def preload() -> Future[ModuleType]:
     return worker_litellm.preload()
 
 
-#: What httpx imports lazily when its first client connects (h2 if installed).
+#: What httpx imports lazily when its first client connects (h2 if installed): the hub
+#: relay's client (the lean reader's aiohttp imports what it needs with itself).
 _FIRST_REQUEST_MODULES = ("httpcore", "h11", "h2.connection", "anyio._backends._asyncio")
 
 
