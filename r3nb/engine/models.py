@@ -229,7 +229,10 @@ def _parse(
         if isinstance(secret, str):
             redact.remember(secret)
     stream_path = str(entry.get("stream_path", adapters.AUTO))
-    if stream_path not in (known := adapters.names()):
+    # A plugin's name is looked up among installed packages (a scan of every one's
+    # entry points); r3nb's own and ``auto`` need no scan.
+    builtin = stream_path == adapters.AUTO or stream_path in adapters.BUILTIN
+    if not builtin and stream_path not in (known := adapters.names()):
         raise ValueError(
             f"{where}['stream_path'] is {stream_path!r}; installed stream adapters: "
             f"{', '.join(known)} (a plugin adds one through the 'r3nb.adapters' entry point)"
