@@ -321,16 +321,21 @@ async def aio_r3nb_send(
     return frames.close()
 
 
-async def aio_direct(http: aiohttp.ClientSession, provider_url: str, content: str) -> StreamResult:
-    """The same prompt straight to the provider through ``aio_client`` (json per chunk)."""
-    res = StreamResult(t_post=time.perf_counter())
-    parts: list[str] = []
-    body = {
+def _direct_body(content: str) -> dict[str, Any]:
+    """A streamed chat request straight to the provider, usage included."""
+    return {
         "model": "fake",
         "messages": [{"role": "user", "content": content}],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+
+
+async def aio_direct(http: aiohttp.ClientSession, provider_url: str, content: str) -> StreamResult:
+    """The same prompt straight to the provider through ``aio_client`` (json per chunk)."""
+    res = StreamResult(t_post=time.perf_counter())
+    parts: list[str] = []
+    body = _direct_body(content)
     try:
         async with http.post(provider_url + "/chat/completions", json=body) as r:
             rest = b""
@@ -426,12 +431,7 @@ async def httpx_stream(
     res = StreamResult(t_post=time.perf_counter())
     parts: list[str] = []
     length = 0
-    body = {
-        "model": "fake",
-        "messages": [{"role": "user", "content": content}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    body = _direct_body(content)
     try:
         async with http.stream("POST", provider_url + "/chat/completions", json=body) as r:
             async for line in r.aiter_lines():
