@@ -91,7 +91,15 @@ def session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     found = _sessions.get(loop)
     if found is None or found.closed:
-        connector = aiohttp.TCPConnector(limit=0, ssl=tls_context(), keepalive_timeout=30.0)
+        # The system's resolver (getaddrinfo, in a thread, cached 10 s per host), as
+        # httpx and requests use: aiohttp would otherwise pick c-ares when aiodns is
+        # installed, which reads only resolv.conf and /etc/hosts (no NSS modules).
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            ssl=tls_context(),
+            keepalive_timeout=30.0,
+            resolver=aiohttp.ThreadedResolver(),
+        )
         found = _sessions[loop] = aiohttp.ClientSession(
             connector=connector, timeout=TIMEOUT, cookie_jar=aiohttp.DummyCookieJar()
         )
