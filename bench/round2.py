@@ -62,8 +62,11 @@ async def burst(server: Server, provider: Provider, sends: int, reps: int) -> di
     cpu: list[float] = []  # the server's CPU per send (all threads): a figure load cannot skew
     failed = 0
     p = prompt(20, 0.005)
-    async with client(server.api, server.headers) as api, aio_client(server.headers) as aio:
-        direct = aio_client()
+    async with (
+        client(server.api, server.headers) as api,
+        aio_client(server.headers) as aio,
+        aio_client() as direct,
+    ):
         for rep in range(reps + 1):  # the first round warms connections up
             cids = [await new_conversation(api, "burst") for _ in range(sends)]
             c0 = cpu_seconds(server.pid)
@@ -80,7 +83,6 @@ async def burst(server: Server, provider: Provider, sends: int, reps: int) -> di
             r3nb += _firsts(ours, t0)
             admitted += _starts(ours, t0)
             baseline += _firsts(theirs, t1)
-        await direct.close()
     p99 = pct(r3nb, 99)
     base99 = pct(baseline, 99)
     return {
