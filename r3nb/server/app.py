@@ -27,7 +27,8 @@ from r3nb.engine.store import default_db_path
 from r3nb.engine.usage import validate_budgets
 from r3nb.protocol import ENV_DEMO_DELAY, ENV_SECRET, ENV_URL
 
-from . import stop_signals
+from . import documents, stop_signals
+from .documents import DRAIN_SECONDS
 from .handlers import ROUTES
 from .relay import RELAY_ROUTES, Relay, service_url_from
 
@@ -95,8 +96,10 @@ class R3nbApp(ExtensionApp):
             self._share_secret(r3nb_relay=self.relay)
             self.log.info("r3nb %s: relay mode, service %s", _version(), self.relay.api_url)
             return
-        # litellm runs in a worker process, never on this loop; starting it is instant.
-        self._owns_worker = provider.start_worker()
+        # litellm runs in a worker process, never on this loop. Made here, with the
+        # environment as it is before keys are withheld from children; started now only
+        # when a configured model needs it (the engine's ``ModelAccess`` says).
+        self._owns_worker = provider.start_worker(now=False)
         environ = WithheldEnvironment()
         base = ModelSource(self.models, self.default_model or None)
         models_file = None
@@ -157,6 +160,8 @@ class R3nbApp(ExtensionApp):
             await self.relay.close()
         else:
             await self.engine.stop()
+            # The replies' and watches' last events, ended just now, reach their clients.
+            await documents.drain(DRAIN_SECONDS)
         if self._owns_worker:
             await provider.stop_worker()
         for key in (ENV_URL, ENV_SECRET):

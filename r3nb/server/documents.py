@@ -4,6 +4,8 @@ writing what is not a JSON reply — event streams, and documents such as a CSV 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -19,6 +21,20 @@ from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
 
 #: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
 _BODY_SLACK = 64 * 1024
+#: How long a stopping server waits for its event streams' last events (``drain``): a
+#: few loop turns normally; more only for a client that stopped reading.
+DRAIN_SECONDS = 3.0
+#: Event streams being written (``send_events``), each done when its response ended.
+_open: set[asyncio.Future[None]] = set()
+
+
+async def drain(timeout: float) -> None:
+    """Wait (at most ``timeout`` s) until every event stream has written its last event.
+    A stopping server calls this after ending its replies and watches: their ``done``
+    (or ``error``) is still on its way through the loop, and a loop stopped before it
+    is written leaves a client with a stream that just broke off."""
+    if _open:
+        await asyncio.wait(set(_open), timeout=timeout)
 
 
 def read_query(handler: web.RequestHandler) -> dict[str, str]:
@@ -78,6 +94,20 @@ async def send_events(
     client that goes away only ends this response: the stream itself goes on and is
     persisted. ``send_error``: the handler's JSON error, for a failure before the first
     byte (after it, an ``error`` event)."""
+    ended = asyncio.get_running_loop().create_future()
+    _open.add(ended)
+    try:
+        await _write_events(handler, events, send_error)
+    finally:
+        _open.discard(ended)
+        ended.set_result(None)
+
+
+async def _write_events(
+    handler: web.RequestHandler,
+    events: AsyncIterator[Event],
+    send_error: Callable[[R3nbError], None],
+) -> None:
     handler.set_header("Content-Type", "text/event-stream; charset=utf-8")
     handler.set_header("Cache-Control", "no-cache, no-transform")
     handler.set_header("X-Accel-Buffering", "no")  # proxies must not buffer the stream
@@ -111,4 +141,5 @@ async def send_events(
     finally:
         await cast(Any, events).aclose()
     if not handler._finished:
-        handler.finish()
+        with contextlib.suppress(StreamClosedError):
+            await handler.finish()

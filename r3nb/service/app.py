@@ -30,6 +30,8 @@ from r3nb.engine.core import Engine, Settings
 from r3nb.engine.model_file import ModelsFile
 from r3nb.engine.models import ModelRegistry, ModelSource, WithheldEnvironment
 from r3nb.engine.usage import validate_budgets
+from r3nb.server import documents
+from r3nb.server.documents import DRAIN_SECONDS
 
 from .access import Guard
 from .handlers import NotFoundHandler, ServiceHandler
@@ -129,7 +131,7 @@ class Service:
         self.server: Any = None
 
     def start(self) -> None:
-        self.owns_worker = provider.start_worker()
+        self.owns_worker = provider.start_worker(now=False)  # started as the server's is
         engine = self.engine = build_engine(self.config.engine)
         engine.open()
         engine.recover_now()
@@ -156,5 +158,7 @@ class Service:
             self.server.stop()
         if self.engine is not None:
             await self.engine.stop()
+        # The replies' and watches' last events, ended just now, reach their clients.
+        await documents.drain(DRAIN_SECONDS)
         if self.owns_worker:
             await provider.stop_worker()
