@@ -24,10 +24,6 @@ pytest_plugins = [
 ]
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-# One provider worker (litellm's multi-second import) for the whole session, started now:
-# every test server in this process uses it instead of starting its own (not its owner,
-# none stops it; it exits with this process).
-provider_module.start_worker()
 #: A key that must never show up in a response, a log or the DB.
 PROVIDER_KEY = "sk-test-r3nb-provider-key-0123456789"
 
@@ -49,8 +45,20 @@ def r3nb_config() -> dict[str, Any]:
     return {}
 
 
+@pytest.fixture(scope="session")
+def provider_worker() -> None:
+    """One provider worker (litellm's import: ~7 s of CPU) for every in-process test
+    server of this process, started by the first test that runs one: each server uses
+    it instead of starting its own (not its owner, none stops it; it exits with this
+    process). A process that runs no server (xdist's controller, the fast tier) starts
+    none."""
+    provider_module.start_worker()
+
+
 @pytest.fixture
-def jp_server_config(provider: FakeProvider, db_path: Path, r3nb_config: dict[str, Any]) -> Config:
+def jp_server_config(
+    provider_worker: None, provider: FakeProvider, db_path: Path, r3nb_config: dict[str, Any]
+) -> Config:
     r3nb: dict[str, Any] = {
         "db_path": str(db_path),
         "snapshot_interval": 0.3,

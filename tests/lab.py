@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 import nbformat
 
-from tests.servers import JupyterServer
+from tests.servers import JupyterServer, provider_settled
 
 CHROMIUM = "/usr/bin/chromium"
 #: r3nb's JupyterLab extension as built and committed (``make labextension``). An editable
@@ -172,7 +172,7 @@ class JupyterLab(JupyterServer):
                 if (
                     ok.status_code == 200
                     and health.status_code == 200
-                    and health.json().get("provider_loaded")
+                    and provider_settled(health.json())
                 ):
                     return self
             except httpx.HTTPError:

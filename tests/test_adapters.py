@@ -82,6 +82,18 @@ def test_r3nb_declares_its_own_two_adapters_as_a_plugin_would() -> None:
 
 
 @pytest.mark.fast
+def test_only_a_model_that_needs_litellm_has_the_server_start_litellm_at_once() -> None:
+    """``wants_litellm``: the worker starts with the server, else with its first reply."""
+    lean = {"model": "openai/x", "api_key": "k"}
+    assert not ModelRegistry({"a": lean}).wants_litellm()  # the demo beside it waits
+    assert ModelRegistry({"a": lean, "b": {"model": "anthropic/claude-x"}}).wants_litellm()
+    assert ModelRegistry({"a": {**lean, "stream_path": "litellm"}}).wants_litellm()
+    assert ModelRegistry().wants_litellm()  # nothing configured: the demo is the default
+    assert ModelRegistry({"a": lean}, "demo").wants_litellm()
+    assert not ModelRegistry({"demo": lean}, "demo").wants_litellm()  # a configured "demo"
+
+
+@pytest.mark.fast
 def test_an_unknown_stream_path_names_what_is_installed() -> None:
     with pytest.raises(ValueError, match=r"'nope'.*auto, lean, litellm.*r3nb\.adapters"):
         ModelRegistry({"a": {"model": "openai/x", "api_key": "k", "stream_path": "nope"}})

@@ -402,7 +402,7 @@ async def test_a_proxy_and_a_private_ca_are_honoured_on_every_path(
 
 
 async def test_an_untrusted_certificate_is_a_clear_error_on_every_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    provider_worker: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from r3nb.engine import openai_stream
     from r3nb.engine import provider as provider_module

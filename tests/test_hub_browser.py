@@ -47,6 +47,7 @@ from tests.lab import (
     write_notebook,
 )
 from tests.provider import FakeProvider
+from tests.servers import provider_settled
 
 require_chromium()
 hub_module.require_hub()
@@ -89,7 +90,7 @@ def _wait_for_provider(hub: Hub, timeout: float = 60) -> None:
     that import holds the GIL the server's loop stalls, and a first send waits on it."""
     url, headers = hub.r3nb_api("alice") + "health", hub.auth(hub.token("alice", "health"))
     deadline = time.monotonic() + timeout
-    while not httpx.get(url, headers=headers, timeout=10).json().get("provider_loaded"):
+    while not provider_settled(httpx.get(url, headers=headers, timeout=10).json()):
         assert time.monotonic() < deadline, "alice's server never loaded its provider"
         time.sleep(0.1)  # polling a state the server does not announce
 

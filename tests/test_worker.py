@@ -81,7 +81,13 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)  # another process's state: nothing to await
 
 
-def start(workdir: Path, provider: FakeProvider, *, ready: bool = True) -> JupyterServer:
+def start(
+    workdir: Path,
+    provider: FakeProvider,
+    *,
+    ready: bool = True,
+    stream_path: str = "litellm",
+) -> JupyterServer:
     imports = workdir / "imports"
     site = workdir / "site"
     imports.mkdir(parents=True)
@@ -90,7 +96,7 @@ def start(workdir: Path, provider: FakeProvider, *, ready: bool = True) -> Jupyt
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     models = {
         "fake": {"model": "openai/fake", "api_base": provider.url, "api_key": "sk-test-worker-0123",
-                 "stream_path": "litellm"},
+                 "stream_path": stream_path},
     }  # fmt: skip
     config = {"db_path": str(workdir / "r3nb.duckdb"), "models": models, "snapshot_interval": 0.3}
     server = JupyterServer(
@@ -165,11 +171,46 @@ async def test_a_worker_killed_mid_reply_keeps_the_text_and_the_next_reply_works
     assert replacement != worker
 
 
-@pytest.mark.parametrize("ready", [False, True], ids=["while-importing", "ready"])
-def test_a_server_killed_by_sigkill_leaves_no_worker(
-    tmp_path: Path, provider: FakeProvider, ready: bool
+async def test_without_a_model_that_needs_litellm_the_worker_starts_with_the_first_reply_that_does(
+    tmp_path: Path, provider: FakeProvider
 ) -> None:
-    server = start(tmp_path, provider, ready=ready)
+    """A server whose configured models all use the lean reader pays nothing for litellm
+    (its import: ~7 s of CPU and ~200 MB in the worker) until a reply needs it: the
+    built-in demo's first reply starts the worker and waits for it. Then the server is
+    killed with its worker ready (a SIGKILL while it imports: the test below)."""
+    server = start(tmp_path, provider, stream_path="lean")
+    assert server.proc is not None
+    pid = server.proc.pid
+    api = Api(server.api, headers=server.headers)
+    try:
+        health = await api.ok("GET", "health")
+        assert (health["litellm"], health["provider_loaded"]) == ("on first use", False)
+        assert "first reply that needs it" in health["adapters"]["litellm"]
+        cid = await api.conversation()
+        lean = (await api.send(cid, "!tokens=5"))["done"]["message"]
+        assert (lean["status"], lean["content"]) == ("complete", generated_text(5))
+        assert worker_pids(pid) == []
+
+        demo = (await api.send(cid, "what are you?", model="demo"))["done"]["message"]
+        assert demo["status"] == "complete", demo["error"]
+        assert demo["content"]
+        assert demo["model"] == "demo"
+        (worker,) = worker_pids(pid)
+        assert (await api.ok("GET", "health"))["litellm"] == "ready"
+        imported = {int(p.name) for p in (tmp_path / "imports").iterdir()}
+        assert imported == {worker}  # the server itself never imported litellm
+
+        server.kill()
+        wait_until(lambda: not alive(worker), 10, "the worker to exit with its server")
+    finally:
+        await api.aclose()
+        server.stop()
+
+
+def test_a_server_killed_by_sigkill_while_its_worker_imports_leaves_no_worker(
+    tmp_path: Path, provider: FakeProvider
+) -> None:
+    server = start(tmp_path, provider, ready=False)
     try:
         assert server.proc is not None
         pid = server.proc.pid

@@ -47,6 +47,8 @@ async def report(engine: Engine) -> dict[str, Any]:
         "store_error": store.error,
         "store_exposed": store.exposed,
         "provider_loaded": provider.is_loaded(),
+        # ``on first use`` when no configured model needs litellm (provider.start_worker).
+        "litellm": provider.litellm_state(),
         # Each stream adapter used so far (and r3nb's two): None when a reply would
         # start at once, else why it would wait (litellm importing in its worker).
         "adapters": provider.readiness(),

@@ -38,6 +38,8 @@ class ModelAccess:
         self.revision = 0  # +1 at each reload that changes the models
         #: Models whose provider was unreachable on their last call (GET models says so).
         self.unreachable: dict[str, str] = {}
+        if registry.wants_litellm():
+            provider.need_litellm()
 
     def may_use(self, caller: Caller, name: str) -> bool:
         """Whether ``caller`` may send to model ``name`` (``settings.model_groups``)."""
@@ -84,6 +86,8 @@ class ModelAccess:
         old, self.registry = self.registry, registry
         if old.same_as(registry):
             return False
+        if registry.wants_litellm():
+            provider.need_litellm()
         self.revision += 1
         for name in list(self.unreachable):  # a changed entry deserves a fresh try
             if old.get(name) != registry.get(name):

@@ -378,6 +378,16 @@ class ModelRegistry:
         """The same models, configured alike, and the same default."""
         return self.default == other.default and self._models == other._models
 
+    def wants_litellm(self) -> bool:
+        """Whether a model here needs litellm (``provider.need_litellm``): a configured
+        entry on the litellm path, or the default. The built-in demo alone, beside
+        configured models, does not: its first reply waits for litellm instead."""
+        return any(
+            model.adapter_name == "litellm"
+            for name, model in self._models.items()
+            if model is not DEMO or name == self.default
+        )
+
     def secret_env_names(self) -> set[str]:
         """Environment variables holding keys of configured models: the server removes
         them from its environment once read, so child processes cannot inherit them."""

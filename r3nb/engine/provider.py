@@ -46,19 +46,35 @@ _learned_windows: dict[str, int] = {}
 # --- where litellm runs ------------------------------------------------------------------
 
 
-def start_worker() -> bool:
-    """Run litellm in a worker process from now on, and start it (never waits for it).
-    True when this call created the worker, whose owner then stops it
-    (``stop_worker``); False when one was already there (another owner's: a test
-    session runs many servers in one process, sharing one worker)."""
+def start_worker(now: bool = True) -> bool:
+    """Run litellm in a worker process from now on; with ``now``, start it at once
+    (never waits for it), else with the first reply that needs litellm or when a
+    model that needs it is configured (``need_litellm``). True when this call created
+    the worker, whose owner then stops it (``stop_worker``); False when one was
+    already there (another owner's: a test session runs many servers in one process,
+    sharing one worker).
+
+    Why not always at once: the worker's import of litellm costs ~7 s of CPU and
+    ~200 MB (measured), which a server whose models all use the lean reader would pay
+    for the built-in demo alone: on a hub, every single-user server at every start."""
     global _worker
     with _lock:
         created = _worker is None
         if _worker is None:
             _worker = WorkerClient(dict(os.environ))
-        _worker.start()
+        if now:
+            _worker.start()
     _warm_up_in_background()
     return created
+
+
+def need_litellm() -> None:
+    """A model that needs litellm is configured: start the worker if it waits for its
+    first reply (nothing without a worker, or when it runs). Called from the server's
+    loop thread (see ``worker_client._Process`` on the thread that spawns it)."""
+    worker = _worker
+    if worker is not None:
+        worker.start()
 
 
 async def stop_worker() -> None:
@@ -109,6 +125,20 @@ def is_loaded() -> bool:
     if _worker is not None:
         return _worker.ready
     return worker_litellm.loaded() is not None
+
+
+def litellm_state() -> str:
+    """The litellm path for ``GET health``: ``ready``; ``loading`` (its import runs);
+    ``on first use`` (a worker not started, as no configured model needs it); or
+    ``stopped``."""
+    worker = _worker
+    if worker is None:
+        return "ready" if worker_litellm.loaded() is not None else "loading"
+    if not worker.started:
+        return "on first use"
+    if worker.ready:
+        return "ready"
+    return "stopped" if worker.pid is None else "loading"
 
 
 async def load() -> None:
@@ -198,6 +228,11 @@ class _Litellm:
     def not_ready(self) -> str | None:
         if is_loaded():
             return None
+        if _worker is not None and not _worker.started:
+            return (
+                "litellm starts with the first reply that needs it (no configured model "
+                "does): that reply waits a few seconds"
+            )
         return "litellm is still loading (a few seconds after the server starts)"
 
     async def aclose(self) -> None:

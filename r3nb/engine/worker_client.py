@@ -218,6 +218,11 @@ class WorkerClient:
         self._current()
 
     @property
+    def started(self) -> bool:
+        """Whether a worker was ever started (``start`` or a first stream)."""
+        return self._process is not None
+
+    @property
     def ready(self) -> bool:
         process = self._process
         return process is not None and process.ready.is_set() and not process.ended.is_set()
