@@ -137,7 +137,10 @@ def model_entries(provider_url: str) -> dict[str, Any]:
 
 class Server(JupyterServer):
     """A real ``jupyter server`` subprocess with r3nb (and optionally the loop-lag probe):
-    the tests' server, ready only once litellm's background import is done."""
+    the tests' server, ready only once litellm's background import is done, with every
+    installed server extension loaded, as a person's server has them."""
+
+    r3nb_alone = False
 
     def __init__(
         self,

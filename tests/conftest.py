@@ -15,6 +15,7 @@ from traitlets.config import Config
 from r3nb.engine import provider as provider_module
 from tests.client import Api
 from tests.provider import FakeProvider
+from tests.servers import SERVER_EXTENSIONS
 
 pytest_plugins = [
     "pytest_jupyter.jupyter_server",
@@ -43,18 +44,6 @@ def db_path(tmp_path: Path) -> Path:
 def r3nb_config() -> dict[str, Any]:
     """Per-test overrides of R3nbApp traits (override this fixture in a test module)."""
     return {}
-
-
-#: The in-process test server runs r3nb alone: the environment's other server extensions
-#: (JupyterLab, Notebook 7, LSP, terminals), which r3nb's API does not use, would
-#: otherwise load into every test's server (measured: ~0.1 s of each test's setup).
-SERVER_EXTENSIONS = {
-    "r3nb": True,
-    **dict.fromkeys(
-        ("jupyterlab", "notebook", "notebook_shim", "jupyter_lsp", "jupyter_server_terminals"),
-        False,
-    ),
-}
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import free_port
+from tests.servers import SERVER_EXTENSIONS, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -271,8 +271,12 @@ class Hub:
         r3nb: dict[str, Any] | None = None,
         token_cache_seconds: int = 1,
         service: ServicePlan | None = None,
+        lab: bool = False,
     ) -> None:
         self.run = Path(run_dir)
+        #: JupyterLab in the single-user servers (a browser test's); else r3nb alone
+        #: (``SERVER_EXTENSIONS``, beside JupyterHub's own single-user extension).
+        self.lab = lab
         self.users = tuple(users)
         self.sharers = list(sharers)
         self.password = "r3nb-hub-" + secrets.token_hex(6)
@@ -357,6 +361,8 @@ class Hub:
         base_args = [f"--HubOAuth.cache_max_age={self.token_cache_seconds}"]
         if os.geteuid() == 0:
             base_args.append("--ServerApp.allow_root=True")  # once: twice is an error
+        if not self.lab:
+            base_args.append(f"--ServerApp.jpserver_extensions={SERVER_EXTENSIONS!r}")
         base_env = {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "VIRTUAL_ENV": str(VENV_BIN.parent),

@@ -43,6 +43,19 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000-32000 on 127.0.0.1")
 
 
+#: Test servers run r3nb alone: the environment's other server extensions (JupyterLab,
+#: Notebook 7, LSP, terminals), which r3nb's API does not use, would otherwise load into
+#: every one (measured: a subprocess server's start 2.9 → 1.6 s, 2.1 → 1.6 s of CPU; an
+#: in-process one's, ~0.1 s of each test's setup). Browser tests start JupyterLab itself.
+SERVER_EXTENSIONS = {
+    "r3nb": True,
+    **dict.fromkeys(
+        ("jupyterlab", "notebook", "notebook_shim", "jupyter_lsp", "jupyter_server_terminals"),
+        False,
+    ),
+}
+
+
 def provider_settled(health: dict[str, Any]) -> bool:
     """Whether a server's health says no litellm import is running in the background
     (loaded, or left for the first reply that needs it): until then it holds a CPU and,
@@ -55,6 +68,10 @@ class _PortTaken(RuntimeError):
 
 
 class JupyterServer:
+    #: Only r3nb's server extension (``SERVER_EXTENSIONS``); the benchmarks keep every
+    #: extension installed, as a person's server has them.
+    r3nb_alone = True
+
     def __init__(
         self,
         workdir: Path,
@@ -120,6 +137,9 @@ class JupyterServer:
             "--ServerApp.open_browser=False", f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.workdir / 'root'}",
         ]  # fmt: skip
+        if self.r3nb_alone:
+            # (Python's literal syntax: traitlets reads a dict on the command line so.)
+            args.append(f"--ServerApp.jpserver_extensions={SERVER_EXTENSIONS!r}")
         for key, value in self.r3nb.items():
             args.append(
                 f"--R3nbApp.{key}={json.dumps(value) if not isinstance(value, str) else value}"

@@ -101,6 +101,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory, hub_provider: FakeProvider) ->
     h = Hub(
         tmp_path_factory.mktemp("hubweb"),
         hub_provider.url,
+        lab=True,
         users=("alice", "bob"),
         r3nb={"rate_limit_per_minute": 1000, "max_concurrent_streams": 100},
     )
