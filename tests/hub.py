@@ -57,7 +57,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import SERVER_EXTENSIONS, free_port
+from tests.servers import R3NB_ALONE_ARG, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -362,7 +362,7 @@ class Hub:
         if os.geteuid() == 0:
             base_args.append("--ServerApp.allow_root=True")  # once: twice is an error
         if not self.lab:
-            base_args.append(f"--ServerApp.jpserver_extensions={SERVER_EXTENSIONS!r}")
+            base_args.append(R3NB_ALONE_ARG)
         base_env = {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "VIRTUAL_ENV": str(VENV_BIN.parent),

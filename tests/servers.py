@@ -56,6 +56,11 @@ SERVER_EXTENSIONS = {
 }
 
 
+#: ``SERVER_EXTENSIONS`` on a server's command line (Python's literal syntax: traitlets
+#: reads a dict there so, where JSON's ``true`` is not a value).
+R3NB_ALONE_ARG = f"--ServerApp.jpserver_extensions={SERVER_EXTENSIONS!r}"
+
+
 def provider_settled(health: dict[str, Any]) -> bool:
     """Whether a server's health says no litellm import is running in the background
     (loaded, or left for the first reply that needs it): until then it holds a CPU and,
@@ -138,8 +143,7 @@ class JupyterServer:
             f"--ServerApp.root_dir={self.workdir / 'root'}",
         ]  # fmt: skip
         if self.r3nb_alone:
-            # (Python's literal syntax: traitlets reads a dict on the command line so.)
-            args.append(f"--ServerApp.jpserver_extensions={SERVER_EXTENSIONS!r}")
+            args.append(R3NB_ALONE_ARG)
         for key, value in self.r3nb.items():
             args.append(
                 f"--R3nbApp.{key}={json.dumps(value) if not isinstance(value, str) else value}"

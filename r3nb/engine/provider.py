@@ -226,9 +226,10 @@ class _Litellm:
                 )  # fmt: skip
 
     def not_ready(self) -> str | None:
-        if is_loaded():
+        state = litellm_state()
+        if state == "ready":
             return None
-        if _worker is not None and not _worker.started:
+        if state == "on first use":
             return (
                 "litellm starts with the first reply that needs it (no configured model "
                 "does): that reply waits a few seconds"

@@ -28,7 +28,6 @@ from r3nb.engine.usage import validate_budgets
 from r3nb.protocol import ENV_DEMO_DELAY, ENV_SECRET, ENV_URL
 
 from . import documents, stop_signals
-from .documents import DRAIN_SECONDS
 from .handlers import ROUTES
 from .relay import RELAY_ROUTES, Relay, service_url_from
 
@@ -161,7 +160,7 @@ class R3nbApp(ExtensionApp):
         else:
             await self.engine.stop()
             # The replies' and watches' last events, ended just now, reach their clients.
-            await documents.drain(DRAIN_SECONDS)
+            await documents.drain()
         if self._owns_worker:
             await provider.stop_worker()
         for key in (ENV_URL, ENV_SECRET):

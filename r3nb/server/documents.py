@@ -28,7 +28,7 @@ DRAIN_SECONDS = 3.0
 _open: set[asyncio.Future[None]] = set()
 
 
-async def drain(timeout: float) -> None:
+async def drain(timeout: float = DRAIN_SECONDS) -> None:
     """Wait (at most ``timeout`` s) until every event stream has written its last event.
     A stopping server calls this after ending its replies and watches: their ``done``
     (or ``error``) is still on its way through the loop, and a loop stopped before it

@@ -31,7 +31,6 @@ from r3nb.engine.model_file import ModelsFile
 from r3nb.engine.models import ModelRegistry, ModelSource, WithheldEnvironment
 from r3nb.engine.usage import validate_budgets
 from r3nb.server import documents
-from r3nb.server.documents import DRAIN_SECONDS
 
 from .access import Guard
 from .handlers import NotFoundHandler, ServiceHandler
@@ -159,6 +158,6 @@ class Service:
         if self.engine is not None:
             await self.engine.stop()
         # The replies' and watches' last events, ended just now, reach their clients.
-        await documents.drain(DRAIN_SECONDS)
+        await documents.drain()
         if self.owns_worker:
             await provider.stop_worker()
