@@ -97,8 +97,12 @@ system-deps: $(HUB_PROXY) $(CHROMIUM) postgresql
 # hub or server is shared by its tests) and the browser files share one (tests/conftest.py).
 # Three workers measured no faster on two cores, and made browser timings flaky.
 PYTEST_WORKERS ?= 2
+# r3nb and the tests are compiled once first: PYTHONDONTWRITEBYTECODE (above) leaves every
+# process to compile them again otherwise, ~0.2 s of CPU in each of the ~100 servers,
+# kernels and workers a run starts (site-packages were compiled by the install).
 test: $(STAMP) check-supply-chain system-deps js-check
 	@mkdir -p .ci/out
+	@$(BIN)/python -m compileall -q r3nb tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider --basetemp=.ci/out/pytest \
 		-n $(PYTEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
