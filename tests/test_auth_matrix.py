@@ -97,10 +97,10 @@ async def test_auth_matrix(
             body = {"POST": {"content": "hi"}, "PATCH": {"title": "renamed"}}.get(route.method)
             r = await client.request(route.method, path, json=body, headers=headers)
             expected = _expected(caller, route.method, route.pattern)
-            json_error = r.headers.get("content-type", "").startswith("application/json") and (
+            json_body_ok = r.headers.get("content-type", "").startswith("application/json") and (
                 "error" in r.json() or r.status_code < 400
             )
-            if r.status_code != expected or not json_error:
+            if r.status_code != expected or not json_body_ok:
                 wrong.append(
                     f"{route.method} {route.pattern}: {r.status_code} (expected {expected}), "
                     f"{r.headers.get('content-type')}: {r.text[:200]}"
