@@ -71,7 +71,10 @@ export class Sender {
    */
   async regenerate(id) {
     const session = this.host.session();
-    if (!session || !this.composerState().sendable) return;
+    if (!session) return;
+    // Retry shows on a failed reply a moment before its request closes: wait, as Send does.
+    if (this.inflight && !this.replyBeingWritten() && !this.host.creating()) await this.inflight;
+    if (this.host.session() !== session || !this.composerState().sendable) return;
     await this.track(session.regenerate(id, this.host.model()));
   }
 

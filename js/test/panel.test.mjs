@@ -199,3 +199,42 @@ test("Retry on a failed reply asks for a new version of it, not the question aga
   assert.deepEqual(model.requests.filter((r) => r.startsWith("POST")), ["POST conversations/c1/messages/a0/regenerate"]);
   cleanup();
 });
+
+test("Retry pressed as soon as a failed reply shows, before its request has closed, still asks again", async () => {
+  // The reply's `done` (status error) shows Retry a moment before the request that
+  // streamed it ends; a click in that moment was dropped without a word (seen in the
+  // browser suite on a busy machine): it now waits for that request, as Send does.
+  const model = fakeModel();
+  const send = model.send;
+  let release = () => {};
+  const ended = new Promise((resolve) => (release = resolve));
+  const emit = (msg) => model.listeners.get("msg:custom").forEach((cb) => cb(msg));
+  model.send = (msg) => {
+    if (msg.method === "POST" && msg.path === "conversations/c1/messages") {
+      model.requests.push(`POST ${msg.path}`);
+      const base = { id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "user", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, parent_id: "u1" };
+      const user = { ...base, id: "u1", seq: 1, role: "user", content: msg.body.content, status: "complete", streaming_for: null, parent_id: null };
+      setTimeout(() => {
+        emit({ type: "event", id: msg.id, event: "start", data: { user_message: user, assistant_message: base } });
+        emit({ type: "event", id: msg.id, event: "done", data: { message: { ...base, content: "par", status: "error", error: "the provider failed (500)", revision: 5 } } });
+        void ended.then(() => emit({ type: "end", id: msg.id }));
+      }, 0);
+    } else send(msg);
+  };
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = widget.render({ model, el });
+  try {
+    await until(() => el.querySelector(".r3nb-input") && model.requests.some((r) => r.startsWith("GET conversations?")), "the panel");
+    const input = el.querySelector(".r3nb-input");
+    input.value = "why?";
+    el.querySelector(".r3nb-send").click();
+    await until(() => el.querySelector('[data-message-id="a1"] .r3nb-retry'), "the failed reply's Retry");
+    el.querySelector('[data-message-id="a1"] .r3nb-retry').click(); // its request is still open
+    release();
+    await until(() => model.requests.some((r) => r.endsWith("/regenerate")), "the retry");
+    assert.deepEqual(model.requests.filter((r) => r.startsWith("POST")).slice(-1), ["POST conversations/c1/messages/a1/regenerate"]);
+  } finally {
+    cleanup();
+  }
+});
