@@ -33,8 +33,7 @@ export class Sender {
     const input = composer.input;
     const content = input.value;
     if (!content.trim() || !this.host.connected()) return;
-    // Our last reply has ended but its stream may still be closing: let it.
-    if (this.inflight && !this.replyBeingWritten() && !this.host.creating()) await this.inflight;
+    await this.settle();
     if (!this.composerState().sendable || context.resolving) return; // the reason is on screen; the text stays
     const attachments = await context.attachments(content);
     if (!attachments) return; // why is on the status line; the text stays
@@ -72,10 +71,18 @@ export class Sender {
   async regenerate(id) {
     const session = this.host.session();
     if (!session) return;
-    // Retry shows on a failed reply a moment before its request closes: wait, as Send does.
-    if (this.inflight && !this.replyBeingWritten() && !this.host.creating()) await this.inflight;
+    await this.settle();
     if (this.host.session() !== session || !this.composerState().sendable) return;
     await this.track(session.regenerate(id, this.host.model()));
+  }
+
+  /**
+   * Our last reply has ended but the request that streamed it may still be closing:
+   * let it. Its `done` shows Send's state and a failed reply's Retry a moment before
+   * the request ends, and a click in that moment must not be dropped.
+   */
+  async settle() {
+    if (this.inflight && !this.replyBeingWritten() && !this.host.creating()) await this.inflight;
   }
 
   /**

@@ -25,7 +25,7 @@ function fakeModel({ usage = null } = {}) {
   const reply = (msg) => setTimeout(() => emit("msg:custom", msg), 0);
   const message = (over) => ({ id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "user", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, ...over });
   return {
-    traits, listeners, requests, bodies,
+    traits, listeners, requests, bodies, message, reply,
     get: (name) => traits[name],
     set: (name, value) => { traits[name] = value; emit(`change:${name}`); },
     save_changes() {},
@@ -208,17 +208,14 @@ test("Retry pressed as soon as a failed reply shows, before its request has clos
   const send = model.send;
   let release = () => {};
   const ended = new Promise((resolve) => (release = resolve));
-  const emit = (msg) => model.listeners.get("msg:custom").forEach((cb) => cb(msg));
   model.send = (msg) => {
     if (msg.method === "POST" && msg.path === "conversations/c1/messages") {
       model.requests.push(`POST ${msg.path}`);
-      const base = { id: "a1", conversation_id: "c1", seq: 2, role: "assistant", content: "", status: "streaming", model: "demo", author: "alice", source: "user", streaming_for: KERNEL, error: null, prompt_tokens: null, completion_tokens: null, cost: null, attachments: [], created_at: 1, updated_at: 1, revision: 4, parent_id: "u1" };
-      const user = { ...base, id: "u1", seq: 1, role: "user", content: msg.body.content, status: "complete", streaming_for: null, parent_id: null };
-      setTimeout(() => {
-        emit({ type: "event", id: msg.id, event: "start", data: { user_message: user, assistant_message: base } });
-        emit({ type: "event", id: msg.id, event: "done", data: { message: { ...base, content: "par", status: "error", error: "the provider failed (500)", revision: 5 } } });
-        void ended.then(() => emit({ type: "end", id: msg.id }));
-      }, 0);
+      const user = model.message({ id: "u1", seq: 1, role: "user", content: msg.body.content, status: "complete", streaming_for: null });
+      const reply = model.message({ parent_id: "u1" });
+      model.reply({ type: "event", id: msg.id, event: "start", data: { user_message: user, assistant_message: reply } });
+      model.reply({ type: "event", id: msg.id, event: "done", data: { message: { ...reply, content: "par", status: "error", error: "the provider failed (500)", revision: 5 } } });
+      void ended.then(() => model.reply({ type: "end", id: msg.id }));
     } else send(msg);
   };
   const el = document.createElement("div");
