@@ -99,18 +99,21 @@ def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
 class Provider:
     """``python -m tests.provider`` in its own process (its own core when one is free)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, text_file: Path | None = None) -> None:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"provider-{self.port}.log"
+        #: Every reply is this file's text (otherwise generated words, ``tests.provider``).
+        self.text_file = text_file
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> Provider:
+        text = ["--text-file", str(self.text_file)] if self.text_file else []
         self.proc = subprocess.Popen(
-            [PY, "-m", "tests.provider", "--port", str(self.port), "--tokens", "20"],
+            [PY, "-m", "tests.provider", "--port", str(self.port), "--tokens", "20", *text],
             cwd=ROOT,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,

@@ -192,16 +192,23 @@ def table(r: dict[str, Any]) -> str:
             (o["staleness_p99_ms"] or 1e9) <= o["staleness_target_ms"]
             and (_g(wa, "loop_lag", "p99_ms") or 1e9) < 50,
         )
+        prose = wa.get("prose") or {}
         add(
-            "… bytes to one watcher / reply text (median, max); idle watcher memory",
+            "… bytes to one watcher / reply text on the wire, gzip (median, max; a prose"
+            " reply); uncompressed; idle watcher memory",
             f"{_f(o['bytes_per_observer_over_reply_median'], '×', 2)},"
-            f" {_f(o['bytes_per_observer_over_reply_max'], '×', 2)}; exact {o['final_text_exact']};"
+            f" {_f(o['bytes_per_observer_over_reply_max'], '×', 2)};"
+            f" prose {_f(prose.get('wire_over_reply_median'), '×', 2)};"
+            f" uncompressed {_f(o.get('decoded_bytes_per_observer_over_reply_median'), '×', 2)}"
+            f" (prose {_f(prose.get('decoded_over_reply_median'), '×', 2)});"
+            f" exact {o['final_text_exact']};"
             f" {_f(idle.get('kb_per_idle_watcher'), ' KB', 1)} per idle watcher",
             f"pollers {_f(polled.get('bytes_per_observer_over_reply_median'), '×', 2)}"
             if polled
             else "",
             "≤ 1.2×; stated",
-            (o["bytes_per_observer_over_reply_median"] or 1e9) <= 1.2,
+            (o["bytes_per_observer_over_reply_median"] or 1e9) <= 1.2
+            and (prose.get("wire_over_reply_median") or 1e9) <= 1.2,
         )
     fl = r.get("flushes")
     if isinstance(fl, list):

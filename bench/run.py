@@ -288,6 +288,7 @@ def _run_sections(
                 for key in ("loop_lag", "server_cpu_ms_per_token", "pace_min", "wall_s")
             }
             found["idle"] = watch.idle_memory(workdir, provider, 200 if quick else 1000)
+            found["prose"] = watch.prose(workdir)
             return found
 
         section("watchers", watchers)

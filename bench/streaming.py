@@ -369,6 +369,7 @@ async def load(
         if watchers:
             stale: list[float] = []
             ratios: list[float] = []
+            decoded: list[float] = []
             exact = 0
             lat: list[float] = []
             for i, ob in watchers:
@@ -377,6 +378,7 @@ async def load(
                 reply_bytes = len(results[i].text.encode())
                 if reply_bytes:
                     ratios.append(ob.bytes / reply_bytes)
+                    decoded.append(getattr(ob, "decoded", ob.bytes) / reply_bytes)
                 exact += ob.text == expected and ob.status == "complete"
             result["observers"] = {
                 "n": observers,
@@ -394,6 +396,9 @@ async def load(
                 "poll_latency_p99_ms": pct(lat, 99),
                 "bytes_per_observer_over_reply_median": median(ratios),
                 "bytes_per_observer_over_reply_max": max(ratios or [0]),
+                # What a client that takes no gzip gets (pollers: the same as above).
+                "decoded_bytes_per_observer_over_reply_median": median(decoded),
+                "encodings": sorted({getattr(ob, "encoding", "identity") for _, ob in watchers}),
                 "final_text_exact": f"{exact}/{observers}",
                 "polls": sum(ob.polls for _, ob in watchers),
                 "errors": sum(ob.errors for _, ob in watchers),

@@ -6,6 +6,11 @@ section are measured the same way, in the same run: per-growth staleness against
 sender's own stream, bytes per observer over the reply's bytes, server loop lag.
 ``idle_memory`` opens watchers on a quiet conversation and reads the server's RSS.
 
+A watcher's bytes are counted on the wire: it asks for gzip, as every browser does, and
+decodes each chunk itself (``decoded``: what an identity client would have received).
+The generated replies repeat a few words, which gzip shrinks far more than prose, so
+``prose`` measures the same on one reply of real prose (part of the README).
+
 The watchers run in ``WatcherProcesses``: a few processes of their own (``python -m
 bench.watch``), not the process that sends and times the replies. In one process, the
 bench's own loop (1,000 watchers, 50 streams) fell seconds behind and its lateness was
@@ -19,9 +24,11 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +43,24 @@ from bench.common import (
     client,
     model_entries,
     new_conversation,
+    r3nb_send,
     rss_mb,
 )
 
 
 class Watcher:
     """A panel of another kernel, pushed over the watch stream. Counts the body's bytes
-    (one connection's headers, ~200 bytes, once) and when its text grew."""
+    on the wire (one connection's headers, ~200 bytes, once), decoded, and when its
+    text grew."""
 
     def __init__(self, cid: str) -> None:
         self.cid = cid
         self.mid: str | None = None
         self.text = ""
         self.status: str | None = None
-        self.bytes = 0
+        self.bytes = 0  # on the wire
+        self.decoded = 0
+        self.encoding = ""
         self.polls = 0  # requests made: one
         self.errors = 0
         self.events = 0
@@ -89,14 +100,20 @@ class Watcher:
         self.polls += 1
         try:
             url = f"{api}conversations/{self.cid}/watch"
-            async with http.get(url, params={"since": "0"}) as r:
+            headers = {"Accept-Encoding": "gzip, deflate"}
+            get = http.get(url, params={"since": "0"}, headers=headers, auto_decompress=False)
+            async with get as r:
                 if r.status != 200:
                     self.errors += 1
                     return
+                self.encoding = r.headers.get("Content-Encoding", "identity")
+                decoder = zlib.decompressobj(31) if self.encoding == "gzip" else None
                 buffer = b""
-                async for chunk in r.content.iter_any():
+                async for raw in r.content.iter_any():
                     t = time.perf_counter()
-                    self.bytes += len(chunk)
+                    self.bytes += len(raw)
+                    chunk = decoder.decompress(raw) if decoder else raw
+                    self.decoded += len(chunk)
                     buffer += chunk
                     while b"\n\n" in buffer:
                         frame, buffer = buffer.split(b"\n\n", 1)
@@ -186,6 +203,8 @@ async def _watch_here(api: str, headers: dict[str, str], cids: list[str]) -> Non
             "cid": w.cid,
             "seen": w.seen,
             "bytes": w.bytes,
+            "decoded": w.decoded,
+            "encoding": w.encoding,
             "text": w.text,
             "status": w.status,
             "errors": w.errors,
@@ -203,6 +222,52 @@ def main() -> None:
     args = ap.parse_args()
     headers = json.loads(sys.stdin.readline())
     asyncio.run(_watch_here(args.api, headers, args.cids.split(",")))
+
+
+def prose(workdir: Path, watchers: int = 20) -> dict[str, Any]:
+    """Bytes to one watcher over the reply's bytes for one ~6 KB reply of prose at
+    100 chunks/s (the generated replies' pace), on a server and provider of its own."""
+    home = workdir / "prose"
+    home.mkdir(parents=True, exist_ok=True)
+    text = (ROOT / "README.md").read_text()[:6000]
+    (home / "reply.txt").write_text(text)
+    provider = Provider(home, text_file=home / "reply.txt").start()
+    server = Server(
+        home,
+        {
+            "models": model_entries(provider.url),
+            "default_model": "lean",
+            "db_path": str(home / "bench.duckdb"),
+            "snapshot_interval": 2.0,
+        },
+        probe=False,
+    )
+    server.start()
+    try:
+        return asyncio.run(_prose(server, text, watchers))
+    finally:
+        server.stop()
+        provider.stop()
+
+
+async def _prose(server: Server, text: str, n: int) -> dict[str, Any]:
+    async with client(server.api, server.headers) as api, aio_client(server.headers) as http:
+        cid = await new_conversation(api, "prose")
+        stop = asyncio.Event()
+        watchers = [Watcher(cid) for _ in range(n)]
+        tasks = [asyncio.ensure_future(w.run(http, server.api, stop)) for w in watchers]
+        await asyncio.wait_for(asyncio.gather(*(w.joined.wait() for w in watchers)), 60)
+        result = await r3nb_send(api, cid, "prose !delay=0.01", "lean")
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    reply = len(result.text.encode())
+    return {
+        "watchers": n,
+        "reply_bytes": reply,
+        "exact": sum(w.text == text for w in watchers),
+        "encoding": sorted({w.encoding for w in watchers}),
+        "wire_over_reply_median": statistics.median(w.bytes / reply for w in watchers),
+        "decoded_over_reply_median": statistics.median(w.decoded / reply for w in watchers),
+    }
 
 
 def idle_memory(workdir: Path, provider: Provider, n: int) -> dict[str, Any]:

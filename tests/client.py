@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,3 +87,38 @@ async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, Any]]
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
+
+
+class RawStream:
+    """An event stream read as its bytes on the wire (``aiter_raw``: httpx does not
+    decode them), each chunk decoded on arrival as a browser does, so a stream whose
+    frames could only be decoded at its end fails (``events`` would wait for them)."""
+
+    def __init__(self) -> None:
+        self.wire = bytearray()
+        self.headers: httpx.Headers | None = None
+
+    async def events(
+        self, client: httpx.AsyncClient, path: str, encoding: str, **params: Any
+    ) -> AsyncIterator[tuple[str, Any]]:
+        headers = {"Accept-Encoding": encoding}
+        async with client.stream("GET", path, params=params, headers=headers) as r:
+            assert r.status_code == 200, (r.status_code, await r.aread())
+            self.headers = r.headers
+            gzipped = r.headers.get("content-encoding") == "gzip"
+            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pending = b""
+            async for chunk in r.aiter_raw():
+                self.wire += chunk
+                pending += decoder.decompress(chunk) if gzipped else chunk
+                *frames, pending = pending.split(b"\n\n")
+                for frame in frames:
+                    fields = dict(
+                        line.split(": ", 1) for line in frame.decode().split("\n") if ": " in line
+                    )
+                    if "data" in fields:
+                        yield fields.get("event", "message"), json.loads(fields["data"])
+            assert not pending, f"the stream ended inside a frame: {pending[:80]!r}"
+            if gzipped:
+                assert decoder.eof, "the gzip member was not ended"
+                assert not decoder.unused_data

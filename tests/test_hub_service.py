@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import gzip
 import json
 import secrets
 import time
@@ -24,7 +25,7 @@ import pytest
 
 from r3nb.service.wire import PERSON_HEADER, UNAVAILABLE
 from tests import hub as hub_module
-from tests.client import Api, ApiError
+from tests.client import Api, ApiError, RawStream
 from tests.hub import Hub, ServicePlan
 from tests.pg import PostgresCluster
 from tests.provider import FakeProvider
@@ -252,6 +253,46 @@ async def test_a_hub_managed_service_serves_its_relays_the_same_way(
         assert hub_provider.authorizations[index] == f"Bearer {KEY}"
         snapshot = await alice.ok("GET", f"conversations/{cid}")
     assert snapshot["access"] == {"owner": "alice", "server": "alice/managed", "shares": []}
+
+
+async def test_a_watch_through_the_relay_is_gzip_for_a_browser_and_plain_for_others(
+    hub: Hub, tokens: dict[str, str], hub_provider: FakeProvider
+) -> None:
+    """The relay asks the service for a plain stream (so it can add an ``error`` event
+    of its own) and gzips a watch for a caller that accepts it; the decoded events are
+    the plain caller's, each decoded on arrival, and the member ends with the stream."""
+    async with api_as(hub, "alice", tokens["alice"]) as alice:
+        cid = await alice.conversation("watched through the relay")
+        start = (await alice.ok("GET", f"conversations/{cid}"))["revision"]
+        path = f"conversations/{cid}/watch"
+        streams = {"identity": RawStream(), "gzip, deflate, br": RawStream()}
+        seen: dict[str, list[tuple[str, Any]]] = {enc: [] for enc in streams}
+        joined = {enc: asyncio.Event() for enc in streams}
+
+        async def watch(encoding: str) -> None:
+            async for event in streams[encoding].events(alice.client, path, encoding, since=start):
+                seen[encoding].append(event)
+                joined[encoding].set()
+
+        tasks = [asyncio.ensure_future(watch(enc)) for enc in streams]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(j.wait() for j in joined.values())), 30)
+            await alice.send(cid, "watched !tokens=30 !delay=0.01")
+            await alice.ok("DELETE", f"conversations/{cid}")  # ends both watches
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        finally:
+            for task in tasks:
+                task.cancel()
+    plain, packed = streams["identity"], streams["gzip, deflate, br"]
+    assert packed.headers is not None
+    assert plain.headers is not None
+    assert packed.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in plain.headers
+    assert seen["gzip, deflate, br"] == seen["identity"]
+    assert [e for e, _ in seen["identity"]][-1] == "error"  # the deletion ended it
+    updates = [m for e, d in seen["identity"] if e == "snapshot" for m in d["messages"]]
+    assert "complete" in [m["status"] for m in updates]  # the reply's end came through
+    assert gzip.decompress(bytes(packed.wire)) == bytes(plain.wire)
 
 
 # --- sharing by name -----------------------------------------------------------------

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.client import Api, ApiError, parse_sse
+from tests.client import Api, ApiError, RawStream, parse_sse
 from tests.provider import FakeProvider
 from tests.test_wire_contract import EVENT_SHAPES, assert_shape
 
@@ -220,6 +222,55 @@ async def test_many_watchers_cost_one_store_read_per_tick_not_one_each(
     assert after.get("catch_ups", 0) == before.get("catch_ups", 0)
     texts = {(r := _reply(o)) and r["content"] for o in observers}
     assert texts == {provider.replies[0]}
+
+
+async def _watch_raw(
+    client: httpx.AsyncClient, cid: str, since: int, encoding: str, observer: Observer
+) -> RawStream:
+    raw = RawStream()
+    path = f"conversations/{cid}/watch"
+    async for name, data in raw.events(client, path, encoding, since=since):
+        observer.apply(name, data)
+    return raw
+
+
+async def test_a_watcher_that_takes_gzip_gets_each_frame_compressed_as_it_arrives(
+    api: Api, provider: FakeProvider
+) -> None:
+    """Issue 16.3: a watcher's bytes ≤ 1.2× the reply's text. The frames' rows and
+    framing cost a ~6 KB reply ~1.37× uncompressed; a client that accepts gzip (every
+    browser) gets the same events as one that does not, each decodable the moment it
+    arrives, in one valid gzip member that ends with the stream."""
+    text = Path(__file__).parent.parent.joinpath("README.md").read_text()[:6000]  # prose
+    provider.scenario.text = text
+    cid = await api.conversation()
+    start = (await api.ok("GET", f"conversations/{cid}"))["revision"]
+    plain, packed = Observer(), Observer()
+    watches = [
+        asyncio.ensure_future(_watch_raw(api.client, cid, start, "identity", plain)),
+        asyncio.ensure_future(_watch_raw(api.client, cid, start, "gzip, deflate", packed)),
+    ]
+    await plain.until(lambda o: o.events)
+    await packed.until(lambda o: o.events)
+    await api.send(cid, "!delay=0.001")  # ~1,000 chunks over ~1.5 s: several frames
+    await packed.until(_complete)
+    await plain.until(_complete)
+    await api.ok("DELETE", f"conversations/{cid}")  # ends both streams
+    plain_raw, packed_raw = await asyncio.wait_for(asyncio.gather(*watches), 15)
+    headers, wire = packed_raw.headers, bytes(packed_raw.wire)
+    assert headers is not None
+    assert plain_raw.headers is not None
+    reply = _reply(packed)
+    assert reply is not None
+    assert reply["content"] == text
+    assert packed.events == plain.events  # the same events, byte for byte once decoded
+    assert packed.text_events >= 2, "the text came in more than one frame, each on arrival"
+    assert headers["content-encoding"] == "gzip"
+    assert "accept-encoding" in headers["vary"].lower()
+    assert "content-encoding" not in plain_raw.headers
+    assert gzip.decompress(wire) == plain_raw.wire  # CRC-32 and length check out
+    ratio = len(wire) / len(text.encode())
+    assert ratio <= 1.2, f"{len(wire):,} bytes on the wire for {len(text.encode()):,} of text"
 
 
 @pytest.mark.parametrize(

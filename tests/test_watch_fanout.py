@@ -5,7 +5,9 @@ producer's heartbeat, not by a timer each."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from r3nb.engine.store import NewMessage, Store
 from r3nb.engine.watch import WatchHub
 from r3nb.engine.watch_frames import Encoded, joined
+from r3nb.sse_gzip import GzipBody, accepts_gzip
 
 
 @pytest.mark.fast
@@ -65,3 +68,48 @@ def test_idle_watchers_get_pings_from_their_producer_and_new_messages_once() -> 
         assert names[1:-1] == ["heartbeat"] * (len(names) - 2)
         assert len(names) - 2 >= 2
     assert report["frames"] >= 1
+
+
+@pytest.mark.fast
+def test_a_frame_compressed_once_decodes_after_any_history_and_ends_a_valid_gzip() -> None:
+    """One shared segment per frame (``sse_gzip``): two watchers that joined at different
+    points each decode it the moment it arrives, and each stream is one gzip member."""
+    frames = [
+        Encoded("delta", {"message_id": "m", "offset": i, "text": "héllo " * i})
+        for i in range(1, 6)
+    ]
+    assert frames[0].deflated() is frames[0].deflated()  # made once, for every watcher
+    early, late = GzipBody(), GzipBody()
+    streams = {id(early): bytearray(), id(late): bytearray()}
+    decoders = {id(early): zlib.decompressobj(31), id(late): zlib.decompressobj(31)}
+    for i, frame in enumerate(frames):
+        for body in (early, late) if i >= 2 else (early,):
+            piece = body.segment(frame.sse, frame.deflated())
+            streams[id(body)] += piece
+            assert decoders[id(body)].decompress(piece) == frame.sse  # all of it, now
+    for body, first in ((early, 0), (late, 2)):
+        whole = bytes(streams[id(body)]) + body.end()
+        assert gzip.decompress(whole) == b"".join(f.sse for f in frames[first:])
+    assert gzip.decompress(GzipBody().end()) == b""  # a stream that sent nothing
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("header", "takes"),
+    [
+        ("gzip, deflate, br, zstd", True),  # a browser
+        ("gzip;q=0.5, identity", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("br;q=1, *;q=0.1", True),
+        ("gzip;q=0, *", False),
+        ("*;q=0", False),
+        ("identity", False),
+        ("deflate", False),
+        ("gzip;q=nonsense", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_gzip_only_for_an_accept_encoding_that_takes_it(header: str | None, takes: bool) -> None:
+    assert accepts_gzip(header) is takes

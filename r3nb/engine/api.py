@@ -120,7 +120,8 @@ async def watch_conversation(engine: Engine, call: Call) -> Reply:
     """The snapshot poll as a stream: ``snapshot`` and ``delta`` events at the snapshot
     cadence, from memory, only what changed (``since`` and ``from`` as for the poll)."""
     cid = route_id(call, "cid", "conversation")
-    return StreamReply(engine.watch(cid, int_arg(call, "since", 0), offsets(call)))
+    events = engine.watch(cid, int_arg(call, "since", 0), offsets(call))
+    return StreamReply(events, compressible=True)
 
 
 async def delete_conversation(engine: Engine, call: Call) -> Reply:

@@ -37,9 +37,12 @@ class JsonReply:
 
 @dataclass
 class StreamReply:
-    """An event stream: ``start``, ``delta``…, ``done`` (and ``heartbeat`` when quiet)."""
+    """An event stream: ``start``, ``delta``…, ``done`` (and ``heartbeat`` when quiet).
+    ``compressible``: sent gzip-encoded to a client that accepts it (a watch: its frames
+    are large and shared; a reply's per-token events are small and latency-bound)."""
 
     events: AsyncIterator[Event]
+    compressible: bool = False
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from r3nb.protocol import MessageDict
+from r3nb.sse_gzip import deflated
 
 from .snapshots import CHANGING
 from .streams import Event
@@ -30,13 +31,20 @@ class Encoded(dict[str, Any]):
     frame (one ``send`` per watcher per tick, not one per event), while a consumer of
     the dicts still sees every event."""
 
-    __slots__ = ("sse",)
+    __slots__ = ("_deflated", "sse")
 
     def __init__(self, name: str, data: dict[str, Any]) -> None:
         super().__init__(data)
         # Compact separators: a frame's JSON is most of a watcher's bytes beyond the text.
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         self.sse = f"event: {name}\ndata: {body}\n\n".encode()
+        self._deflated: bytes | None = None
+
+    def deflated(self) -> bytes:
+        """``sse`` compressed once for every watcher that takes gzip (``sse_gzip``)."""
+        if self._deflated is None:
+            self._deflated = deflated(self.sse)
+        return self._deflated
 
 
 def joined(events: list[tuple[str, Encoded]]) -> list[tuple[str, Encoded]]:
@@ -45,6 +53,7 @@ def joined(events: list[tuple[str, Encoded]]) -> list[tuple[str, Encoded]]:
         whole = b"".join(data.sse for _, data in events)
         for i, (_, data) in enumerate(events):
             data.sse = whole if i == 0 else b""
+            data._deflated = None
     return events
 
 

@@ -18,6 +18,7 @@ from r3nb.engine.streams import Event
 from r3nb.engine.watch_frames import Encoded
 from r3nb.errors import BadRequest, PayloadTooLarge, R3nbError
 from r3nb.protocol import SSE_HEARTBEAT, parse_json_body, sse_frame
+from r3nb.sse_gzip import GzipBody, accepts_gzip, deflated
 
 #: Bodies are JSON prompts; anything far larger than the prompt limit is refused unread.
 _BODY_SLACK = 64 * 1024
@@ -26,6 +27,8 @@ _BODY_SLACK = 64 * 1024
 DRAIN_SECONDS = 3.0
 #: Event streams being written (``send_events``), each done when its response ended.
 _open: set[asyncio.Future[None]] = set()
+#: The keep-alive as a gzip segment (compressed once).
+_HEARTBEAT_DEFLATED = deflated(SSE_HEARTBEAT)
 
 
 async def drain(timeout: float = DRAIN_SECONDS) -> None:
@@ -85,28 +88,52 @@ def send_bytes(handler: web.RequestHandler, reply: BytesReply, **finish: Any) ->
     handler.finish(reply.data, **finish)
 
 
+def wants_gzip(handler: web.RequestHandler, compressible: bool) -> bool:
+    """Whether this stream goes out gzip-encoded (``sse_gzip``): a compressible one (a
+    watch) to a client whose ``Accept-Encoding`` takes gzip."""
+    if not compressible:
+        return False
+    handler.set_header("Vary", "Accept-Encoding")
+    return accepts_gzip(handler.request.headers.get("Accept-Encoding"))
+
+
 async def send_events(
     handler: web.RequestHandler,
     events: AsyncIterator[Event],
     send_error: Callable[[R3nbError], None],
+    gzip: bool = False,
 ) -> None:
     """Write server-sent events until the stream ends (``done``, or a watch's end). A
     client that goes away only ends this response: the stream itself goes on and is
     persisted. ``send_error``: the handler's JSON error, for a failure before the first
-    byte (after it, an ``error`` event)."""
+    byte (after it, an ``error`` event). ``gzip``: encode the body (``wants_gzip``)."""
     ended = asyncio.get_running_loop().create_future()
     _open.add(ended)
     try:
-        await _write_events(handler, events, send_error)
+        await _write_events(handler, events, send_error, GzipBody() if gzip else None)
     finally:
         _open.discard(ended)
         ended.set_result(None)
+
+
+def _put(
+    handler: web.RequestHandler, body: GzipBody | None, raw: bytes, compressed: bytes | None
+) -> None:
+    """Write ``raw`` as is, or as the next segment of ``body`` (``compressed``: its
+    segment when made once for many streams)."""
+    if body is None:
+        handler.write(raw)
+        return
+    if not body.started:  # set here, so an error sent before any byte is plain JSON
+        handler.set_header("Content-Encoding", "gzip")
+    handler.write(body.segment(raw, compressed))
 
 
 async def _write_events(
     handler: web.RequestHandler,
     events: AsyncIterator[Event],
     send_error: Callable[[R3nbError], None],
+    body: GzipBody | None,
 ) -> None:
     handler.set_header("Content-Type", "text/event-stream; charset=utf-8")
     handler.set_header("Cache-Control", "no-cache, no-transform")
@@ -121,13 +148,13 @@ async def _write_events(
     try:
         async for name, data in events:
             if name == "heartbeat":
-                handler.write(SSE_HEARTBEAT)
+                _put(handler, body, SSE_HEARTBEAT, _HEARTBEAT_DEFLATED)
             elif isinstance(data, Encoded):  # a watch frame, encoded once for all watchers
                 if not data.sse:
                     continue  # its bytes went out with the frame's first event
-                handler.write(data.sse)
+                _put(handler, body, data.sse, data.deflated() if body else None)
             else:
-                handler.write(sse_frame(name, data))
+                _put(handler, body, sse_frame(name, data), None)
             # Awaiting the flush is the back-pressure: a reader that stops reading
             # stalls only this loop, never the stream or the server's memory.
             await handler.flush()
@@ -137,9 +164,11 @@ async def _write_events(
         if not handler._headers_written:
             send_error(e)
             return
-        handler.write(sse_frame("error", {"error": e.message}))
+        _put(handler, body, sse_frame("error", {"error": e.message}), None)
     finally:
         await cast(Any, events).aclose()
     if not handler._finished:
+        if body is not None:
+            handler.write(body.end())
         with contextlib.suppress(StreamClosedError):
             await handler.finish()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from jupyter_server.auth.decorator import authorized
@@ -17,13 +16,19 @@ from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from r3nb.engine.api import BytesReply, Call, JsonReply, TextReply, dispatch
+from r3nb.engine.api import BytesReply, Call, JsonReply, StreamReply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
-from r3nb.engine.streams import Event
 from r3nb.errors import R3nbError
 from r3nb.protocol import SECRET_HEADER
 
-from .documents import read_body, read_query, send_bytes, send_events, send_text
+from .documents import (
+    read_body,
+    read_query,
+    send_bytes,
+    send_events,
+    send_text,
+    wants_gzip,
+)
 
 
 class _AllowKernel:
@@ -147,10 +152,11 @@ class ApiHandler(R3nbHandler):
         elif isinstance(reply, BytesReply):
             send_bytes(self, reply, set_content_type=reply.content_type)
         else:
-            await self._send_events(reply.events)
+            await self._send_events(reply)
 
-    async def _send_events(self, events: AsyncIterator[Event]) -> None:
-        await send_events(self, events, self.send_r3nb_error)
+    async def _send_events(self, reply: StreamReply) -> None:
+        gzip = wants_gzip(self, reply.compressible)
+        await send_events(self, reply.events, self.send_r3nb_error, gzip)
 
 
 # Every route of the API goes through ApiHandler; engine/api.py has the route table.

@@ -24,6 +24,7 @@ from tornado.iostream import StreamClosedError
 from r3nb.errors import R3nbError
 from r3nb.protocol import RETRY_AFTER_HEADER, sse_frame
 from r3nb.service.wire import API_PATH, ENV_SERVICE_URL, PERSON_HEADER, UNAVAILABLE
+from r3nb.sse_gzip import GzipBody, accepts_gzip
 
 from .handlers import ApiHandler
 
@@ -35,6 +36,7 @@ _PASSED_BACK = (
     "X-Accel-Buffering",
     "X-Content-Type-Options",
     RETRY_AFTER_HEADER,
+    "Vary",
 )
 
 
@@ -106,7 +108,12 @@ class RelayHandler(ApiHandler):
             await response.aclose()
 
     def _service_headers(self) -> dict[str, str]:
-        headers = {"Authorization": f"token {self.relay.server_token}"}
+        # Plain from the service, so this server can add an ``error`` event to a stream
+        # the service broke off; it gzips a watch for the caller itself (``_pass_back``).
+        headers = {
+            "Authorization": f"token {self.relay.server_token}",
+            "Accept-Encoding": "identity",
+        }
         if self.request.headers.get("Content-Type"):
             headers["Content-Type"] = self.request.headers["Content-Type"]
         if self._kernel_call:
@@ -125,23 +132,34 @@ class RelayHandler(ApiHandler):
             if name in response.headers:
                 self.set_header(name, response.headers[name])
         streaming = response.headers.get("Content-Type", "").startswith("text/event-stream")
+        body: GzipBody | None = None
         if streaming:
             stream = getattr(self.request.connection, "stream", None)
             if stream is not None:
                 stream.set_nodelay(True)
+            # The service marks a stream it would compress (a watch) with Vary.
+            if "accept-encoding" in response.headers.get("Vary", "").lower() and accepts_gzip(
+                self.request.headers.get("Accept-Encoding")
+            ):
+                body = GzipBody()
+                self.set_header("Content-Encoding", "gzip")
         try:
             async for chunk in response.aiter_raw():
-                self.write(chunk)
+                self.write(body.segment(chunk) if body is not None else chunk)
                 await self.flush()
         except StreamClosedError:
             return  # the caller left: closing our side ends the service's response too
         except httpx.HTTPError:
             if not self._headers_written:
+                self.clear_header("Content-Encoding")
                 self.send_r3nb_error(ServiceUnavailable(UNAVAILABLE))
                 return
             if streaming:  # the service went away mid-stream: say so, as an event
-                self.write(sse_frame("error", {"error": f"{UNAVAILABLE} (mid-stream)"}))
+                error = sse_frame("error", {"error": f"{UNAVAILABLE} (mid-stream)"})
+                self.write(body.segment(error) if body is not None else error)
         if not self._finished:
+            if body is not None:
+                self.write(body.end())
             self.finish()
 
 

@@ -8,16 +8,29 @@ no XSRF check applies and a browser page cannot ride on a session.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from tornado import web
 
-from r3nb.engine.api import BytesReply, Call, JsonReply, Reply, TextReply, dispatch
+from r3nb.engine.api import (
+    BytesReply,
+    Call,
+    JsonReply,
+    Reply,
+    StreamReply,
+    TextReply,
+    dispatch,
+)
 from r3nb.engine.core import Caller, Engine
-from r3nb.engine.streams import Event
 from r3nb.errors import R3nbError
-from r3nb.server.documents import read_body, read_query, send_bytes, send_events, send_text
+from r3nb.server.documents import (
+    read_body,
+    read_query,
+    send_bytes,
+    send_events,
+    send_text,
+    wants_gzip,
+)
 
 from .access import Guard
 from .identity import Identities
@@ -85,10 +98,12 @@ class ServiceHandler(web.RequestHandler):
         elif isinstance(reply, BytesReply):
             send_bytes(self, reply)
         else:
-            await self._send_events(reply.events)
+            await self._send_events(reply)
 
-    async def _send_events(self, events: AsyncIterator[Event]) -> None:
-        await send_events(self, paced(events, self.delta_interval), self._send_r3nb_error)
+    async def _send_events(self, reply: StreamReply) -> None:
+        events = paced(reply.events, self.delta_interval)
+        gzip = wants_gzip(self, reply.compressible)
+        await send_events(self, events, self._send_r3nb_error, gzip)
 
     def _send_r3nb_error(self, error: R3nbError) -> None:
         self.send_error(error.status, exc_info=(type(error), error, None))
