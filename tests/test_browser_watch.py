@@ -57,7 +57,13 @@ class Requests:
 
     def __init__(self, page: Any) -> None:
         self.urls: list[str] = []
+        self.encodings: dict[str, str] = {}  # a watch's URL -> its Content-Encoding
         page.on("request", lambda request: self.urls.append(request.url))
+        page.on("response", self._response)
+
+    def _response(self, response: Any) -> None:
+        if "/watch" in response.url:
+            self.encodings[response.url] = response.headers.get("content-encoding", "")
 
     def polls(self, cid: str) -> list[str]:
         return [u for u in self.urls if re.search(rf"/conversations/{cid}\?since=", u)]
@@ -116,6 +122,10 @@ def test_an_observer_panel_is_pushed_over_the_watch_stream_not_polled(
     cid, _ = _follow_someone_elses_reply(lab, lab_provider, page, requests)
     assert requests.watches(cid), requests.urls
     assert requests.polls(cid) == [], "the reply came by snapshot polls"
+    # Gzip-encoded (issue 16.3: a watcher's bytes), and Chromium showed the reply while
+    # the provider still held it: each frame decoded as it arrived.
+    encodings = {requests.encodings.get(u) for u in requests.watches(cid)}
+    assert encodings == {"gzip"}, encodings
 
 
 def test_an_observer_panel_polls_when_the_watch_route_answers_404(
