@@ -93,7 +93,8 @@ def _hold_lock(db: Path) -> subprocess.Popen[bytes]:
 def test_locked_db_file_is_reported_then_recovered(tmp_path: Path, provider: FakeProvider) -> None:
     db = tmp_path / "locked.duckdb"
     holder = _hold_lock(db)
-    server = JupyterServer(tmp_path / "srv", _config(provider, db))
+    # (Also: with freeze_gc_at_start off, start-up's objects stay in full collections.)
+    server = JupyterServer(tmp_path / "srv", _config(provider, db, freeze_gc_at_start=False))
     try:
         server.start()
         with _client(server) as client:
@@ -101,6 +102,7 @@ def test_locked_db_file_is_reported_then_recovered(tmp_path: Path, provider: Fak
             assert health["ok"] is False
             assert str(db) in health["store_error"]
             assert "lock" in health["store_error"].lower()
+            assert health["gc"]["frozen_objects"] == 0
             r = client.get("conversations")
             assert r.status_code == 503
             assert str(db) in r.json()["error"]
@@ -215,6 +217,8 @@ def test_kill_9_loop_loses_no_completed_message(tmp_path: Path, provider: FakePr
     assert all(by_id[mid] == m for mid, m in completed.items())
     assert len(completed) >= 2 * rounds  # a prompt and its reply per round
     assert health["store"]["streaming_rows"] == 0
+    # Start-up's objects (~100,000) are out of the full collections that pause the loop.
+    assert health["gc"]["frozen_objects"] > 20_000, health["gc"]
 
 
 # --- hostile clients -------------------------------------------------------------------

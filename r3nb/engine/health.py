@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,13 @@ async def report(engine: Engine) -> dict[str, Any]:
         | {"db_writes": store.writes, "swept": engine.sweeper.swept},
         "store": stats,
         "watch": engine.watches.report(),
+        # Objects start-up left out of full collections (``freeze_gc_at_start``), and
+        # the full collections so far: each pauses the loop for what it scans.
+        "gc": {"frozen_objects": gc.get_freeze_count(), "full_collections": _full_collections()},
         "models_revision": models.revision,
         "models_file": models.models_file.state() if models.models_file else None,
     }
+
+
+def _full_collections() -> int:
+    return int(gc.get_stats()[2]["collections"])

@@ -9,6 +9,7 @@ whatever was streaming.
 
 from __future__ import annotations
 
+import gc
 import getpass
 import os
 import secrets
@@ -17,7 +18,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop
-from traitlets import Dict, List, Unicode, default
+from traitlets import Bool, Dict, List, Unicode, default
 
 from r3nb.engine import provider, settings
 from r3nb.engine.core import Engine, Settings
@@ -76,6 +77,18 @@ class R3nbApp(ExtensionApp):
         help="Hub mode: the r3nb service's internal base URL (e.g. "
         "http://127.0.0.1:10101/services/r3nb/). Set, this server keeps no keys, no DB "
         "and no engine and relays every API call to the service. Default: $R3NB_SERVICE_URL.",
+    ).tag(config=True)
+
+    freeze_gc_at_start = Bool(
+        True,
+        help="Once the server has started, move the objects it holds then (its modules, "
+        "JupyterLab's, r3nb's: ~100,000) out of Python's full garbage collections "
+        "(gc.freeze). Each full collection scanned them all and stopped the server's "
+        "loop, holding every reply's tokens and every watcher's frames: measured 54-68 ms "
+        "for a just-started server's, 0.4-3 ms after (what is made later is still "
+        "collected). "
+        "Those objects live as long as the server anyway. False leaves the server's "
+        "garbage collector as Python sets it.",
     ).tag(config=True)
 
     @default("db_path")
@@ -150,6 +163,9 @@ class R3nbApp(ExtensionApp):
         # jupyterhub-singleuser), never inside a host that owns the process's signals.
         if self.relay is None:  # a relay has no live replies to save
             stop_signals.install(self)
+        if self.freeze_gc_at_start:
+            # On the loop's next turn: every extension is loaded by then.
+            IOLoop.current().add_callback(gc.freeze)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(RELAY_ROUTES if self.relay is not None else ROUTES)
