@@ -86,9 +86,8 @@ class R3nbApp(ExtensionApp):
         "(gc.freeze). Each full collection scanned them all and stopped the server's "
         "loop, holding every reply's tokens and every watcher's frames: measured 54-68 ms "
         "for a just-started server's, 0.4-3 ms after (what is made later is still "
-        "collected). "
-        "Those objects live as long as the server anyway. False leaves the server's "
-        "garbage collector as Python sets it.",
+        "collected). Those objects live as long as the server anyway. False leaves the "
+        "server's garbage collector as Python sets it.",
     ).tag(config=True)
 
     @default("db_path")

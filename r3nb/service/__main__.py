@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(config: ServiceConfig) -> None:
     service = Service(config)
     service.start()
+    # Start-up's objects out of full garbage collections, as a server does
+    # (``R3nbApp.freeze_gc_at_start``): this process is the service's alone.
+    gc.freeze()
     assert service.engine is not None
     log.info(
         "listening on %s:%s%s, store %s",

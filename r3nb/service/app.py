@@ -16,7 +16,6 @@ they exist in hub mode. Two tuning knobs, also from the environment:
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import os
 from pathlib import Path
@@ -152,9 +151,6 @@ class Service:
             [(api + "?(.*)", ServiceHandler, kwargs)], default_handler_class=NotFoundHandler
         )
         self.server = app.listen(self.config.port, self.config.ip, xheaders=False)
-        # Start-up's objects out of full garbage collections, as a server's
-        # (``R3nbApp.freeze_gc_at_start``): this process is the service's alone.
-        gc.freeze()
 
     async def stop(self) -> None:
         if self.server is not None:
