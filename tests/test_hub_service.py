@@ -283,6 +283,7 @@ async def test_a_watch_through_the_relay_is_gzip_for_a_browser_and_plain_for_oth
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     plain, packed = streams["identity"], streams["gzip, deflate, br"]
     assert packed.headers is not None
     assert plain.headers is not None
