@@ -84,7 +84,9 @@ class GzipBody:
         return out
 
     def end(self) -> bytes:
-        """The last block and the trailer: a client checks the stream was whole."""
-        head = b"" if self.started else _HEADER
-        self.started = True
-        return head + _LAST_BLOCK + struct.pack("<II", self.crc, self.size & 0xFFFFFFFF)
+        """The last block and the trailer: a client checks the stream was whole. Nothing
+        for a stream that sent nothing: its response never said ``Content-Encoding``
+        (set with the first segment), so an empty body is the whole of it."""
+        if not self.started:
+            return b""
+        return _LAST_BLOCK + struct.pack("<II", self.crc, self.size & 0xFFFFFFFF)
