@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import zlib
 from collections.abc import AsyncIterator
@@ -105,20 +106,25 @@ class RawStream:
         async with client.stream("GET", path, params=params, headers=headers) as r:
             assert r.status_code == 200, (r.status_code, await r.aread())
             self.headers = r.headers
-            gzipped = r.headers.get("content-encoding") == "gzip"
-            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            pending = b""
-            async for chunk in r.aiter_raw():
-                self.wire += chunk
-                pending += decoder.decompress(chunk) if gzipped else chunk
-                *frames, pending = pending.split(b"\n\n")
-                for frame in frames:
-                    fields = dict(
-                        line.split(": ", 1) for line in frame.decode().split("\n") if ": " in line
-                    )
-                    if "data" in fields:
-                        yield fields.get("event", "message"), json.loads(fields["data"])
-            assert not pending, f"the stream ended inside a frame: {pending[:80]!r}"
-            if gzipped:
-                assert decoder.eof, "the gzip member was not ended"
-                assert not decoder.unused_data
+            async for event in parse_sse(self._lines(r)):
+                yield event
+
+    async def _lines(self, r: httpx.Response) -> AsyncIterator[str]:
+        gzipped = r.headers.get("content-encoding") == "gzip"
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = codecs.getincrementaldecoder("utf-8")()
+        pending = ""
+        in_frame = False  # a line of a frame whose closing blank line has not come
+        async for chunk in r.aiter_raw():
+            self.wire += chunk
+            pending += text.decode(decoder.decompress(chunk) if gzipped else chunk)
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                in_frame = line != ""
+                yield line
+        rest = pending + text.decode(b"", final=True)
+        assert not rest, f"the stream ended inside a line: {rest[:80]!r}"
+        assert not in_frame, "the stream ended inside a frame"
+        if gzipped:
+            assert decoder.eof, "the gzip member was not ended"
+            assert not decoder.unused_data

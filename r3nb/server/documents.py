@@ -90,7 +90,8 @@ def send_bytes(handler: web.RequestHandler, reply: BytesReply, **finish: Any) ->
 
 def wants_gzip(handler: web.RequestHandler, compressible: bool) -> bool:
     """Whether this stream goes out gzip-encoded (``sse_gzip``): a compressible one (a
-    watch) to a client whose ``Accept-Encoding`` takes gzip."""
+    watch) to a client whose ``Accept-Encoding`` takes gzip. (A relay asks the same of
+    what it passes back.)"""
     if not compressible:
         return False
     handler.set_header("Vary", "Accept-Encoding")
@@ -101,23 +102,25 @@ async def send_events(
     handler: web.RequestHandler,
     events: AsyncIterator[Event],
     send_error: Callable[[R3nbError], None],
-    gzip: bool = False,
+    compressible: bool = False,
 ) -> None:
     """Write server-sent events until the stream ends (``done``, or a watch's end). A
     client that goes away only ends this response: the stream itself goes on and is
     persisted. ``send_error``: the handler's JSON error, for a failure before the first
-    byte (after it, an ``error`` event). ``gzip``: encode the body (``wants_gzip``)."""
+    byte (after it, an ``error`` event). ``compressible``: gzip-encoded for a client
+    that takes it (``wants_gzip``)."""
+    body = GzipBody() if wants_gzip(handler, compressible) else None
     ended = asyncio.get_running_loop().create_future()
     _open.add(ended)
     try:
-        await _write_events(handler, events, send_error, GzipBody() if gzip else None)
+        await _write_events(handler, events, send_error, body)
     finally:
         _open.discard(ended)
         ended.set_result(None)
 
 
-def _put(
-    handler: web.RequestHandler, body: GzipBody | None, raw: bytes, compressed: bytes | None
+def write_encoded(
+    handler: web.RequestHandler, body: GzipBody | None, raw: bytes, compressed: bytes | None = None
 ) -> None:
     """Write ``raw`` as is, or as the next segment of ``body`` (``compressed``: its
     segment when made once for many streams)."""
@@ -148,13 +151,13 @@ async def _write_events(
     try:
         async for name, data in events:
             if name == "heartbeat":
-                _put(handler, body, SSE_HEARTBEAT, _HEARTBEAT_DEFLATED)
+                write_encoded(handler, body, SSE_HEARTBEAT, _HEARTBEAT_DEFLATED)
             elif isinstance(data, Encoded):  # a watch frame, encoded once for all watchers
                 if not data.sse:
                     continue  # its bytes went out with the frame's first event
-                _put(handler, body, data.sse, data.deflated() if body else None)
+                write_encoded(handler, body, data.sse, data.deflated() if body else None)
             else:
-                _put(handler, body, sse_frame(name, data), None)
+                write_encoded(handler, body, sse_frame(name, data), None)
             # Awaiting the flush is the back-pressure: a reader that stops reading
             # stalls only this loop, never the stream or the server's memory.
             await handler.flush()
@@ -164,7 +167,7 @@ async def _write_events(
         if not handler._headers_written:
             send_error(e)
             return
-        _put(handler, body, sse_frame("error", {"error": e.message}), None)
+        write_encoded(handler, body, sse_frame("error", {"error": e.message}), None)
     finally:
         await cast(Any, events).aclose()
     if not handler._finished:

@@ -21,14 +21,7 @@ from r3nb.engine.core import Caller, Engine
 from r3nb.errors import R3nbError
 from r3nb.protocol import SECRET_HEADER
 
-from .documents import (
-    read_body,
-    read_query,
-    send_bytes,
-    send_events,
-    send_text,
-    wants_gzip,
-)
+from .documents import read_body, read_query, send_bytes, send_events, send_text
 
 
 class _AllowKernel:
@@ -155,8 +148,7 @@ class ApiHandler(R3nbHandler):
             await self._send_events(reply)
 
     async def _send_events(self, reply: StreamReply) -> None:
-        gzip = wants_gzip(self, reply.compressible)
-        await send_events(self, reply.events, self.send_r3nb_error, gzip)
+        await send_events(self, reply.events, self.send_r3nb_error, reply.compressible)
 
 
 # Every route of the API goes through ApiHandler; engine/api.py has the route table.

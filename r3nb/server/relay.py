@@ -24,8 +24,9 @@ from tornado.iostream import StreamClosedError
 from r3nb.errors import R3nbError
 from r3nb.protocol import RETRY_AFTER_HEADER, sse_frame
 from r3nb.service.wire import API_PATH, ENV_SERVICE_URL, PERSON_HEADER, UNAVAILABLE
-from r3nb.sse_gzip import GzipBody, accepts_gzip
+from r3nb.sse_gzip import GzipBody
 
+from .documents import wants_gzip, write_encoded
 from .handlers import ApiHandler
 
 #: Headers of the service's answer that mean something to the caller.
@@ -138,25 +139,21 @@ class RelayHandler(ApiHandler):
             if stream is not None:
                 stream.set_nodelay(True)
             # The service marks a stream it would compress (a watch) with Vary.
-            if "accept-encoding" in response.headers.get("Vary", "").lower() and accepts_gzip(
-                self.request.headers.get("Accept-Encoding")
-            ):
-                body = GzipBody()
-                self.set_header("Content-Encoding", "gzip")
+            marked = "accept-encoding" in response.headers.get("Vary", "").lower()
+            body = GzipBody() if wants_gzip(self, marked) else None
         try:
             async for chunk in response.aiter_raw():
-                self.write(body.segment(chunk) if body is not None else chunk)
+                write_encoded(self, body, chunk)
                 await self.flush()
         except StreamClosedError:
             return  # the caller left: closing our side ends the service's response too
         except httpx.HTTPError:
             if not self._headers_written:
-                self.clear_header("Content-Encoding")
                 self.send_r3nb_error(ServiceUnavailable(UNAVAILABLE))
                 return
             if streaming:  # the service went away mid-stream: say so, as an event
                 error = sse_frame("error", {"error": f"{UNAVAILABLE} (mid-stream)"})
-                self.write(body.segment(error) if body is not None else error)
+                write_encoded(self, body, error)
         if not self._finished:
             if body is not None:
                 self.write(body.end())

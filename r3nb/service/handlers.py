@@ -23,14 +23,7 @@ from r3nb.engine.api import (
 )
 from r3nb.engine.core import Caller, Engine
 from r3nb.errors import R3nbError
-from r3nb.server.documents import (
-    read_body,
-    read_query,
-    send_bytes,
-    send_events,
-    send_text,
-    wants_gzip,
-)
+from r3nb.server.documents import read_body, read_query, send_bytes, send_events, send_text
 
 from .access import Guard
 from .identity import Identities
@@ -102,8 +95,7 @@ class ServiceHandler(web.RequestHandler):
 
     async def _send_events(self, reply: StreamReply) -> None:
         events = paced(reply.events, self.delta_interval)
-        gzip = wants_gzip(self, reply.compressible)
-        await send_events(self, events, self._send_r3nb_error, gzip)
+        await send_events(self, events, self._send_r3nb_error, reply.compressible)
 
     def _send_r3nb_error(self, error: R3nbError) -> None:
         self.send_error(error.status, exc_info=(type(error), error, None))
