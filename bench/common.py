@@ -8,6 +8,8 @@ Processes are always stopped by their pid.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import signal
@@ -15,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,21 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- stats
+
+
+@contextlib.contextmanager
+def no_client_gc_pause() -> Iterator[None]:
+    """The bench client's own heap (litellm, imported for other sections: ~1M objects)
+    kept out of its garbage collections while a latency is measured. A full collection
+    of it stops this process for 200-250 ms (``gc.callbacks``), and whichever burst it
+    lands in, r3nb's or the provider's, took it as the server's latency or the
+    baseline's. Frozen objects are still freed later: ``unfreeze`` on the way out."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def median(xs: list[float]) -> float | None:

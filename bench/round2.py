@@ -34,6 +34,7 @@ from bench.common import (
     median,
     model_entries,
     new_conversation,
+    no_client_gc_pause,
     pct,
     r3nb_send,
 )
@@ -69,14 +70,16 @@ async def burst(server: Server, provider: Provider, sends: int, reps: int) -> di
     ):
         for rep in range(reps + 1):  # the first round warms connections up
             cids = [await new_conversation(api, "burst") for _ in range(sends)]
-            c0 = cpu_seconds(server.pid)
-            t0 = time.perf_counter()
-            ours = await asyncio.gather(
-                *(aio_r3nb_send(aio, server.api, cid, p, "lean") for cid in cids)
-            )
-            cpu.append((cpu_seconds(server.pid) - c0) * 1000 / sends)
-            t1 = time.perf_counter()
-            theirs = await asyncio.gather(*(aio_direct(direct, provider.url, p) for _ in cids))
+            with no_client_gc_pause():
+                c0 = cpu_seconds(server.pid)
+                t0 = time.perf_counter()
+                ours = await asyncio.gather(
+                    *(aio_r3nb_send(aio, server.api, cid, p, "lean") for cid in cids)
+                )
+                cpu.append((cpu_seconds(server.pid) - c0) * 1000 / sends)
+            with no_client_gc_pause():
+                t1 = time.perf_counter()
+                theirs = await asyncio.gather(*(aio_direct(direct, provider.url, p) for _ in cids))
             if rep == 0:
                 continue
             failed += sum(1 for r in ours if r.error or r.status != "complete")

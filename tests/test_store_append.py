@@ -216,6 +216,55 @@ def test_sends_arriving_together_share_transactions_each_durable_one_bad_isolate
     assert (header["message_count"], header["head_id"]) == (4, second[1]["id"])
 
 
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """A real event loop that counts how often another thread woke it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.woken = 0
+
+    def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> Any:
+        self.woken += 1
+        return super().call_soon_threadsafe(*args, **kwargs)
+
+
+@pytest.mark.fast
+def test_a_burst_is_answered_in_one_wake_of_the_loop_per_transaction(tmp_path: Path) -> None:
+    """30 sends at once, one of whose callers gives up while it waits: the DB thread
+    wakes the server's loop once per transaction, not once per send (each wake is a
+    write to the loop's self-pipe and a callback, while the burst waits on the loop).
+    The others are answered; the one that gave up still has its rows, as a send whose
+    client went away does."""
+
+    async def scenario() -> tuple[int, int, list[Any], Any]:
+        store = Store(tmp_path / "wakes.duckdb")
+        store.open()
+        try:
+            cids = [(await store.create_conversation(f"c{i}", "me"))["id"] for i in range(30)]
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, _CountingLoop)
+            commits, woken = store.admission_commits, loop.woken
+            sends = [
+                asyncio.ensure_future(store.begin_exchange(cid, _exchange(), "q")) for cid in cids
+            ]
+            await asyncio.sleep(0)  # every send is queued
+            sends[7].cancel()
+            answers = await asyncio.gather(*sends, return_exceptions=True)
+            wakes, commits = loop.woken - woken, store.admission_commits - commits
+            kept = await store.messages_since(cids[7], 0)
+            return wakes, commits, answers, kept
+        finally:
+            store.close()
+
+    with asyncio.Runner(loop_factory=_CountingLoop) as runner:
+        wakes, commits, answers, kept = runner.run(scenario())
+    assert 1 <= commits < 30, commits
+    assert wakes <= commits, (wakes, commits)
+    assert isinstance(answers[7], asyncio.CancelledError)
+    assert all(isinstance(a, list) and len(a) == 2 for i, a in enumerate(answers) if i != 7)
+    assert [m["role"] for m in kept] == ["user", "assistant"]
+
+
 @pytest.mark.fast
 def test_an_admission_the_database_refuses_fails_alone(tmp_path: Path) -> None:
     """Sends committed together, one with text DuckDB cannot store (a lone surrogate,

@@ -7,7 +7,6 @@ the rows are written while the provider is already being asked.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, cast
 
@@ -76,19 +75,21 @@ class Exchanges:
         self.admission.one_reply_at_a_time(cid)
         # The rows are written while the provider is already being asked: the commit
         # (milliseconds) overlaps the provider's time to first token instead of adding
-        # to it. The insert is queued on the DB thread before anything the stream can
-        # write (flushes, the end), so it always lands first; ``start`` still waits for
-        # the commit, so nothing is acknowledged before it is durable.
+        # to it. ``start`` still waits for the commit, so nothing is acknowledged before
+        # it is durable.
         rows = [prompt, reply] if prompt is not None else [reply]
         title = _title_from(prompt.content) if prompt is not None else ""
-        insert = asyncio.ensure_future(self.store.begin_exchange(cid, rows, title, parent))
-        placeholder = _placeholder(cid, reply)
-        stream = self.hub.start(placeholder, model, messages)
+        stream = self.hub.start(_placeholder(cid, reply), model, messages)
         stream.left_out = fitted.left_out
         stream.pinned_over_budget = fitted.over_budget
         stream.on_end = lambda final: self.models.note_outcome(model.name, final)
         try:
-            created = await insert
+            # Awaited at once, not wrapped in a task: the insert joins the store's queue
+            # in this same step, before the stream's task has run at all, so it lands
+            # before anything the stream writes (flushes, the end). A task would join
+            # the queue a loop turn later, behind every request that arrived meanwhile
+            # (measured in a burst of 50: ~13 ms later at the median).
+            created = await self.store.begin_exchange(cid, rows, title, parent)
         except BaseException:
             stream.abort("the message could not be stored")
             raise

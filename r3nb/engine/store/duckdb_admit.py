@@ -24,12 +24,11 @@ end may now land after it: flushes touch only rows that still stream, so it is a
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import duckdb
 
@@ -52,9 +51,44 @@ Admission = tuple[str, Sequence[NewMessage], str | None, Parent]
 #: An admitted exchange (its rows, decorated, and the conversation's header), or None
 #: where its conversation or parent is gone.
 Admitted = tuple[list[MessageDict], ConversationDict] | None
-Pending = tuple[Admission, "concurrent.futures.Future[Admitted]"]
+Pending = tuple[Admission, "Waiter[Admitted]"]
 #: A reply's end to write: (message id, its end state), and who waits for the row.
-Ending = tuple[tuple[str, Final], "concurrent.futures.Future[MessageDict | None]"]
+Ending = tuple[tuple[str, Final], "Waiter[MessageDict | None]"]
+T = TypeVar("T")
+
+
+class Waiter(Generic[T]):
+    """A caller on its event loop, waiting for an answer from the DB thread."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[T] = self.loop.create_future()
+
+
+def settle(answers: Sequence[tuple[Waiter[Any], Any]]) -> None:
+    """From the DB thread: each waiter's answer (a result, or an exception to raise),
+    in ONE wake-up of each event loop. A future per caller set from the thread
+    (``asyncio.wrap_future``) wakes the loop once per caller: 50 writes to its
+    self-pipe and 50 callbacks after a burst's commit, while those sends wait."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Waiter[Any], Any]]] = {}
+    for waiter, answer in answers:
+        by_loop.setdefault(waiter.loop, []).append((waiter, answer))
+    for loop, these in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(_answer, these)
+
+
+def _answer(answers: Sequence[tuple[Waiter[Any], Any]]) -> None:
+    """On a waiter's loop: set each answer, unless its caller gave up (cancelled)."""
+    for waiter, answer in answers:
+        if waiter.future.done():
+            continue
+        if isinstance(answer, BaseException):
+            waiter.future.set_exception(answer)
+        else:
+            waiter.future.set_result(answer)
 
 
 class Admissions:
@@ -77,7 +111,7 @@ class Admissions:
     async def admit(self, admission: Admission) -> Admitted:
         """Queue ``admission``; its rows and header once durable (None: see ``Admitted``)."""
         self._thread.require_open()
-        done: concurrent.futures.Future[Admitted] = concurrent.futures.Future()
+        done: Waiter[Admitted] = Waiter()
         now = time.monotonic()
         with self._lock:
             self._last_gap, self._last_arrival = now - self._last_arrival, now
@@ -85,18 +119,18 @@ class Admissions:
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
             self._schedule()
-        return await asyncio.wrap_future(done)
+        return await done.future
 
     async def finalize(self, mid: str, final: Final) -> MessageDict | None:
         """Queue the end of reply ``mid``; its final row once durable (``finalize``)."""
         self._thread.require_open()
-        done: concurrent.futures.Future[MessageDict | None] = concurrent.futures.Future()
+        done: Waiter[MessageDict | None] = Waiter()
         with self._lock:
             self._endings.append(((mid, final), done))
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
             self._schedule()
-        return await asyncio.wrap_future(done)
+        return await done.future
 
     def _schedule(self) -> None:
         try:
@@ -143,13 +177,8 @@ class Admissions:
                 answers = self._thread.guarded(self._commit, [a for a, _ in group])
             except BaseException as e:  # StoreUnavailable, or a bug: every caller hears it
                 answers = [e] * len(group)
-            for (_, done), answer in zip(group, answers, strict=True):
-                if done.cancelled():  # its caller gave up; its rows stand, as a send's do
-                    continue
-                if isinstance(answer, BaseException):
-                    done.set_exception(answer)
-                else:
-                    done.set_result(answer)
+            # Its caller may have given up meanwhile: its rows stand, as a send's do.
+            settle([(done, answer) for (_, done), answer in zip(group, answers, strict=True)])
 
     def _commit(self, batch: Sequence[Admission]) -> list[Admitted | BaseException]:
         """On the DB thread: the exchanges of ``batch`` (distinct conversations) in ONE
@@ -202,24 +231,16 @@ class Admissions:
                     answers.append(self._thread.guarded(self._ops.finalize, *end))
                 except Exception as e:
                     answers.append(e)
-        for (_, done), answer in zip(endings, answers, strict=True):
-            if done.cancelled():
-                continue
-            if isinstance(answer, BaseException):
-                done.set_exception(answer)
-            else:
-                done.set_result(answer)
+        settle([(done, answer) for (_, done), answer in zip(endings, answers, strict=True)])
 
     def _fail_all(self, error: BaseException) -> None:
         with self._lock:
             taken, self._pending = self._pending, []
             endings, self._endings = self._endings, []
             self._scheduled = False
-        waiting: list[concurrent.futures.Future[Any]] = [done for _, done in taken]
+        waiting: list[Waiter[Any]] = [done for _, done in taken]
         waiting += [done for _, done in endings]
-        for done in waiting:
-            if not done.cancelled():
-                done.set_exception(error)
+        settle([(done, error) for done in waiting])
 
 
 def _groups(taken: Sequence[Pending]) -> list[list[Pending]]:
