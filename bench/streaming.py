@@ -218,7 +218,7 @@ class Observer:
         while True:
             t0 = time.perf_counter()
             params: dict[str, str] = {"since": str(self.rev)}
-            if self.mid and self.text:
+            if self.mid and self.status == "streaming":  # as the panel: empty text too
                 params["from"] = f"{self.mid}:{len(self.text)}"
             try:
                 r = await self.api.get(f"conversations/{self.cid}", params=params)

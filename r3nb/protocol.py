@@ -297,12 +297,16 @@ class StreamError(TypedDict):
 SseEventName = Literal["start", "delta", "done", "error", "snapshot"]
 
 
+def json_text(data: Any) -> str:
+    """A JSON reply's or event's text: UTF-8 as is, and compact separators. A full
+    message row's JSON is ~10% spaces, and what a polling or watching observer gets
+    beyond the reply's text is mostly such rows (a poll's update: ~25 bytes of them)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 def sse_frame(event: str, data: Any) -> bytes:
-    """One server-sent event. ``json.dumps`` escapes newlines, so ``data`` is one line;
-    compact separators, as the watch frames': a full message row's JSON is ~10% spaces,
-    and an observer's bytes beyond the reply's text are mostly such rows."""
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event}\ndata: {body}\n\n".encode()
+    """One server-sent event (``json.dumps`` escapes newlines, so ``data`` is one line)."""
+    return f"event: {event}\ndata: {json_text(data)}\n\n".encode()
 
 
 #: Sent when a stream has been quiet this long, so clients can tell "slow" from "dead"

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from tests.client import Api
+from tests.client import Api, parse_sse
 from tests.provider import FakeProvider
 
 
@@ -119,6 +119,41 @@ async def test_snapshot_since_and_from_send_only_new_text(api: Api, provider: Fa
     assert update["status"] == "complete"
     nothing = await api.ok("GET", f"conversations/{cid}", since=rest["revision"])
     assert nothing["messages"] == []
+
+
+async def test_a_reply_held_with_no_text_yet_comes_back_as_an_update(
+    api: Api, provider: FakeProvider
+) -> None:
+    """The panel names every streaming message it holds in ``from``, one with no text
+    yet as ``MID:0`` (its first look often comes before the first flush). The contract:
+    a message named in ``from`` comes back as a partial update. It came back as the
+    whole row instead, on the poll and on the watch stream's first frame: ~500 bytes
+    of fields resent to each observer of each reply."""
+    cid = await api.conversation()
+    sender = asyncio.ensure_future(api.send(cid, "!tokens=20 !gate=0"))
+    await provider.await_sent(0, 0)  # the request is at the provider's gate
+    empty = await _snapshot_until(
+        api, cid, lambda s: any(m["role"] == "assistant" for m in s["messages"])
+    )
+    held = _assistant(empty)
+    assert (held["status"], held["content"]) == ("streaming", "")
+    provider.release()
+    await sender
+    named = {"since": empty["revision"], "from": f"{held['id']}:0"}
+    update = _assistant_update(await api.ok("GET", f"conversations/{cid}", **named))
+    assert (update["offset"], update["content"]) == (0, provider.replies[0])
+    assert "author" not in update  # only the fields that change while streaming
+    async with api.client.stream("GET", f"conversations/{cid}/watch", params=named) as r:
+        first = await anext(parse_sse(r.aiter_lines()))
+    assert first[0] == "snapshot"
+    update = _assistant_update(first[1])
+    assert (update["offset"], update["content"]) == (0, provider.replies[0])
+    assert "author" not in update
+
+
+def _assistant_update(snapshot: dict[str, Any]) -> dict[str, Any]:
+    [update] = snapshot["messages"]
+    return dict(update)
 
 
 async def test_db_writes_follow_flush_cadence_not_tokens(

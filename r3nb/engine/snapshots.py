@@ -24,7 +24,7 @@ def trimmed(found: SnapshotParts, since: int, offsets: dict[str, int]) -> Snapsh
     out: list[SnapshotMessage] = []
     for message in messages:
         held = offsets.get(message["id"])
-        if held is not None and 0 < held <= len(message["content"]):
+        if held is not None and 0 <= held <= len(message["content"]):
             update = {k: message[k] for k in CHANGING}  # type: ignore[literal-required]
             update["content"] = message["content"][held:]
             update["offset"] = held

@@ -196,7 +196,7 @@ class ConversationWatch:
             mid = message["id"]
             _, text = self._text(message)
             have = held.get(mid)
-            if have is not None and 0 < have <= len(text):
+            if have is not None and 0 <= have <= len(text):
                 out.append(update(message, text[have:], have))
             else:
                 out.append({**message, "content": text})

@@ -7,11 +7,10 @@ tested) on its own.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from r3nb.protocol import MessageDict
+from r3nb.protocol import MessageDict, sse_frame
 from r3nb.sse_gzip import deflated
 
 from .snapshots import CHANGING
@@ -35,9 +34,7 @@ class Encoded(dict[str, Any]):
 
     def __init__(self, name: str, data: dict[str, Any]) -> None:
         super().__init__(data)
-        # Compact separators: a frame's JSON is most of a watcher's bytes beyond the text.
-        body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        self.sse = f"event: {name}\ndata: {body}\n\n".encode()
+        self.sse = sse_frame(name, data)  # compact JSON: most of a watcher's bytes beyond the text
         self._deflated: bytes | None = None
 
     def deflated(self) -> bytes:

@@ -19,7 +19,7 @@ from tornado import web
 from r3nb.engine.api import BytesReply, Call, JsonReply, StreamReply, TextReply, dispatch
 from r3nb.engine.core import Caller, Engine
 from r3nb.errors import R3nbError
-from r3nb.protocol import SECRET_HEADER
+from r3nb.protocol import SECRET_HEADER, json_text
 
 from .documents import read_body, read_query, send_bytes, send_events, send_text
 
@@ -139,7 +139,7 @@ class ApiHandler(R3nbHandler):
             return
         if isinstance(reply, JsonReply):
             self.set_status(reply.status)
-            self.finish(json.dumps(reply.body, ensure_ascii=False))
+            self.finish(json_text(reply.body))
         elif isinstance(reply, TextReply):
             send_text(self, reply, set_content_type=reply.content_type)
         elif isinstance(reply, BytesReply):

@@ -23,6 +23,7 @@ from r3nb.engine.api import (
 )
 from r3nb.engine.core import Caller, Engine
 from r3nb.errors import R3nbError
+from r3nb.protocol import json_text
 from r3nb.server.documents import read_body, read_query, send_bytes, send_events, send_text
 
 from .access import Guard
@@ -85,7 +86,7 @@ class ServiceHandler(web.RequestHandler):
         if isinstance(reply, JsonReply):
             self.set_status(reply.status)
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(reply.body, ensure_ascii=False))
+            self.finish(json_text(reply.body))
         elif isinstance(reply, TextReply):
             send_text(self, reply)
         elif isinstance(reply, BytesReply):
