@@ -8,7 +8,9 @@ header only when it changed.
 
 from __future__ import annotations
 
-from r3nb.protocol import MessageUpdate, Snapshot, SnapshotMessage
+from typing import Any
+
+from r3nb.protocol import MessageDict, MessageUpdate, Snapshot
 
 from .store import SnapshotParts
 
@@ -21,23 +23,34 @@ def trimmed(found: SnapshotParts, since: int, offsets: dict[str, int]) -> Snapsh
     """The snapshot for an observer that has revision ``since`` and, of each message
     in ``offsets``, the text up to its offset."""
     conversation, messages, revision, streaming, branch = found
-    out: list[SnapshotMessage] = []
-    for message in messages:
-        held = offsets.get(message["id"])
-        if held is not None and 0 <= held <= len(message["content"]):
-            update = {k: message[k] for k in CHANGING}  # type: ignore[literal-required]
-            update["content"] = message["content"][held:]
-            update["offset"] = held
-            out.append(update)  # type: ignore[arg-type]
-        else:
-            out.append(message)  # type: ignore[arg-type]
+    out = [
+        for_observer(message, message["content"], offsets.get(message["id"]))
+        for message in messages
+    ]
     # The header only when it changed (or on a first load): it is ~250 bytes. The
     # branch changes only with it (every branch change is a new header revision).
     changed = since == 0 or conversation["revision"] > since
     return {
         "conversation": conversation if changed else None,
         "branch": branch if changed else None,
-        "messages": out,
+        "messages": out,  # type: ignore[typeddict-item]
         "revision": revision,
         "streaming": streaming,
     }
+
+
+def for_observer(message: MessageDict, text: str, held: int | None) -> dict[str, Any]:
+    """``message``, whose text is ``text``, for an observer that holds its first
+    ``held`` code points (None: not held): a partial update when that is a prefix of
+    ``text``, an empty one included, else the whole row. The poll, a watch's first
+    frame and each tick of a watch all answer this way."""
+    if held is not None and 0 <= held <= len(text):
+        return update(message, text[held:], held)
+    return {**message, "content": text}
+
+
+def update(message: MessageDict, text: str, offset: int) -> dict[str, Any]:
+    """``message`` as a partial update: the fields that change while it streams and
+    its text from ``offset`` on."""
+    fields: dict[str, Any] = {k: message[k] for k in CHANGING}  # type: ignore[literal-required]
+    return {**fields, "content": text, "offset": offset}

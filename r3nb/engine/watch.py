@@ -33,9 +33,10 @@ from typing import Any
 from r3nb.errors import NotFound, StoreUnavailable
 from r3nb.protocol import MessageDict
 
+from .snapshots import for_observer
 from .store import StoreInterface
 from .streams import Event, LiveStream
-from .watch_frames import Encoded, Frame, Watcher, joined, news, sliced, update
+from .watch_frames import Encoded, Frame, Watcher, joined, news, sliced
 
 #: Frames kept per conversation for watchers a little behind; one further behind
 #: catches up with a snapshot of its own (a store read, from memory when recent).
@@ -136,10 +137,7 @@ class ConversationWatch:
             if held is not None and stream is not None and news(message) == self.sent.get(mid):
                 continue  # only a flush: the deltas below carry its text
             touched.add(mid)
-            if held is not None and held <= len(text):
-                out.append(update(message, text[held:], held))
-            else:
-                out.append({**message, "content": text})
+            out.append(for_observer(message, text, held))
             if message["status"] == "streaming":
                 self.offsets[mid], self.sent[mid] = len(text), news(message)
             else:
@@ -195,11 +193,7 @@ class ConversationWatch:
         for message in messages:
             mid = message["id"]
             _, text = self._text(message)
-            have = held.get(mid)
-            if have is not None and 0 <= have <= len(text):
-                out.append(update(message, text[have:], have))
-            else:
-                out.append({**message, "content": text})
+            out.append(for_observer(message, text, held.get(mid)))
             mine[mid] = len(text)
         events: list[Event] = []
         header = since == 0 or conversation["revision"] > since

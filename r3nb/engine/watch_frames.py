@@ -13,7 +13,6 @@ from typing import Any
 from r3nb.protocol import MessageDict, sse_frame
 from r3nb.sse_gzip import deflated
 
-from .snapshots import CHANGING
 from .streams import Event
 
 #: Of ``CHANGING``, the ones whose change is news beyond the text (a flush changes only
@@ -76,13 +75,6 @@ class Watcher:
 
 def news(message: MessageDict) -> tuple[Any, ...]:
     return tuple(message[k] for k in NEWS)  # type: ignore[literal-required]
-
-
-def update(message: MessageDict, text: str, offset: int) -> dict[str, Any]:
-    """``message`` as a partial update: the fields that change while it streams and
-    its text from ``offset`` on."""
-    fields: dict[str, Any] = {k: message[k] for k in CHANGING}  # type: ignore[literal-required]
-    return {**fields, "content": text, "offset": offset}
 
 
 def sliced(frame: Frame, held: dict[str, int]) -> list[Event]:
