@@ -238,9 +238,11 @@ def test_insert_and_run_runs_only_the_inserted_cell_and_only_on_the_click(
     output = page.locator(".jp-Notebook .jp-Cell").nth(3).locator(".jp-OutputArea-output")
     output.filter(has_text="ran 42").wait_for(state="visible", timeout=30_000)
     assert (lab.root / MARKER).read_text() == "ran"
+    # The front end sets a cell's count from the kernel's execute_reply, which comes after
+    # the output it printed: wait for it rather than read it the moment the output shows.
+    page.wait_for_function(f"() => Number.isInteger(({COUNTS})()[3])", timeout=30_000)
     after = page.evaluate(COUNTS)
     assert after[:3] == counts, "only the inserted cell ran"
-    assert isinstance(after[3], int)
 
     # The cell goes with the notebook's undo (what it did in the kernel stays done).
     undo(page, 3)
@@ -269,7 +271,9 @@ def test_a_saved_panel_reopened_with_a_fresh_kernel_says_how_to_reopen_it(
     hint = f"r3nb chat panel (conversation {cid}): it shows only while the kernel"
     assert output.data["text/plain"].startswith(hint)
     assert "application/vnd.jupyter.widget-view+json" in output.data
-    # Two more outputs of a widget whose kernel is gone, in cells of their own.
+    # Two more outputs of a widget whose kernel is gone, in cells of their own (after
+    # whatever cells the page has now: a test before this one may have left one).
+    old_at = len(nb.cells)
     for text in (OLD_REPR, OTHER_WIDGET):
         other = copy.deepcopy(output)
         other.data["text/plain"] = text
@@ -298,10 +302,10 @@ def test_a_saved_panel_reopened_with_a_fresh_kernel_says_how_to_reopen_it(
         assert words == output.data["text/plain"]
         assert f"`%r3nb --conversation {cid}`" in words
         # Saved before the hint existed: the same words, without an id to name.
-        old = cells.nth(3).locator(".jp-OutputArea-output .r3nb-stale-hint")
+        old = cells.nth(old_at).locator(".jp-OutputArea-output .r3nb-stale-hint")
         old.wait_for(state="visible")
         assert (old.text_content() or "").startswith("r3nb chat panel: it shows only")
-        foreign = cells.nth(4).locator(".jp-OutputArea-output")
+        foreign = cells.nth(old_at + 1).locator(".jp-OutputArea-output")
         foreign.filter(has_text=MODEL_NOT_FOUND).wait_for(state="visible")
         assert foreign.locator(".r3nb-stale-hint").count() == 0
     finally:
