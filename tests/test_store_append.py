@@ -216,6 +216,38 @@ def test_sends_arriving_together_share_transactions_each_durable_one_bad_isolate
     assert (header["message_count"], header["head_id"]) == (4, second[1]["id"])
 
 
+@pytest.mark.fast
+def test_a_burst_arriving_over_a_busy_loop_is_still_one_transaction_after_the_first(
+    tmp_path: Path,
+) -> None:
+    """Fifty sends released together reach a busy server's store over ~50 ms, mostly
+    ~1 ms apart but with gaps of 3-6 ms while the loop does other work (traced). A
+    pause of 3 ms and a cap of 15 ms cut such a burst into three or four transactions,
+    each commit 15-40 ms on a loaded machine, one after the other: the last sends'
+    first token waited for all of them. Here 12 sends 4 ms apart: the first is
+    committed alone (a lone send never waits), the rest together."""
+
+    async def scenario() -> int:
+        store = Store(tmp_path / "paced.duckdb")
+        store.open()
+        try:
+            cids = [(await store.create_conversation(f"c{i}", "me"))["id"] for i in range(12)]
+            await asyncio.sleep(0.05)  # a quiet moment: the first send is a lone one
+            before = store.admission_commits
+            sends = []
+            for cid in cids:  # the pacing of the arrivals, not a wait for anything
+                sends.append(asyncio.ensure_future(store.begin_exchange(cid, _exchange(), "q")))
+                await asyncio.sleep(0.004)
+            answers = await asyncio.gather(*sends)
+            assert all(a is not None for a in answers)
+            return store.admission_commits - before
+        finally:
+            store.close()
+
+    commits = asyncio.run(scenario())
+    assert commits <= 3, f"{commits} transactions for 12 sends 4 ms apart"
+
+
 class _CountingLoop(asyncio.SelectorEventLoop):
     """A real event loop that counts how often another thread woke it."""
 
