@@ -12,10 +12,9 @@ from typing import Any
 
 import nbformat
 import pytest
-from jupyter_client.manager import start_new_async_kernel
 from nbclient import NotebookClient
 
-from tests.kernels import KernelSession, embedded_env
+from tests.kernels import KernelSession, embedded_env, start_embedded_kernel
 
 HEAVY = ["litellm", "duckdb", "pandas", "anywidget", "httpx", "r3nb.kernel.client"]
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "demo.ipynb"
@@ -144,9 +143,7 @@ async def test_a_second_embedded_kernel_gets_its_own_store_and_says_so(tmp_path:
     started = []
     try:
         for _ in range(2):
-            started.append(
-                await start_new_async_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
-            )
+            started.append(await start_embedded_kernel(env=env, cwd=str(tmp_path)))
         first, second = (KernelSession(client, "") for _, client in started)
         one = (await first.ok(probe)).stdout.splitlines()
         two = (await second.ok(probe)).stdout.splitlines()
