@@ -232,7 +232,6 @@ def test_a_burst_arriving_over_a_busy_loop_is_still_one_transaction_after_the_fi
         store.open()
         try:
             cids = [(await store.create_conversation(f"c{i}", "me"))["id"] for i in range(12)]
-            await asyncio.sleep(0.05)  # a quiet moment: the first send is a lone one
             before = store.admission_commits
             sends = []
             for cid in cids:  # the pacing of the arrivals, not a wait for anything
