@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from jupyter_client.manager import start_new_async_kernel
@@ -129,6 +129,8 @@ async def _wait_for_env_url(port: int) -> str:
     raise AssertionError("the r3nb extension never published R3NB_URL")
 
 
+T = TypeVar("T")
+
 #: Kernel starts tried before a test gives up (see ``_died_at_start``).
 _STARTS = 3
 
@@ -141,38 +143,44 @@ def _died_at_start(error: RuntimeError) -> bool:
     return "died" in str(error)
 
 
-async def start_embedded_kernel(**kwargs: Any) -> tuple[Any, Any]:
-    """``start_new_async_kernel`` (which shuts a kernel that died at start down), again
-    when the kernel died at start (``_died_at_start``)."""
-    for attempt in range(_STARTS):
+async def _started(start: Callable[[], Awaitable[T]]) -> T:
+    """``start()`` again, up to ``_STARTS`` times, while its kernel dies at start
+    (``_died_at_start``); ``start`` shuts down a kernel that died before it raises."""
+    for attempt in range(1, _STARTS + 1):
         try:
-            return await start_new_async_kernel(kernel_name="python3", **kwargs)
+            return await start()
         except RuntimeError as e:
-            if not _died_at_start(e) or attempt == _STARTS - 1:
+            if not _died_at_start(e) or attempt == _STARTS:
                 raise
     raise AssertionError("unreachable")
+
+
+async def start_embedded_kernel(**kwargs: Any) -> tuple[Any, Any]:
+    """``start_new_async_kernel`` (which shuts down a kernel that died at start),
+    started again through ``_started``."""
+    return await _started(lambda: start_new_async_kernel(kernel_name="python3", **kwargs))
 
 
 async def _start_server_kernel(jp_serverapp: Any, jp_fetch: Any) -> tuple[str, Any]:
     """A kernel started through the server's REST API and ready: its id and client."""
     manager = jp_serverapp.kernel_manager
-    for attempt in range(_STARTS):
-        response = await jp_fetch(
-            "api", "kernels", method="POST", body=json.dumps({"name": "python3"})
-        )
+
+    async def start() -> tuple[str, Any]:
+        body = json.dumps({"name": "python3"})
+        response = await jp_fetch("api", "kernels", method="POST", body=body)
         kernel_id = json.loads(response.body)["id"]
         client = manager.get_kernel(kernel_id).client()
         client.start_channels()
         try:
             await client.wait_for_ready(timeout=60)
-            return kernel_id, client
-        except RuntimeError as e:
+        except RuntimeError:
             client.stop_channels()
             if kernel_id in manager:
                 await manager.shutdown_kernel(kernel_id, now=True)
-            if not _died_at_start(e) or attempt == _STARTS - 1:
-                raise
-    raise AssertionError("unreachable")
+            raise
+        return kernel_id, client
+
+    return await _started(start)
 
 
 @pytest.fixture
